@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the tests).
+# Each installs what it needs: a .venv with the package and its dev extras, and the Debian
+# packages listed in DEBIAN_PACKAGES (none yet: the transfer core needs only Python).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEBIAN_PACKAGES :=
+
+.PHONY: demo test lint typecheck unit bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP) system-deps
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+demo: $(STAMP) system-deps
+	$(BIN)/xdt bench transfer --sizes 1KiB,64KiB,1MiB,16MiB,64MiB
+
+bench: $(STAMP)
+	$(BIN)/xdt bench transfer --json bench-transfer.json
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,222 @@
+"""memfd-backed buffers and the pool that keeps them warm.
+
+Every object's bytes live in a memfd so that they can be sent with ``sendfile`` and handed to
+another local process as a file descriptor without a copy. Fresh pages cost more than copies
+(first-touch faults: writing 256 MiB into a fresh memfd takes ~0.8 s here, ~0.17 s when the
+mapping is made with ``MAP_POPULATE``, ~0.02 s into a reused one), so buffers are pooled by size
+class and handed out again warm.
+
+A buffer that has been *sealed* (``F_SEAL_WRITE``, to be shared read-only with another process)
+can never be written again and so never returns to the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+import time
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_POOL_LIMITS", "Buffer", "BufferPool", "PoolLimits", "size_class"]
+
+PAGE = mmap.PAGESIZE
+_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+READ_ONLY_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+
+
+def size_class(size: int) -> int:
+    """The capacity a buffer for ``size`` bytes gets: 8 classes per doubling, whole pages."""
+    if size <= PAGE:
+        return PAGE
+    step = max(PAGE, 1 << (size.bit_length() - 4))
+    return -(-size // step) * step
+
+
+class Buffer:
+    """A memfd of ``capacity`` bytes, mapped shared and writable, holding ``size`` bytes."""
+
+    __slots__ = ("_map", "_view", "capacity", "fd", "idle_since", "sealed", "size")
+
+    def __init__(self, capacity: int, *, name: str = "xdt-object") -> None:
+        self.capacity = capacity
+        self.size = 0
+        self.idle_since = 0.0
+        self.sealed = False
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(self.fd, capacity)
+            # MAP_POPULATE allocates every page in one call: ~5x faster than faulting them in.
+            self._map: mmap.mmap | None = mmap.mmap(
+                self.fd, capacity, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE
+            )
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self._view: memoryview | None = memoryview(self._map)
+
+    @classmethod
+    def from_sealed_fd(cls, fd: int, size: int) -> Buffer:
+        """Adopt a memfd another process passed us, after checking it is sealed read-only and
+        holds exactly ``size`` bytes. Takes ownership of ``fd`` (closed on failure too)."""
+        buffer = cls.__new__(cls)
+        buffer.fd, buffer.capacity, buffer.size = fd, size, size
+        buffer.idle_since, buffer.sealed = 0.0, True
+        buffer._map, buffer._view = None, None
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            if seals & READ_ONLY_SEALS != READ_ONLY_SEALS:
+                raise ValueError("the memfd is not sealed read-only")
+            if os.fstat(fd).st_size != size:
+                raise ValueError(f"the memfd holds {os.fstat(fd).st_size} bytes, not {size}")
+            if size:
+                buffer._map = mmap.mmap(
+                    fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
+                )
+                buffer._view = memoryview(buffer._map)
+        except BaseException:
+            buffer.close()
+            raise
+        return buffer
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    def writable(self) -> memoryview:
+        """The whole capacity, writable. Only before the object is published."""
+        if self._view is None or self.sealed:
+            raise ValueError("buffer is sealed or closed")
+        return self._view
+
+    def view(self) -> memoryview:
+        """The ``size`` bytes held, read-only."""
+        if self._view is None:
+            if self.size == 0 and not self.closed:
+                return memoryview(b"")
+            raise ValueError("buffer is closed")
+        return self._view[: self.size].toreadonly()
+
+    def fill(self, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in and set ``size``."""
+        source = memoryview(data).cast("B")
+        size = source.nbytes
+        if size > self.capacity:
+            raise ValueError(f"{size} bytes do not fit a buffer of {self.capacity}")
+        self.writable()[:size] = source
+        self.size = size
+
+    def seal(self) -> None:
+        """Make the memfd immutable (shrunk to ``size``) so its fd can be shared read-only.
+
+        The writable mapping is replaced by a read-only one; the buffer never returns to a
+        pool. Raises :class:`OSError` (EBUSY), leaving the buffer as it was, while someone
+        still holds a view of it.
+        """
+        if self.sealed:
+            return
+        if self._map is not None:
+            if self._view is not None:
+                self._view.release()
+                self._view = None
+            try:
+                self._map.close()
+            except BufferError:
+                # A view of ours is still out: the mapping stays, so the buffer stays usable.
+                self._view = memoryview(self._map)
+                raise OSError(errno.EBUSY, "a view of the buffer is still held") from None
+            self._map = None
+        os.ftruncate(self.fd, self.size)
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, _SEALS)
+        self.sealed = True
+        if self.size:
+            self._map = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+            self._view = memoryview(self._map)
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        self._drop_mapping()
+        os.close(self.fd)
+        self.fd = -1
+
+    def _drop_mapping(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._map is not None:
+            # If someone still holds a view, the mapping goes when they let go.
+            with contextlib.suppress(BufferError):
+                self._map.close()
+            self._map = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """How many idle bytes a pool keeps warm, and for how long."""
+
+    max_idle_bytes: int = 512 << 20
+    idle_seconds: float = 30.0
+
+
+DEFAULT_POOL_LIMITS = PoolLimits()
+
+
+class BufferPool:
+    """Warm buffers by size class. Not thread-safe: use it from one event loop."""
+
+    def __init__(self, limits: PoolLimits = DEFAULT_POOL_LIMITS, *, name: str = "xdt") -> None:
+        self.limits = limits
+        self._name = name
+        self._idle: dict[int, list[Buffer]] = {}
+        self.idle_bytes = 0
+        self.created = 0
+        self.reused = 0
+
+    def acquire(self, size: int) -> Buffer:
+        """A buffer with room for ``size`` bytes, warm if one is idle."""
+        capacity = size_class(size)
+        idle = self._idle.get(capacity)
+        if idle:
+            buffer = idle.pop()
+            self.idle_bytes -= capacity
+            self.reused += 1
+        else:
+            buffer = Buffer(capacity, name=self._name)
+            self.created += 1
+        buffer.size = 0
+        return buffer
+
+    def release(self, buffer: Buffer) -> None:
+        """Take a buffer back; keep it warm if it is reusable and there is room."""
+        if buffer.sealed or buffer.closed:
+            buffer.close()
+            return
+        self.trim()
+        if self.idle_bytes + buffer.capacity > self.limits.max_idle_bytes:
+            buffer.close()
+            return
+        buffer.idle_since = time.monotonic()
+        self._idle.setdefault(buffer.capacity, []).append(buffer)
+        self.idle_bytes += buffer.capacity
+
+    def trim(self, *, everything: bool = False) -> int:
+        """Close buffers idle longer than the limit (or all); returns the bytes given back."""
+        cutoff = time.monotonic() - self.limits.idle_seconds
+        freed = 0
+        for capacity, buffers in list(self._idle.items()):
+            keep = [] if everything else [b for b in buffers if b.idle_since > cutoff]
+            for buffer in buffers[: len(buffers) - len(keep)]:  # oldest first: they went idle first
+                buffer.close()
+                freed += capacity
+            if keep:
+                self._idle[capacity] = keep
+            else:
+                del self._idle[capacity]
+        self.idle_bytes -= freed
+        return freed
+
+    def close(self) -> None:
+        self.trim(everything=True)

@@ -1,0 +1,169 @@
+"""The exceptions xdt raises.
+
+Every error a caller can act on has its own type; the message says what happened and what to
+do about it. The tree::
+
+    XdtError
+    ├── KeyRingError                  no usable key ring (missing, unreadable, malformed)
+    ├── ReferenceRejected             a reference that will not be honoured
+    │   ├── ReferenceMalformed        not a reference at all: truncated, bad text, unknown version
+    │   ├── ReferenceTampered         fails authentication: altered, or sealed under a key we lack
+    │   ├── ReferenceExpired          past its expiry
+    │   ├── WrongTenant               minted for another tenant
+    │   └── PullBudgetExhausted       every pull it allowed has been made
+    ├── TransferError                 moving the bytes failed; the reference may still be good
+    │   ├── SourceUnavailable         the source sidecar cannot be reached, or went away mid-pull
+    │   ├── ObjectNotFound            the source does not hold the object (released or expired)
+    │   ├── TransferCorrupted         wrong length or checksum: the bytes were never delivered
+    │   └── ProtocolError             the peer does not speak the xdt pull protocol
+    └── StoreError
+        ├── QuotaExceeded             no room for the object within the store's byte quota
+        └── StoreClosed               the store is closed (the sidecar is shutting down)
+
+The pull protocol carries these across processes as an error code (:class:`ErrorCode`), so a
+receiver raises the same type the source decided on.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ErrorCode",
+    "KeyRingError",
+    "ObjectNotFound",
+    "ProtocolError",
+    "PullBudgetExhausted",
+    "QuotaExceeded",
+    "ReferenceExpired",
+    "ReferenceMalformed",
+    "ReferenceRejected",
+    "ReferenceTampered",
+    "SourceUnavailable",
+    "StoreClosed",
+    "StoreError",
+    "TransferCorrupted",
+    "TransferError",
+    "WrongTenant",
+    "XdtError",
+    "error_from_code",
+]
+
+
+class XdtError(Exception):
+    """Base class of every error xdt raises on purpose."""
+
+
+class KeyRingError(XdtError):
+    """The platform key ring is missing, unreadable or malformed."""
+
+
+class ReferenceRejected(XdtError):
+    """The reference will not be honoured. Subclasses say why."""
+
+
+class ReferenceMalformed(ReferenceRejected):
+    """The text is not an xdt reference (truncated, not base64url, unknown format version)."""
+
+
+class ReferenceTampered(ReferenceRejected):
+    """The reference fails authentication: it was altered, or sealed under a key we do not hold."""
+
+
+class ReferenceExpired(ReferenceRejected):
+    """The reference (and the object it names) has expired."""
+
+
+class WrongTenant(ReferenceRejected):
+    """The reference was minted for another tenant."""
+
+
+class PullBudgetExhausted(ReferenceRejected):
+    """Every pull the object allowed has already been made."""
+
+
+class TransferError(XdtError):
+    """Moving the bytes failed. Nothing partial was delivered."""
+
+
+class SourceUnavailable(TransferError):
+    """The source sidecar could not be reached, or went away during the pull."""
+
+
+class ObjectNotFound(TransferError):
+    """The source does not hold the object: it was released, expired, or never existed there."""
+
+
+class TransferCorrupted(TransferError):
+    """The bytes received do not match the reference's length or checksum."""
+
+
+class ProtocolError(TransferError):
+    """The peer sent something that is not the xdt pull protocol."""
+
+
+class StoreError(XdtError):
+    """The object store could not take or keep an object."""
+
+
+class QuotaExceeded(StoreError):
+    """No room within the store's byte quota, even after waiting."""
+
+
+class StoreClosed(StoreError):
+    """The store is closed; the sidecar is shutting down."""
+
+
+class ErrorCode(enum.IntEnum):
+    """Error codes on the wire (pull protocol ERROR frames). Values are stable."""
+
+    PROTOCOL = 1
+    MALFORMED = 2
+    TAMPERED = 3
+    EXPIRED = 4
+    WRONG_TENANT = 5
+    BUDGET_EXHAUSTED = 6
+    NOT_FOUND = 7
+    BUSY = 8
+    INTERNAL = 9
+
+
+_CODE_TO_ERROR: dict[ErrorCode, type[XdtError]] = {
+    ErrorCode.PROTOCOL: ProtocolError,
+    ErrorCode.MALFORMED: ReferenceMalformed,
+    ErrorCode.TAMPERED: ReferenceTampered,
+    ErrorCode.EXPIRED: ReferenceExpired,
+    ErrorCode.WRONG_TENANT: WrongTenant,
+    ErrorCode.BUDGET_EXHAUSTED: PullBudgetExhausted,
+    ErrorCode.NOT_FOUND: ObjectNotFound,
+    ErrorCode.BUSY: SourceUnavailable,
+    ErrorCode.INTERNAL: SourceUnavailable,
+}
+
+_ERROR_TO_CODE: dict[type[XdtError], ErrorCode] = {
+    ProtocolError: ErrorCode.PROTOCOL,
+    ReferenceMalformed: ErrorCode.MALFORMED,
+    ReferenceTampered: ErrorCode.TAMPERED,
+    ReferenceExpired: ErrorCode.EXPIRED,
+    WrongTenant: ErrorCode.WRONG_TENANT,
+    PullBudgetExhausted: ErrorCode.BUDGET_EXHAUSTED,
+    ObjectNotFound: ErrorCode.NOT_FOUND,
+}
+
+
+def code_for(error: XdtError) -> ErrorCode:
+    """The wire code for an error raised while serving a pull."""
+    for cls in type(error).__mro__:
+        code = _ERROR_TO_CODE.get(cls)
+        if code is not None:
+            return code
+    return ErrorCode.INTERNAL
+
+
+def error_from_code(code: int, message: str) -> XdtError:
+    """The exception a receiver raises for an ERROR frame from the source."""
+    try:
+        cls = _CODE_TO_ERROR[ErrorCode(code)]
+    except ValueError:
+        return ProtocolError(f"source answered with unknown error code {code}: {message}")
+    return cls(message)

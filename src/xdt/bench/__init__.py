@@ -1,0 +1,1 @@
+"""Benchmarks: `xdt bench transfer` (and, later, platform and workflow benchmarks)."""

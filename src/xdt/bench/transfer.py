@@ -1,0 +1,270 @@
+"""``xdt bench transfer``: one object from a producer process to a consumer process.
+
+Each case times, in the consumer, the whole of: ask for the object → hold every byte → read each
+byte once (an XXH3 pass, the same in every path) → give the buffer back. Paths:
+
+- ``raw-tcp``: the baseline. A plain blocking TCP socket on a persistent connection: the consumer
+  sends a tiny request, the producer answers with the bytes, the consumer ``recv_into``s a reused
+  buffer. Every ratio is against this path, measured in the same run.
+- ``xdt-tcp``: :class:`~xdt.PullClient` over TCP, fast path off (sealed reference, PULL frame,
+  ``sendfile`` from the memfd, checksum, DONE).
+- ``xdt-local``: the same-host fast path: same-host Unix socket, the object as a sealed memfd.
+
+The producer is a child process (``python -m xdt.bench.transfer``) holding one object per size
+with unlimited pulls, serving both the raw baseline (a thread) and an :class:`~xdt.ObjectServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import xxhash
+
+from .._loop import run
+from .._units import format_size
+from ..objects import ObjectStore, StoreConfig
+from ..refs import KEYRING_ENV, KeyRing
+from ..transfer import ClientConfig, ObjectServer, PullClient, ServerConfig
+
+__all__ = ["PATHS", "Case", "default_runs", "run_transfer_bench"]
+
+PATHS = ("raw-tcp", "xdt-tcp", "xdt-local")
+DEFAULT_SIZES = (1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20)
+_REQUEST = struct.Struct("!Q")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    path: str
+    size_bytes: int
+    median_s: float
+    min_s: float
+    max_s: float
+    runs: int
+    loop: str
+
+    @property
+    def gbps(self) -> float:
+        return self.size_bytes / self.median_s / 1e9
+
+    def record(self, baseline: Case | None) -> dict[str, object]:
+        record: dict[str, object] = asdict(self)
+        record["gb_per_s"] = round(self.gbps, 4)
+        if baseline is not None:
+            record["speed_vs_raw_tcp"] = round(baseline.median_s / self.median_s, 4)
+        return record
+
+
+def default_runs(size: int) -> int:
+    """Enough runs for a stable median, about a second of work per case."""
+    return max(7, min(200, (1 << 30) // max(size, 1)))
+
+
+def _read_once(view: memoryview) -> int:
+    return xxhash.xxh3_64_intdigest(view)
+
+
+# -- producer (child process) ------------------------------------------------------------------
+
+
+def _payload(size: int) -> bytes:
+    block = os.urandom(min(size, 1 << 20))
+    return (block * (size // max(len(block), 1) + 1))[:size]
+
+
+def _serve_raw(listener: socket.socket, payloads: dict[int, bytes]) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            request = bytearray(_REQUEST.size)
+            while True:
+                got = 0
+                while got < len(request):
+                    count = conn.recv_into(memoryview(request)[got:])
+                    if not count:
+                        break
+                    got += count
+                if got < len(request):
+                    break
+                (size,) = _REQUEST.unpack(request)
+                conn.sendall(payloads[size])
+
+
+async def _produce(sizes: list[int]) -> None:
+    keyring = KeyRing.from_env()
+    payloads = {size: _payload(size) for size in sizes}
+    raw = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_serve_raw, args=(raw, payloads), daemon=True).start()
+    store = ObjectStore(StoreConfig(quota_bytes=sum(sizes) + (1 << 20), max_ttl=86400.0))
+    async with ObjectServer(store, keyring, ServerConfig()) as server:
+        refs = {}
+        for size in sizes:
+            obj = await store.put(payloads[size], pulls=None, ttl=86400.0)
+            refs[str(size)] = server.seal(obj)
+        print(json.dumps({"raw_port": raw.getsockname()[1], "refs": refs}), flush=True)
+        # Serve until the consumer closes our stdin.
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    raw.close()
+
+
+# -- consumer (this process) -------------------------------------------------------------------
+
+
+def _time(fn: Callable[[], object], runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def _raw_case(port: int, size: int, runs: int) -> list[float]:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffer = bytearray(max(size, 1))
+    view = memoryview(buffer)[:size]
+    request = _REQUEST.pack(size)
+
+    def once() -> None:
+        sock.sendall(request)
+        got = 0
+        while got < size:
+            count = sock.recv_into(view[got:])
+            if not count:
+                raise ConnectionError("producer closed the raw connection")
+            got += count
+        _read_once(view)
+
+    try:
+        once()  # warm the connection and the buffer
+        return _time(once, runs)
+    finally:
+        sock.close()
+
+
+async def _xdt_case(client: PullClient, token: str, runs: int) -> list[float]:
+    async def once() -> None:
+        with await client.pull(token) as pulled:
+            _read_once(pulled.view())
+
+    await once()  # warm the connection and the receive pool
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        await once()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def run_transfer_bench(
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    *,
+    runs: int | None = None,
+    paths: Sequence[str] = PATHS,
+    loop: str = "uvloop",
+    on_case: Callable[[Case], None] | None = None,
+) -> list[Case]:
+    """Start a producer, measure every (size, path), stop the producer; returns the cases."""
+    keyring = KeyRing.generate()
+    env = {**os.environ, KEYRING_ENV: keyring.to_text(), "XDT_BENCH_LOOP": loop}
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "xdt.bench.transfer", *map(str, sizes)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert producer.stdout is not None
+        line = producer.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark producer process failed to start (see its stderr)")
+        hello = json.loads(line)
+        return run(_consume(keyring, hello, sizes, runs, paths, loop, on_case), loop)
+    finally:
+        if producer.stdin is not None:
+            producer.stdin.close()
+        try:
+            producer.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            producer.kill()
+            producer.wait()
+
+
+async def _consume(
+    keyring: KeyRing,
+    hello: dict[str, object],
+    sizes: Sequence[int],
+    runs: int | None,
+    paths: Sequence[str],
+    loop: str,
+    on_case: Callable[[Case], None] | None,
+) -> list[Case]:
+    refs = hello["refs"]
+    assert isinstance(refs, dict)
+    port = hello["raw_port"]
+    assert isinstance(port, int)
+    cases = []
+    async with (
+        PullClient(keyring, ClientConfig(local=False)) as tcp,
+        PullClient(keyring, ClientConfig(local=True)) as local,
+    ):
+        for size in sizes:
+            count = runs or default_runs(size)
+            for path in paths:
+                if path == "raw-tcp":
+                    samples = _raw_case(port, size, count)
+                else:
+                    client = tcp if path == "xdt-tcp" else local
+                    samples = await _xdt_case(client, refs[str(size)], count)
+                case = Case(
+                    path=path,
+                    size_bytes=size,
+                    median_s=statistics.median(samples),
+                    min_s=min(samples),
+                    max_s=max(samples),
+                    runs=count,
+                    loop=loop,
+                )
+                cases.append(case)
+                if on_case is not None:
+                    on_case(case)
+    return cases
+
+
+def describe_targets(cases: Sequence[Case]) -> list[tuple[str, float, float, bool]]:
+    """The issue's targets for this machine: (what, reached, wanted, met)."""
+    by = {(c.path, c.size_bytes): c for c in cases}
+    checks = []
+    for path, size, wanted in (("xdt-tcp", 256 << 20, 0.8), ("xdt-local", 256 << 20, 2.0)):
+        raw, case = by.get(("raw-tcp", size)), by.get((path, size))
+        if raw and case:
+            speed = raw.median_s / case.median_s
+            checks.append(
+                (f"{path} speed at {format_size(size)} vs raw-tcp", speed, wanted, speed >= wanted)
+            )
+    raw, case = by.get(("raw-tcp", 1 << 10)), by.get(("xdt-tcp", 1 << 10))
+    if raw and case:
+        ratio = case.median_s / raw.median_s
+        checks.append(("xdt-tcp median at 1 KiB / raw-tcp (at most)", ratio, 1.5, ratio <= 1.5))
+    return checks
+
+
+if __name__ == "__main__":
+    run(_produce([int(arg) for arg in sys.argv[1:]]), os.environ.get("XDT_BENCH_LOOP", "uvloop"))

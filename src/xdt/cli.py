@@ -1,0 +1,178 @@
+"""The ``xdt`` command.
+
+::
+
+    xdt keygen [--out FILE] [--rotate FILE]     make (or rotate) the platform key ring
+    xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop uvloop|asyncio]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from ._errors import KeyRingError
+from ._loop import LOOPS
+from ._units import format_size, parse_size
+from .refs import KeyRing
+
+__all__ = ["main"]
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [parse_size(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 1KiB,256MiB")
+    return sizes
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xdt", description="Expedited Data Transfers for serverless functions."
+    )
+    parser.add_argument("--version", action="version", version=f"xdt {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="make a platform key ring (or rotate one)",
+        description="Print a new key ring, or write it to a file readable only by its owner. "
+        "With --rotate, add a fresh primary key to an existing ring: references sealed under "
+        "the older keys still open.",
+    )
+    keygen.add_argument("--out", type=Path, help="write the key ring here (mode 0600)")
+    keygen.add_argument("--rotate", type=Path, metavar="FILE", help="rotate this key ring file")
+
+    bench = commands.add_parser("bench", help="measure xdt on this machine")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    transfer = benches.add_parser(
+        "transfer",
+        help="one object from a producer process to a consumer process",
+        description="Median time to move one object between two processes over a plain TCP "
+        "socket (raw-tcp, the baseline), the xdt pull protocol over TCP (xdt-tcp) and the "
+        "same-host memfd fast path (xdt-local).",
+    )
+    transfer.add_argument(
+        "--sizes", type=_sizes, default=None, help="comma-separated sizes (default 1KiB…256MiB)"
+    )
+    transfer.add_argument("--runs", type=int, default=None, help="timed runs per case")
+    transfer.add_argument("--json", type=Path, default=None, help="write one record per case")
+    transfer.add_argument("--loop", choices=LOOPS, default="uvloop", help="event loop to use")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "keygen":
+            return _keygen(args, console)
+        if args.command == "bench" and args.bench == "transfer":
+            return _bench_transfer(args, console)
+    except KeyRingError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    return 2  # pragma: no cover - argparse enforces the commands
+
+
+def _keygen(args: argparse.Namespace, console: Console) -> int:
+    if args.rotate is not None:
+        ring = KeyRing.from_file(args.rotate).rotated()
+        target: Path | None = args.out or args.rotate
+    else:
+        ring = KeyRing.generate()
+        target = args.out
+    if target is None:
+        sys.stdout.write(ring.to_text())
+        return 0
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(ring.to_text())
+    os.chmod(target, 0o600)
+    console.print(
+        f"wrote key ring to {target} (primary key {ring.primary_key_id}, "
+        f"{len(ring.key_ids)} key(s)); keep it secret, give it only to the platform"
+    )
+    return 0
+
+
+def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
+    from .bench.transfer import DEFAULT_SIZES, PATHS, Case, describe_targets, run_transfer_bench
+
+    sizes = args.sizes or list(DEFAULT_SIZES)
+    if args.runs is not None and args.runs < 1:
+        console.print("[red]error:[/red] --runs must be at least 1")
+        return 2
+    total = len(sizes) * len(PATHS)
+    console.print(
+        f"xdt bench transfer: {len(sizes)} sizes × {len(PATHS)} paths, loop {args.loop}, "
+        f"runs per case {args.runs or 'adaptive'}"
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("measuring", total=total)
+
+        def done(case: Case) -> None:
+            progress.update(
+                task, advance=1, description=f"{case.path} {format_size(case.size_bytes)}"
+            )
+
+        cases = run_transfer_bench(sizes, runs=args.runs, loop=args.loop, on_case=done)
+
+    baseline = {c.size_bytes: c for c in cases if c.path == "raw-tcp"}
+    table = Table(title="one object, producer process → consumer process (median of runs)")
+    for column in ("path", "size", "median", "min", "max", "GB/s", "speed vs raw-tcp", "runs"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    for case in cases:
+        raw = baseline.get(case.size_bytes)
+        speed = f"{raw.median_s / case.median_s:.2f}×" if raw else "-"
+        table.add_row(
+            case.path,
+            format_size(case.size_bytes),
+            _seconds(case.median_s),
+            _seconds(case.min_s),
+            _seconds(case.max_s),
+            f"{case.gbps:.2f}",
+            speed,
+            str(case.runs),
+        )
+    console.print(table)
+    console.print("speed vs raw-tcp = raw-tcp median / this median (above 1: faster than raw-tcp)")
+    for what, reached, wanted, met in describe_targets(cases):
+        mark = "[green]met[/green]" if met else "[yellow]not met[/yellow]"
+        console.print(f"target: {what} {wanted:g}×, reached {reached:.2f}× … {mark}")
+    if args.json is not None:
+        records = [c.record(baseline.get(c.size_bytes)) for c in cases]
+        args.json.write_text(json.dumps(records, indent=2) + "\n")
+        console.print(f"wrote {len(records)} records to {args.json}")
+    return 0
+
+
+def _seconds(value: float) -> str:
+    if value < 1e-3:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value:.2f} s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The ``xdt`` command: keygen and the transfer benchmark (a tiny real run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xdt import KeyRing
+from xdt.cli import main
+
+
+def test_keygen_prints_a_usable_key_ring(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen"]) == 0
+    ring = KeyRing.from_text(capsys.readouterr().out)
+    assert len(ring.key_ids) == 1
+
+
+def test_keygen_writes_a_private_file_and_rotates_it(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    assert main(["keygen", "--out", str(path)]) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    first = KeyRing.from_file(path)
+    assert main(["keygen", "--rotate", str(path)]) == 0
+    rotated = KeyRing.from_file(path)
+    assert len(rotated.key_ids) == 2
+    assert rotated.primary_key_id != first.primary_key_id
+    assert first.primary_key_id in rotated.key_ids
+
+
+def test_keygen_rotate_of_a_bad_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "keys"
+    path.write_text("not a key ring\n")
+    assert main(["keygen", "--rotate", str(path)]) == 2
+    assert "expected '<8 hex digit key id> <base64url key>'" in capsys.readouterr().out
+
+
+def test_bench_transfer_writes_one_record_per_case(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    # A real run in a subprocess, as a user would start it.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xdt.cli",
+            "bench",
+            "transfer",
+            "--sizes",
+            "1KiB,2MiB",
+            "--runs",
+            "3",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "raw-tcp" in result.stdout and "xdt-local" in result.stdout
+    records = json.loads(out.read_text())
+    assert {(r["path"], r["size_bytes"]) for r in records} == {
+        (path, size) for path in ("raw-tcp", "xdt-tcp", "xdt-local") for size in (1024, 2 << 20)
+    }
+    for record in records:
+        assert record["runs"] == 3
+        assert 0 < record["min_s"] <= record["median_s"] <= record["max_s"]
+        assert record["speed_vs_raw_tcp"] > 0
+
+
+def test_bench_rejects_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "transfer", "--sizes", "12 parsecs"])
+    assert exit_info.value.code == 2
+    assert "not a size: '12 parsecs'" in capsys.readouterr().err

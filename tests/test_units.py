@@ -1,0 +1,147 @@
+"""Byte sizes as people write them (``xdt._units``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xdt._units import format_size, parse_size
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1KiB", KiB),
+        ("256MiB", 256 * MiB),
+        ("64 KiB", 64 * KiB),
+        ("1.5GiB", 3 * GiB // 2),
+        ("4096", 4096),
+        ("0", 0),
+        ("  4096  ", 4096),
+        ("\t16 MiB\n", 16 * MiB),
+        ("10B", 10),
+        ("10 b", 10),
+        ("1kib", KiB),
+        ("1KIB", KiB),
+        ("2mib", 2 * MiB),
+        ("3GiB", 3 * GiB),
+        ("0.5KiB", 512),
+        ("1.25KiB", 1280),
+        ("1.0MiB", MiB),
+        ("1KB", 1000),
+        ("64kb", 64_000),
+        ("2MB", 2_000_000),
+        ("1.5KB", 1500),
+        ("1GB", 1_000_000_000),
+        ("007", 7),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    result = parse_size(text)
+    assert result == size
+    assert type(result) is int
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "abc",
+        "KiB",
+        "1 TiB",
+        "1 KiBs",
+        "1 K",
+        "-1",
+        "+1",
+        "1e3",
+        "1.KiB",
+        ".5KiB",
+        "1,5KiB",
+        "1 2",
+        "0x10",
+        "1 Ki B",
+    ],
+)
+def test_parse_size_rejects_bad_text(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(text))) as info:
+        parse_size(text)
+    assert "not a size" in str(info.value)
+    assert "KiB" in str(info.value)  # says what would have been understood
+
+
+@pytest.mark.parametrize("text", ["1.5", "0.5B", "1.1KiB", "0.1MiB", "1.0001KB"])
+def test_parse_size_rejects_fractions_of_a_byte(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(text))) as info:
+        parse_size(text)
+    assert "whole number of bytes" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (1, "1 B"),
+        (1023, "1023 B"),
+        (KiB, "1 KiB"),
+        (1536, "1.5 KiB"),
+        (64 * KiB, "64 KiB"),
+        (MiB - 1, "1024.0 KiB"),
+        (MiB, "1 MiB"),
+        (256 * MiB, "256 MiB"),
+        (256 * MiB + 1, "256.0 MiB"),
+        (GiB, "1 GiB"),
+        (3 * GiB // 2, "1.5 GiB"),
+        (1 << 40, "1024 GiB"),
+    ],
+)
+def test_format_size(size: int, text: str) -> None:
+    assert format_size(size) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(1, 1 << 20),
+    unit=st.sampled_from([("B", 1), ("KiB", KiB), ("MiB", MiB), ("GiB", GiB)]),
+    space=st.sampled_from(["", " ", "  "]),
+)
+def test_parse_size_whole_units(count: int, unit: tuple[str, int], space: str) -> None:
+    name, scale = unit
+    assert parse_size(f"{count}{space}{name}") == count * scale
+    assert parse_size(f"{count}{space}{name.upper()}") == count * scale
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    count=st.integers(1, 1023),
+    scale=st.sampled_from([KiB, MiB, GiB]),
+    gib=st.integers(0, 1 << 20),
+)
+def test_exact_binary_sizes_format_and_parse_back(count: int, scale: int, gib: int) -> None:
+    size = count * scale if scale != GiB else (count + gib) * GiB
+    text = format_size(size)
+    assert re.fullmatch(r"\d+ (KiB|MiB|GiB)", text)
+    assert parse_size(text) == size
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(0, 1 << 50))
+def test_format_size_is_close(size: int) -> None:
+    text = format_size(size)
+    number, unit = text.split(" ")
+    scale = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB}[unit]
+    assert size >= scale or unit == "B"
+    assert abs(float(number) * scale - size) <= 0.0501 * scale  # one decimal, half to even
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("16.1KB", 16100), ("2.01MB", 2010000), ("9007199254740993", 9007199254740993)],
+)
+def test_decimal_sizes_are_exact(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
