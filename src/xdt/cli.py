@@ -3,7 +3,7 @@
 ::
 
     xdt keygen [--out FILE] [--rotate FILE]     make (or rotate) the platform key ring
-    xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop uvloop|asyncio]
+    xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop asyncio|uvloop]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     transfer.add_argument("--runs", type=int, default=None, help="timed runs per case")
     transfer.add_argument("--json", type=Path, default=None, help="write one record per case")
-    transfer.add_argument("--loop", choices=LOOPS, default="uvloop", help="event loop to use")
+    transfer.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop to use")
     return parser
 
 

@@ -177,7 +177,7 @@ def run_transfer_bench(
     *,
     runs: int | None = None,
     paths: Sequence[str] = PATHS,
-    loop: str = "uvloop",
+    loop: str = "asyncio",
     on_case: Callable[[Case], None] | None = None,
 ) -> list[Case]:
     """Start a producer, measure every (size, path), stop the producer; returns the cases."""
@@ -267,4 +267,4 @@ def describe_targets(cases: Sequence[Case]) -> list[tuple[str, float, float, boo
 
 
 if __name__ == "__main__":
-    run(_produce([int(arg) for arg in sys.argv[1:]]), os.environ.get("XDT_BENCH_LOOP", "uvloop"))
+    run(_produce([int(arg) for arg in sys.argv[1:]]), os.environ.get("XDT_BENCH_LOOP", "asyncio"))
