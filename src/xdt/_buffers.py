@@ -117,17 +117,10 @@ class Buffer:
         """
         if self.sealed:
             return
-        if self._map is not None:
-            if self._view is not None:
-                self._view.release()
-                self._view = None
-            try:
-                self._map.close()
-            except BufferError:
-                # A view of ours is still out: the mapping stays, so the buffer stays usable.
-                self._view = memoryview(self._map)
-                raise OSError(errno.EBUSY, "a view of the buffer is still held") from None
-            self._map = None
+        try:
+            self._unmap()
+        except BufferError:
+            raise OSError(errno.EBUSY, "a view of the buffer is still held") from None
         os.ftruncate(self.fd, self.size)
         fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, _SEALS)
         self.sealed = True
@@ -138,19 +131,25 @@ class Buffer:
     def close(self) -> None:
         if self.fd < 0:
             return
-        self._drop_mapping()
+        # If someone still holds a view, the mapping goes when they let go.
+        with contextlib.suppress(BufferError):
+            self._unmap()
+        self._map = self._view = None
         os.close(self.fd)
         self.fd = -1
 
-    def _drop_mapping(self) -> None:
+    def _unmap(self) -> None:
+        """Drop the mapping. BufferError, with the buffer left as it was, while a view is out."""
+        if self._map is None:
+            return
         if self._view is not None:
             self._view.release()
-            self._view = None
-        if self._map is not None:
-            # If someone still holds a view, the mapping goes when they let go.
-            with contextlib.suppress(BufferError):
-                self._map.close()
-            self._map = None
+        try:
+            self._map.close()
+        except BufferError:
+            self._view = memoryview(self._map)
+            raise
+        self._map = self._view = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -198,7 +199,7 @@ class ObjectStore:
 
     def __init__(self, config: StoreConfig = DEFAULT_STORE_CONFIG) -> None:
         self.config = config
-        self.stats = StoreStats()
+        self._counters = StoreStats()  # every field but `objects`, which is derived
         self.pool = BufferPool(config.pool, name="xdt-object")
         self._objects: dict[bytes, StoredObject] = {}
         self._gone: collections.OrderedDict[bytes, tuple[str, float]] = collections.OrderedDict()
@@ -232,7 +233,7 @@ class ObjectStore:
         if not 0 < ttl <= self.config.max_ttl:
             raise ValueError(f"ttl must be > 0 and <= {self.config.max_ttl:g} seconds")
         if size > self.config.quota_bytes:
-            self.stats.quota_timeouts += 1
+            self._counters.quota_timeouts += 1
             raise QuotaExceeded(
                 f"an object of {format_size(size)} can never fit this store's quota of "
                 f"{format_size(self.config.quota_bytes)}; raise the quota or split the object"
@@ -272,7 +273,7 @@ class ObjectStore:
         """The live object, or the error that says why there is none."""
         obj = self._objects.get(object_id)
         if obj is None:
-            self.stats.rejects += 1
+            self._counters.rejects += 1
             raise self._gone_error(object_id)
         return obj
 
@@ -291,7 +292,7 @@ class ObjectStore:
             try:
                 await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
             except TimeoutError:
-                self.stats.rejects += 1
+                self._counters.rejects += 1
                 raise PullBudgetExhausted(
                     f"object {obj.object_hex}: every pull it allows is in flight; "
                     "none finished within the wait"
@@ -299,14 +300,16 @@ class ObjectStore:
 
     def _finish_pull(self, obj: StoredObject, *, completed: bool) -> None:
         obj.readers -= 1
+        live = self._objects.get(obj.id) is obj
         if completed:
-            self.stats.pulls += 1
+            self._counters.pulls += 1
             if obj.pulls_left is not None:
                 obj.pulls_left -= 1
-                if obj.pulls_left == 0 and self._objects.get(obj.id) is obj:
-                    self._remove(obj, _GONE_EXHAUSTED)
-        if obj.id not in self._objects and obj.readers == 0:
-            self._free_buffer(obj)
+                if obj.pulls_left == 0 and live:
+                    self._remove(obj, _GONE_EXHAUSTED)  # frees the buffer, wakes waiters
+                    return
+        if not live and obj.readers == 0:
+            self._free_buffer(obj)  # removed while this pull was in flight
         obj._wake()
 
     # -- ending ------------------------------------------------------------------------------
@@ -316,10 +319,8 @@ class ObjectStore:
         obj = self._objects.get(object_id)
         if obj is None:
             return False
-        self.stats.releases += 1
+        self._counters.releases += 1
         self._remove(obj, _GONE_RELEASED)
-        if obj.readers == 0:
-            self._free_buffer(obj)
         return True
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -337,8 +338,6 @@ class ObjectStore:
         self._closed = True
         for obj in list(self._objects.values()):
             self._remove(obj, _GONE_RELEASED)
-            if obj.readers == 0:
-                self._free_buffer(obj)
         while self._quota_waiters:
             _, waiter = self._quota_waiters.popleft()
             if not waiter.done():
@@ -346,6 +345,11 @@ class ObjectStore:
         if self._trim_timer is not None:
             self._trim_timer.cancel()
         self.pool.close()
+
+    @property
+    def stats(self) -> StoreStats:
+        """A snapshot of the store's counters."""
+        return dataclasses.replace(self._counters, objects=len(self._objects))
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -373,35 +377,34 @@ class ObjectStore:
         obj._timer = asyncio.get_running_loop().call_later(ttl, self._expire, obj)
         self._objects[obj.id] = obj
         self._empty.clear()
-        self.stats.puts += 1
-        self.stats.objects += 1
-        self.stats.bytes_held += obj.size
+        self._counters.puts += 1
+        self._counters.bytes_held += obj.size
         return obj
 
     def _expire(self, obj: StoredObject) -> None:
         if self._objects.get(obj.id) is obj:
-            self.stats.expiries += 1
+            self._counters.expiries += 1
             self._remove(obj, _GONE_EXPIRED)
-            if obj.readers == 0:
-                self._free_buffer(obj)
 
     def _remove(self, obj: StoredObject, why: str) -> None:
+        """Make the object unpullable; its buffer goes now, or when its last reader finishes."""
         del self._objects[obj.id]
         if obj._timer is not None:
             obj._timer.cancel()
-        self.stats.objects -= 1
         self._gone[obj.id] = (why, obj.expires_at)
         while len(self._gone) > self.config.tombstones:
             self._gone.popitem(last=False)
         if not self._objects:
             self._empty.set()
+        if obj.readers == 0:
+            self._free_buffer(obj)
         obj._wake()
 
     def _free_buffer(self, obj: StoredObject) -> None:
         if obj.freed:
             return
         obj.freed = True
-        self.stats.bytes_held -= obj.size
+        self._counters.bytes_held -= obj.size
         self._unreserve(obj.buffer, obj.size)
 
     def _gone_error(self, object_id: bytes) -> Exception:
@@ -422,7 +425,7 @@ class ObjectStore:
         if not self._quota_waiters and self._reserved + size <= self.config.quota_bytes:
             self._reserved += size
             return
-        self.stats.quota_waits += 1
+        self._counters.quota_waits += 1
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (size, waiter)
         self._quota_waiters.append(entry)
@@ -435,12 +438,12 @@ class ObjectStore:
                 return  # granted just as the wait ran out: keep it
             self._quota_waiters.remove(entry)
             waiter.cancel()
-            self.stats.quota_timeouts += 1
+            self._counters.quota_timeouts += 1
             self._grant_waiting()  # a big waiter at the head may have held smaller ones back
             raise QuotaExceeded(
                 f"no room for {format_size(size)} within the quota of "
                 f"{format_size(self.config.quota_bytes)} after waiting {timeout:g}s "
-                f"({format_size(self.stats.bytes_held)} held by {self.stats.objects} objects); "
+                f"({format_size(self._counters.bytes_held)} held by {len(self._objects)} objects); "
                 "release or pull objects sooner, shorten their ttl, or raise the quota"
             ) from None
         except BaseException:

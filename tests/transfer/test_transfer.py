@@ -25,13 +25,13 @@ from xdt import (
 )
 from xdt._loop import run
 from xdt.transfer._framing import (
-    HEADER,
     FrameReader,
     FrameType,
     PullRequest,
     decode_error,
     encode_pull,
 )
+from xdt.transfer._io import read_frame
 
 TCP = ClientConfig(local=False)
 LOCAL = ClientConfig(local=True)
@@ -152,11 +152,8 @@ async def raw_pull(address: str, token: str, tenant: str = "default") -> tuple[F
     sock.setblocking(False)
     try:
         await loop.sock_sendall(sock, encode_pull(PullRequest(token=token, tenant=tenant)))
-        reader = FrameReader(HEADER.size + 4096)
-        while (frame := reader.next_frame()) is None:
-            count = await loop.sock_recv_into(sock, reader.space())
-            assert count, "server closed without answering"
-            reader.advance(count)
+        frame = await read_frame(loop, sock, FrameReader())
+        assert frame is not None, "server closed without answering"
         return frame
     finally:
         sock.close()

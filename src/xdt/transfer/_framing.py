@@ -26,6 +26,7 @@ __all__ = [
     "HEADER",
     "MAX_CONTROL_PAYLOAD",
     "PROTOCOL_VERSION",
+    "SMALL_OBJECT",
     "FrameReader",
     "FrameType",
     "ObjectHeader",
@@ -44,6 +45,7 @@ MAGIC = b"XD"
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("!2sBBI")
 MAX_CONTROL_PAYLOAD = 2048
+SMALL_OBJECT = 64 << 10  # objects up to this size are sent in one write with their header
 _OBJECT = struct.Struct("!QB")
 _ERROR = struct.Struct("!H")
 

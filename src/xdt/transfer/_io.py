@@ -1,4 +1,4 @@
-"""Socket primitives the event loop lacks: sendfile and fd passing on non-blocking sockets.
+"""Socket primitives the event loop lacks: sendfile, fd passing, and reading whole frames.
 
 They work on both asyncio's loop and uvloop: each tries the system call first and waits for
 readiness (``add_reader``/``add_writer``) only when the kernel says it would block.
@@ -11,7 +11,10 @@ import asyncio
 import os
 import socket
 
-__all__ = ["recv_fds", "recv_into", "send_fds", "sendall", "sendfile"]
+from .._errors import ProtocolError
+from ._framing import FrameReader, FrameType
+
+__all__ = ["read_frame", "recv_fds", "send_fds", "sendall", "sendfile"]
 
 
 async def _wait(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: bool) -> None:
@@ -35,9 +38,30 @@ async def _wait(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: 
             loop.remove_reader(fd)
 
 
-async def recv_into(loop: asyncio.AbstractEventLoop, sock: socket.socket, view: memoryview) -> int:
-    """One read into ``view``; 0 means the peer closed."""
-    return await loop.sock_recv_into(sock, view)
+async def read_frame(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    reader: FrameReader,
+    fds: list[int] | None = None,
+) -> tuple[FrameType, bytes] | None:
+    """The next frame, or None if the peer closed cleanly between frames. With ``fds``, file
+    descriptors passed alongside (Unix sockets) are collected there instead of being lost."""
+    while True:
+        frame = reader.next_frame()
+        if frame is not None:
+            return frame
+        if fds is None:
+            count = await loop.sock_recv_into(sock, reader.space())
+        else:
+            count, passed = await recv_fds(loop, sock, reader.space(), max_fds=1)
+            fds.extend(passed)
+        if count == 0:
+            if reader.buffered:
+                raise ProtocolError(
+                    f"connection closed inside a frame ({reader.buffered} bytes of it arrived)"
+                )
+            return None
+        reader.advance(count)
 
 
 async def sendall(loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes) -> None:
@@ -96,13 +120,11 @@ async def recv_fds(
             break
         except BlockingIOError:
             await _wait(loop, sock, write=False)
-    received: list[int] = []
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    received.extend(fds)
     if flags & socket.MSG_CTRUNC:
-        for fd in received:
+        for fd in fds:
             os.close(fd)
         raise ConnectionResetError("peer passed more file descriptors than expected")
-    return count, received
+    return count, fds.tolist()

@@ -38,6 +38,8 @@ from ..refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
 from . import _io
 from ._framing import (
     HEADER,
+    MAX_CONTROL_PAYLOAD,
+    SMALL_OBJECT,
     FrameReader,
     FrameType,
     PullRequest,
@@ -51,8 +53,8 @@ from .server import local_name
 __all__ = ["DEFAULT_CLIENT_CONFIG", "ClientConfig", "ClientStats", "PullClient", "Pulled"]
 
 # The receive buffer for control frames also takes the start of an object's bytes, so a small
-# object usually arrives with its header in one read.
-_READ_AHEAD = 64 << 10
+# object (sent with its header in one write) usually arrives in one read.
+_READ_AHEAD = HEADER.size + MAX_CONTROL_PAYLOAD + SMALL_OBJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +63,8 @@ class ClientConfig:
     io_timeout: float = 30.0  # a pull that makes no progress for this long fails
     max_connections_per_source: int = 16  # concurrent pulls from one source beyond this wait
     local: bool = True  # take the same-host memfd fast path when the source is on this host
-    verify_local: bool = (
-        False  # also checksum memfds (sealed by a trusted sidecar; off: ~10ms/256MiB)
-    )
+    # Also checksum memfds. Off: they are sealed by a trusted sidecar (costs ~10 ms per 256 MiB).
+    verify_local: bool = False
     pool: PoolLimits = DEFAULT_POOL_LIMITS
 
 
@@ -151,13 +152,16 @@ class _Connection:
     sock: socket.socket
     local: bool
     reader: FrameReader = field(default_factory=lambda: FrameReader(_READ_AHEAD))
-    fds: list[int] = field(default_factory=list)
+    fds: list[int] | None = None  # descriptors passed to us; a list only on local connections
     used: bool = False
 
+    def __post_init__(self) -> None:
+        if self.local:
+            self.fds = []
+
     def close(self) -> None:
-        for fd in self.fds:
+        for fd in self.fds or ():
             os.close(fd)
-        self.fds.clear()
         self.sock.close()
 
 
@@ -296,7 +300,7 @@ class PullClient:
             async with asyncio.timeout(self.config.io_timeout) as deadline:
                 try:
                     await _io.sendall(loop, conn.sock, request)
-                    frame = await self._read_frame(loop, conn)
+                    frame = await _io.read_frame(loop, conn.sock, conn.reader, conn.fds)
                 except OSError as exc:
                     if reused:
                         raise _StaleConnection from None
@@ -365,12 +369,12 @@ class PullClient:
             raise
         if conn.local:
             self.stats.pulls_local += 1
-            return Pulled(ref, buffer, self.pool, "local")
-        self.stats.pulls_tcp += 1
-        return Pulled(ref, buffer, self.pool, "tcp")
+        else:
+            self.stats.pulls_tcp += 1
+        return Pulled(ref, buffer, self.pool, "local" if conn.local else "tcp")
 
     def _adopt_fd(self, conn: _Connection, ref: Reference) -> Pulled:
-        fds, conn.fds = conn.fds, []
+        fds, conn.fds = conn.fds or [], []
         if len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -386,27 +390,6 @@ class PullClient:
             raise TransferCorrupted(f"object {ref.object_hex} memfd has a wrong checksum")
         self.stats.pulls_local += 1
         return Pulled(ref, buffer, None, "local")
-
-    async def _read_frame(
-        self, loop: asyncio.AbstractEventLoop, conn: _Connection
-    ) -> tuple[FrameType, bytes] | None:
-        while True:
-            frame = conn.reader.next_frame()
-            if frame is not None:
-                return frame
-            space = conn.reader.space()
-            if conn.local:
-                count, fds = await _io.recv_fds(loop, conn.sock, space, max_fds=1)
-                conn.fds.extend(fds)
-            else:
-                count = await loop.sock_recv_into(conn.sock, space)
-            if count == 0:
-                if conn.reader.buffered:
-                    raise ProtocolError(
-                        f"connection closed inside a frame (needs at least {HEADER.size} bytes)"
-                    )
-                return None
-            conn.reader.advance(count)
 
     @staticmethod
     def _gone(ref: Reference, exc: OSError | None, got: int | None = None) -> SourceUnavailable:

@@ -24,7 +24,7 @@ from ..objects import ObjectStore, Pull, StoredObject
 from ..refs import KeyRing, TransferMode
 from . import _io
 from ._framing import (
-    HEADER,
+    SMALL_OBJECT,
     FrameReader,
     FrameType,
     ObjectHeader,
@@ -162,7 +162,7 @@ class ObjectServer:
         try:
             while True:
                 async with asyncio.timeout(self.config.idle_timeout):
-                    frame = await self._read_frame(loop, sock, reader)
+                    frame = await _io.read_frame(loop, sock, reader)
                 if frame is None:
                     return
                 kind, payload = frame
@@ -201,7 +201,7 @@ class ObjectServer:
         try:
             async with asyncio.timeout(self.config.io_timeout):
                 sent_fd = await self._send_object(loop, sock, pull, local and request.want_fd)
-                frame = await self._read_frame(loop, sock, reader)
+                frame = await _io.read_frame(loop, sock, reader)
             if frame is None or frame[0] is not FrameType.DONE:
                 raise ConnectionResetError("receiver left before confirming the object")
             pull.complete()
@@ -227,29 +227,10 @@ class ObjectServer:
                 await _io.send_fds(loop, sock, header, [buffer.fd])
                 return True
         header = encode_object(ObjectHeader(size=size))
-        if size <= 64 << 10:
+        if size <= SMALL_OBJECT:  # one send, header and bytes together
             await _io.sendall(loop, sock, header + buffer.view().tobytes())
         else:
             await _io.sendall(loop, sock, header)
             await _io.sendfile(loop, sock, buffer.fd, 0, size)
         self.stats.bytes_sent += size
         return False
-
-    @staticmethod
-    async def _read_frame(
-        loop: asyncio.AbstractEventLoop, sock: socket.socket, reader: FrameReader
-    ) -> tuple[FrameType, bytes] | None:
-        """The next frame, or None if the peer closed cleanly between frames."""
-        while True:
-            frame = reader.next_frame()
-            if frame is not None:
-                return frame
-            count = await loop.sock_recv_into(sock, reader.space())
-            if count == 0:
-                if reader.buffered:
-                    raise ProtocolError(
-                        f"connection closed inside a frame ({reader.buffered} of "
-                        f"at least {HEADER.size} bytes)"
-                    )
-                return None
-            reader.advance(count)
