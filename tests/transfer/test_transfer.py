@@ -27,8 +27,10 @@ from xdt._loop import run
 from xdt.transfer._framing import (
     FrameReader,
     FrameType,
+    ObjectHeader,
     PullRequest,
     decode_error,
+    encode_object,
     encode_pull,
 )
 from xdt.transfer._io import read_frame
@@ -390,3 +392,56 @@ async def test_nothing_leaks_after_pulls(
         assert client.pool.idle_bytes > 0
     await eventually(lambda: store.stats.pulls == 2)
     assert store.stats.objects == 0 and store.stats.bytes_held == 0
+
+
+async def test_corrupted_bytes_are_never_delivered(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    data = os.urandom(200_000)
+    obj = await store.put(data, pulls=2)
+    token = server.seal(obj)
+    # Simulate a bit flipped in the source's memory or on the wire after the checksum was taken.
+    obj.buffer.writable()[123_456] ^= 0x01
+    async with PullClient(keyring, TCP) as client:
+        with pytest.raises(xdt.TransferCorrupted, match="wrong checksum"):
+            await client.pull(token)
+        assert client.pool.idle_bytes > 0  # the received buffer went back unread
+    obj.buffer.writable()[123_456] ^= 0x01  # repaired: the pull was never counted
+    async with PullClient(keyring, TCP) as client:
+        with await client.pull(token) as pulled:
+            assert pulled.tobytes() == data
+    await eventually(lambda: store.stats.pulls == 1)
+
+
+async def test_source_offering_the_wrong_size_is_refused(keyring: KeyRing) -> None:
+    """A peer on the source address that answers with an object of another length."""
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+
+    async def impostor() -> None:
+        conn, _ = await loop.sock_accept(listener)
+        with conn:
+            conn.setblocking(False)
+            await read_frame(loop, conn, FrameReader())
+            await loop.sock_sendall(conn, encode_object(ObjectHeader(size=3)) + b"abc")
+            await read_frame(loop, conn, FrameReader())  # until the client hangs up
+
+    serving = asyncio.ensure_future(impostor())
+    token = keyring.seal(
+        Reference(
+            object_id=os.urandom(16),
+            source=address,
+            size=10,
+            checksum=0,
+            expires_at=time.time() + 60,
+        )
+    )
+    try:
+        async with PullClient(keyring, TCP) as client:
+            with pytest.raises(xdt.TransferCorrupted, match="offers 3 bytes"):
+                await client.pull(token)
+        await asyncio.wait_for(serving, 5)
+    finally:
+        listener.close()
