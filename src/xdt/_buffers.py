@@ -1,6 +1,6 @@
 """memfd-backed buffers and the pool that keeps them warm.
 
-Every object's bytes live in a memfd so that they can be sent with ``sendfile`` and handed to
+Every object's bytes live in a memfd so that they can be mapped, streamed, and handed to
 another local process as a file descriptor without a copy. Fresh pages cost more than copies
 (first-touch faults: writing 256 MiB into a fresh memfd takes ~0.8 s here, ~0.17 s when the
 mapping is made with ``MAP_POPULATE``, ~0.02 s into a reused one), so buffers are pooled by size

@@ -69,6 +69,24 @@ async def test_round_trip_across_processes(
         assert stats["server"]["bytes_sent"] == size
 
 
+async def test_memfd_path_after_tcp_pulls_of_the_same_object(
+    producer: Any, keyring: KeyRing
+) -> None:
+    """Regression: with sendfile on the TCP path, the pages stayed referenced by socket buffers
+    and sealing for a later same-host pull stalled ~150 ms, then fell back to streaming."""
+    async with PullClient(keyring, TCP) as tcp, PullClient(keyring, LOCAL) as local:
+        for _ in range(5):
+            token, digest = producer.put(1 << 20, pulls=None)
+            for _ in range(3):
+                with await tcp.pull(token) as pulled:
+                    assert sha256(pulled.view()) == digest
+            with await local.pull(token) as pulled:
+                assert sha256(pulled.view()) == digest
+    assert local.stats.pulls_local == 5
+    assert local.stats.bytes_received == 0  # every one came as a memfd, none streamed
+    await eventually(lambda: producer.stats()["server"]["pulls_local"] == 5)
+
+
 def test_round_trip_on_uvloop(producer: Any, keyring: KeyRing) -> None:
     tokens = [producer.put(size) for size in (1 << 10, 4 << 20)]
 

@@ -7,7 +7,7 @@ byte once (an XXH3 pass, the same in every path) → give the buffer back. Paths
   sends a tiny request, the producer answers with the bytes, the consumer ``recv_into``s a reused
   buffer. Every ratio is against this path, measured in the same run.
 - ``xdt-tcp``: :class:`~xdt.PullClient` over TCP, fast path off (sealed reference, PULL frame,
-  ``sendfile`` from the memfd, checksum, DONE).
+  bytes streamed from the memfd's mapping, checksum, DONE).
 - ``xdt-local``: the same-host fast path: same-host Unix socket, the object as a sealed memfd.
 
 The producer is a child process (``python -m xdt.bench.transfer``) holding one object per size

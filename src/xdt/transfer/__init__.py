@@ -1,7 +1,7 @@
 """Moving objects between sidecars: the object server and the pull client.
 
 The wire protocol is in :mod:`xdt.transfer._framing`; the socket primitives the event loop
-lacks (sendfile, fd passing) in :mod:`xdt.transfer._io`.
+lacks (fd passing, whole-frame reads) in :mod:`xdt.transfer._io`.
 """
 
 from .client import DEFAULT_CLIENT_CONFIG, ClientConfig, ClientStats, PullClient, Pulled

@@ -1,4 +1,4 @@
-"""Socket primitives the event loop lacks: sendfile, fd passing, and reading whole frames.
+"""Socket primitives the event loop lacks: fd passing, and reading whole frames.
 
 They work on both asyncio's loop and uvloop: each tries the system call first and waits for
 readiness (``add_reader``/``add_writer``) only when the kernel says it would block.
@@ -14,7 +14,7 @@ import socket
 from .._errors import ProtocolError
 from ._framing import FrameReader, FrameType
 
-__all__ = ["read_frame", "recv_fds", "send_fds", "sendall", "sendfile"]
+__all__ = ["read_frame", "recv_fds", "send_fds", "sendall"]
 
 
 async def _wait(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: bool) -> None:
@@ -72,26 +72,6 @@ async def sendall(loop: asyncio.AbstractEventLoop, sock: socket.socket, data: by
         sent = 0
     if sent < len(data):
         await loop.sock_sendall(sock, memoryview(data)[sent:])
-
-
-async def sendfile(
-    loop: asyncio.AbstractEventLoop,
-    sock: socket.socket,
-    fd: int,
-    offset: int,
-    count: int,
-) -> None:
-    """Send ``count`` bytes of ``fd`` from ``offset`` with ``sendfile(2)``: no user-space copy."""
-    end = offset + count
-    while offset < end:
-        try:
-            sent = os.sendfile(sock.fileno(), fd, offset, end - offset)
-        except BlockingIOError:
-            await _wait(loop, sock, write=True)
-            continue
-        if sent == 0:
-            raise ConnectionResetError("sendfile sent nothing: the file shrank or the peer left")
-        offset += sent
 
 
 async def send_fds(
