@@ -68,7 +68,9 @@ def test_bench_transfer_writes_one_record_per_case(tmp_path: Path) -> None:
     assert "raw-tcp" in result.stdout and "xdt-local" in result.stdout
     records = json.loads(out.read_text())
     assert {(r["path"], r["size_bytes"]) for r in records} == {
-        (path, size) for path in ("raw-tcp", "xdt-tcp", "xdt-local") for size in (1024, 2 << 20)
+        (path, size)
+        for path in ("raw-tcp", "aio-tcp", "xdt-tcp", "xdt-local")
+        for size in (1024, 2 << 20)
     }
     for record in records:
         assert record["runs"] == 3

@@ -6,12 +6,16 @@ byte once (an XXH3 pass, the same in every path) → give the buffer back. Paths
 - ``raw-tcp``: the baseline. A plain blocking TCP socket on a persistent connection: the consumer
   sends a tiny request, the producer answers with the bytes, the consumer ``recv_into``s a reused
   buffer. Every ratio is against this path, measured in the same run.
+- ``aio-tcp``: the same exchange with both ends on an event loop (``loop.sock_*`` calls). Not a
+  target, a yardstick: the floor any asyncio sidecar pays for a round trip, so that small-object
+  latency can be read as "protocol cost" (xdt over aio) and "event-loop cost" (aio over raw).
 - ``xdt-tcp``: :class:`~xdt.PullClient` over TCP, fast path off (sealed reference, PULL frame,
   bytes streamed from the memfd's mapping, checksum, DONE).
 - ``xdt-local``: the same-host fast path: same-host Unix socket, the object as a sealed memfd.
 
 The producer is a child process (``python -m xdt.bench.transfer``) holding one object per size
-with unlimited pulls, serving both the raw baseline (a thread) and an :class:`~xdt.ObjectServer`.
+with unlimited pulls, serving the raw baseline (a thread), the aio yardstick (its event loop)
+and an :class:`~xdt.ObjectServer`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import xxhash
@@ -39,7 +43,7 @@ from ..transfer import ClientConfig, ObjectServer, PullClient, ServerConfig
 
 __all__ = ["PATHS", "Case", "default_runs", "run_transfer_bench"]
 
-PATHS = ("raw-tcp", "xdt-tcp", "xdt-local")
+PATHS = ("raw-tcp", "aio-tcp", "xdt-tcp", "xdt-local")
 DEFAULT_SIZES = (1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20)
 _REQUEST = struct.Struct("!Q")
 
@@ -105,43 +109,85 @@ def _serve_raw(listener: socket.socket, payloads: dict[int, bytes]) -> None:
                 conn.sendall(payloads[size])
 
 
+async def _serve_aio(listener: socket.socket, payloads: dict[int, bytes]) -> None:
+    loop = asyncio.get_running_loop()
+    answering = set()
+    while True:
+        conn, _ = await loop.sock_accept(listener)
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = asyncio.ensure_future(_answer_aio(loop, conn, payloads))
+        answering.add(task)
+        task.add_done_callback(answering.discard)
+
+
+async def _answer_aio(
+    loop: asyncio.AbstractEventLoop, conn: socket.socket, payloads: dict[int, bytes]
+) -> None:
+    request = bytearray(_REQUEST.size)
+    with conn:
+        while True:
+            got = 0
+            while got < len(request):
+                count = await loop.sock_recv_into(conn, memoryview(request)[got:])
+                if not count:
+                    return
+                got += count
+            (size,) = _REQUEST.unpack(request)
+            await loop.sock_sendall(conn, payloads[size])
+
+
 async def _produce(sizes: list[int]) -> None:
     keyring = KeyRing.from_env()
     payloads = {size: _payload(size) for size in sizes}
     raw = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=_serve_raw, args=(raw, payloads), daemon=True).start()
+    aio = socket.create_server(("127.0.0.1", 0))
+    aio.setblocking(False)
+    serving_aio = asyncio.ensure_future(_serve_aio(aio, payloads))
     store = ObjectStore(StoreConfig(quota_bytes=sum(sizes) + (1 << 20), max_ttl=86400.0))
     async with ObjectServer(store, keyring, ServerConfig()) as server:
         refs = {}
         for size in sizes:
             obj = await store.put(payloads[size], pulls=None, ttl=86400.0)
             refs[str(size)] = server.seal(obj)
-        print(json.dumps({"raw_port": raw.getsockname()[1], "refs": refs}), flush=True)
+        ports = {"raw": raw.getsockname()[1], "aio": aio.getsockname()[1]}
+        print(json.dumps({"ports": ports, "refs": refs}), flush=True)
         # Serve until the consumer closes our stdin.
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    serving_aio.cancel()
     raw.close()
+    aio.close()
 
 
 # -- consumer (this process) -------------------------------------------------------------------
 
 
-def _time(fn: Callable[[], object], runs: int) -> list[float]:
+Once = Callable[[], Awaitable[None]]
+
+
+async def _measure(once: Once, runs: int) -> list[float]:
+    await once()  # warm the connection and the buffers
     samples = []
     for _ in range(runs):
         start = time.perf_counter()
-        fn()
+        await once()
         samples.append(time.perf_counter() - start)
     return samples
 
 
-def _raw_case(port: int, size: int, runs: int) -> list[float]:
+def _connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buffer = bytearray(max(size, 1))
-    view = memoryview(buffer)[:size]
+    return sock
+
+
+def _raw_once(sock: socket.socket, size: int) -> Once:
+    """Blocking socket calls: the fastest a plain Python consumer can be."""
+    view = memoryview(bytearray(max(size, 1)))[:size]
     request = _REQUEST.pack(size)
 
-    def once() -> None:
+    async def once() -> None:
         sock.sendall(request)
         got = 0
         while got < size:
@@ -151,25 +197,35 @@ def _raw_case(port: int, size: int, runs: int) -> list[float]:
             got += count
         _read_once(view)
 
-    try:
-        once()  # warm the connection and the buffer
-        return _time(once, runs)
-    finally:
-        sock.close()
+    return once
 
 
-async def _xdt_case(client: PullClient, token: str, runs: int) -> list[float]:
+def _aio_once(sock: socket.socket, size: int) -> Once:
+    """The same exchange with both ends on an event loop: what any asyncio service pays."""
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    view = memoryview(bytearray(max(size, 1)))[:size]
+    request = _REQUEST.pack(size)
+
+    async def once() -> None:
+        await loop.sock_sendall(sock, request)
+        got = 0
+        while got < size:
+            count = await loop.sock_recv_into(sock, view[got:])
+            if not count:
+                raise ConnectionError("producer closed the aio connection")
+            got += count
+        _read_once(view)
+
+    return once
+
+
+def _xdt_once(client: PullClient, token: str) -> Once:
     async def once() -> None:
         with await client.pull(token) as pulled:
             _read_once(pulled.view())
 
-    await once()  # warm the connection and the receive pool
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        await once()
-        samples.append(time.perf_counter() - start)
-    return samples
+    return once
 
 
 def run_transfer_bench(
@@ -216,10 +272,8 @@ async def _consume(
     loop: str,
     on_case: Callable[[Case], None] | None,
 ) -> list[Case]:
-    refs = hello["refs"]
-    assert isinstance(refs, dict)
-    port = hello["raw_port"]
-    assert isinstance(port, int)
+    refs, ports = hello["refs"], hello["ports"]
+    assert isinstance(refs, dict) and isinstance(ports, dict)
     cases = []
     async with (
         PullClient(keyring, ClientConfig(local=False)) as tcp,
@@ -228,11 +282,13 @@ async def _consume(
         for size in sizes:
             count = runs or default_runs(size)
             for path in paths:
-                if path == "raw-tcp":
-                    samples = _raw_case(port, size, count)
+                if path in ("raw-tcp", "aio-tcp"):
+                    with _connect(ports[path[:3]]) as sock:
+                        make = _raw_once if path == "raw-tcp" else _aio_once
+                        samples = await _measure(make(sock, size), count)
                 else:
                     client = tcp if path == "xdt-tcp" else local
-                    samples = await _xdt_case(client, refs[str(size)], count)
+                    samples = await _measure(_xdt_once(client, refs[str(size)]), count)
                 case = Case(
                     path=path,
                     size_bytes=size,
