@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +82,6 @@ class Producer:
                 self.kill()
         self.process.stdin.close()
         self.process.stdout.close()
-
-
-async def eventually(condition: Callable[[], bool], *, within: float = 5.0) -> None:
-    """Wait until ``condition()`` holds (the source counts a pull when its DONE arrives, which
-    may be just after the receiver already has the bytes)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture

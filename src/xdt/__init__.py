@@ -6,13 +6,24 @@ the receiver's sidecar pulls the bytes straight from it. This package is layered
 - :mod:`xdt.refs` — sealed references and the key ring (the capability);
 - :mod:`xdt.objects` — the object store each sidecar keeps (quota, pull budget, expiry);
 - :mod:`xdt.transfer` — the object server and pull client between sidecars;
+- :mod:`xdt.sidecar`, :mod:`xdt.runtime`, :mod:`xdt.platform` — the embedded serverless
+  platform (``xdt up``): sidecars, the Python function runtime, activator and autoscaler;
+- :mod:`xdt.sdk` — what function code calls (:func:`invoke`);
 
 and this module pulls together the public API.
 """
 
 from ._errors import (
+    BadRequest,
+    FunctionFailed,
+    FunctionNotFound,
+    InstanceFailed,
+    InvocationError,
+    InvocationTimeout,
     KeyRingError,
     ObjectNotFound,
+    Overloaded,
+    PayloadTooLarge,
     ProtocolError,
     PullBudgetExhausted,
     QuotaExceeded,
@@ -42,17 +53,33 @@ from .transfer import (
 
 __version__ = "0.1.0"
 
+
+async def invoke(function: str, data: bytes | bytearray | memoryview = b"") -> bytes:
+    """Invoke another function from inside a function; its answer body. See :mod:`xdt.sdk`."""
+    from .sdk import invoke as sdk_invoke  # aiohttp loads only for code that makes calls
+
+    return await sdk_invoke(function, data)
+
+
 __all__ = [
     "DEFAULT_CLIENT_CONFIG",
     "DEFAULT_SERVER_CONFIG",
     "DEFAULT_STORE_CONFIG",
     "DEFAULT_TENANT",
+    "BadRequest",
     "ClientConfig",
+    "FunctionFailed",
+    "FunctionNotFound",
+    "InstanceFailed",
+    "InvocationError",
+    "InvocationTimeout",
     "KeyRing",
     "KeyRingError",
     "ObjectNotFound",
     "ObjectServer",
     "ObjectStore",
+    "Overloaded",
+    "PayloadTooLarge",
     "ProtocolError",
     "PullBudgetExhausted",
     "PullClient",
@@ -76,4 +103,5 @@ __all__ = [
     "WrongTenant",
     "XdtError",
     "__version__",
+    "invoke",
 ]

@@ -16,12 +16,22 @@ do about it. The tree::
     │   ├── ObjectNotFound            the source does not hold the object (released or expired)
     │   ├── TransferCorrupted         wrong length or checksum: the bytes were never delivered
     │   └── ProtocolError             the peer does not speak the xdt pull protocol
-    └── StoreError
-        ├── QuotaExceeded             no room for the object within the store's byte quota
-        └── StoreClosed               the store is closed (the sidecar is shutting down)
+    ├── StoreError
+    │   ├── QuotaExceeded             no room for the object within the store's byte quota
+    │   └── StoreClosed               the store is closed (the sidecar is shutting down)
+    └── InvocationError               an invocation did not get the function's answer (.status)
+        ├── BadRequest                400: the request itself is malformed
+        ├── FunctionNotFound          404: no function of that name is deployed
+        ├── PayloadTooLarge           413: the body is over the platform's inline limit
+        ├── FunctionFailed            500: the function's code raised (or answered 5xx)
+        ├── InstanceFailed            502: the instance died or went away mid-request
+        ├── Overloaded                503: every instance and every queue slot is busy
+        └── InvocationTimeout         504: no answer within the function's timeout
 
 The pull protocol carries these across processes as an error code (:class:`ErrorCode`), so a
-receiver raises the same type the source decided on.
+receiver raises the same type the source decided on. Invocations carry theirs over HTTP: the
+status, the ``X-Xdt-Error`` header (:data:`INVOCATION_ERROR_CODES`) and a JSON body with the
+message.
 """
 
 from __future__ import annotations
@@ -29,9 +39,18 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "INVOCATION_ERROR_CODES",
+    "BadRequest",
     "ErrorCode",
+    "FunctionFailed",
+    "FunctionNotFound",
+    "InstanceFailed",
+    "InvocationError",
+    "InvocationTimeout",
     "KeyRingError",
     "ObjectNotFound",
+    "Overloaded",
+    "PayloadTooLarge",
     "ProtocolError",
     "PullBudgetExhausted",
     "QuotaExceeded",
@@ -47,6 +66,7 @@ __all__ = [
     "WrongTenant",
     "XdtError",
     "error_from_code",
+    "invocation_error",
 ]
 
 
@@ -112,6 +132,88 @@ class QuotaExceeded(StoreError):
 
 class StoreClosed(StoreError):
     """The store is closed; the sidecar is shutting down."""
+
+
+class InvocationError(XdtError):
+    """An invocation did not get the function's answer. ``status`` is the HTTP status."""
+
+    status = 500
+    code = "invocation_failed"
+
+    def __init__(self, message: str, *, function: str | None = None) -> None:
+        super().__init__(message)
+        self.function = function
+
+
+class BadRequest(InvocationError):
+    """The invocation request itself is malformed (it never reached the function)."""
+
+    status, code = 400, "bad_request"
+
+
+class FunctionNotFound(InvocationError):
+    """No function of that name is deployed."""
+
+    status, code = 404, "function_not_found"
+
+
+class PayloadTooLarge(InvocationError):
+    """The body is over the platform's inline limit."""
+
+    status, code = 413, "payload_too_large"
+
+
+class FunctionFailed(InvocationError):
+    """The function's own code raised an exception, or the function answered with a 5xx."""
+
+    status, code = 500, "function_failed"
+
+
+class InstanceFailed(InvocationError):
+    """The instance serving the request died or could not be reached mid-request."""
+
+    status, code = 502, "instance_failed"
+
+
+class Overloaded(InvocationError):
+    """Every instance and every queue slot is busy: retry later, or raise max_scale."""
+
+    status, code = 503, "overloaded"
+
+
+class InvocationTimeout(InvocationError):
+    """No answer within the function's timeout."""
+
+    status, code = 504, "timeout"
+
+
+INVOCATION_ERROR_CODES: dict[str, type[InvocationError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        FunctionNotFound,
+        PayloadTooLarge,
+        FunctionFailed,
+        InstanceFailed,
+        Overloaded,
+        InvocationTimeout,
+    )
+}
+
+
+def invocation_error(
+    status: int, code: str | None, message: str, *, function: str | None = None
+) -> InvocationError:
+    """The exception for a failed invocation answer: by the platform's error code when it sent
+    one, else (the function answered non-2xx itself) by status."""
+    cls = INVOCATION_ERROR_CODES.get(code or "")
+    if cls is None:
+        cls = next((c for c in INVOCATION_ERROR_CODES.values() if c.status == status), None)
+    if cls is None:
+        cls = FunctionFailed if status >= 500 else BadRequest
+    error = cls(message, function=function)
+    error.status = status
+    return error
 
 
 class ErrorCode(enum.IntEnum):

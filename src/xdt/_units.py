@@ -1,11 +1,11 @@
-"""Byte sizes as people write them: ``1KiB``, ``64 MiB``, ``1.5GiB``, ``4096``."""
+"""Sizes and durations as people write them: ``1KiB``, ``64 MiB``, ``4096``; ``60s``, ``500ms``."""
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
 
-__all__ = ["format_size", "parse_size"]
+__all__ = ["format_duration", "format_size", "parse_duration", "parse_size"]
 
 _UNITS = {
     "": 1,
@@ -43,3 +43,33 @@ def format_size(size: int) -> str:
                 return f"{size // scale} {unit}"
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
+
+
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(text: str | float) -> float:
+    """Parse ``"60s"``, ``"500ms"``, ``"2m"``, ``"1h"`` or a bare number of seconds into
+    seconds. Raises :class:`ValueError` naming the bad text."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"not a duration: {text!r} (durations are not negative)")
+        return float(text)
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(
+            f"not a duration: {text!r} (write a number with an optional unit: ms, s, m, h)"
+        )
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or ""]
+
+
+def format_duration(seconds: float) -> str:
+    """``0.0123`` → ``"12.30 ms"``; ``2.5`` → ``"2.50 s"``; microseconds below a millisecond."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"

@@ -2,6 +2,9 @@
 
 ::
 
+    xdt up -f xdt.yaml [--port 8080]            run the platform in the foreground
+    xdt invoke FUNCTION [--data @in.bin]        invoke a function, answer on stdout
+    xdt status [--json]                         functions, instances, autoscaler decisions
     xdt keygen [--out FILE] [--rotate FILE]     make (or rotate) the platform key ring
     xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop asyncio|uvloop]
 """
@@ -16,13 +19,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import __version__
+from ._cli_platform import add_platform_commands, platform_command
 from ._errors import KeyRingError
 from ._loop import LOOPS
-from ._units import format_size, parse_size
+from ._units import format_duration, format_size, parse_size
 from .refs import KeyRing
 
 __all__ = ["main"]
@@ -44,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"xdt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_platform_commands(commands)
 
     keygen = commands.add_parser(
         "keygen",
@@ -77,12 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     try:
+        answer = platform_command(args, console)
+        if answer is not None:
+            return answer
         if args.command == "keygen":
             return _keygen(args, console)
         if args.command == "bench" and args.bench == "transfer":
             return _bench_transfer(args, console)
     except KeyRingError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     return 2  # pragma: no cover - argparse enforces the commands
 
@@ -147,9 +156,9 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
         table.add_row(
             case.path,
             format_size(case.size_bytes),
-            _seconds(case.median_s),
-            _seconds(case.min_s),
-            _seconds(case.max_s),
+            format_duration(case.median_s),
+            format_duration(case.min_s),
+            format_duration(case.max_s),
             f"{case.gbps:.2f}",
             speed,
             str(case.runs),
@@ -164,14 +173,6 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
         args.json.write_text(json.dumps(records, indent=2) + "\n")
         console.print(f"wrote {len(records)} records to {args.json}")
     return 0
-
-
-def _seconds(value: float) -> str:
-    if value < 1e-3:
-        return f"{value * 1e6:.0f} µs"
-    if value < 1:
-        return f"{value * 1e3:.2f} ms"
-    return f"{value:.2f} s"
 
 
 if __name__ == "__main__":

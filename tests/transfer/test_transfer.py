@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import xdt
-from conftest import eventually
+from _support.waiting import eventually
 from xdt import (
     ClientConfig,
     KeyRing,

@@ -1,0 +1,288 @@
+"""One function as the platform runs it: its instances, its throttler, its autoscaler.
+
+The platform feeds a :class:`Deployment` three things — requests (:meth:`invoke`), scraped
+concurrency (:meth:`observe`, every bucket) and clock ticks (:meth:`tick`, every tick interval)
+— and it keeps ``desired`` instances running: it starts missing ones, drains surplus ones, and
+scales from zero at once when a request finds no instance (the activator's poke).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from .._errors import InstanceFailed, InvocationError, InvocationTimeout
+from .._http import ERROR_HEADER
+from ..sidecar.upstream import Answer
+from .activator import Throttler
+from .autoscaler import Decider, Decision, ScaleGate
+from .balancer import Tracker
+from .instances import Instance, InstanceError, InstanceManager, State
+from .spec import FunctionSpec, PlatformSpec
+
+__all__ = ["Deployment"]
+
+START_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # after an instance failed to start
+
+
+class Deployment:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        platform: PlatformSpec,
+        manager: InstanceManager,
+        session: aiohttp.ClientSession,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spec = spec
+        self.manager = manager
+        self.session = session
+        self.clock = clock
+        config = platform.autoscaler
+        self.throttler: Throttler[Instance] = Throttler(
+            spec.name,
+            concurrency=spec.concurrency,
+            queue_depth=platform.queue_depth,
+            on_cold=self.poke,
+        )
+        self.decider = Decider(config, spec.concurrency, now=clock())
+        self.gate = ScaleGate(config, spec.min_scale, spec.max_scale)
+        initial = config.initial_scale if spec.initial_scale is None else spec.initial_scale
+        self.desired = max(spec.min_scale, initial)
+        if spec.max_scale:
+            self.desired = min(self.desired, spec.max_scale)
+        self.instances: list[Instance] = []
+        self.last_decision: Decision | None = None
+        self.decisions: collections.deque[dict[str, Any]] = collections.deque(maxlen=40)
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        self.requests = 0
+        self.restarts = 0
+        self.answers: collections.Counter[str] = collections.Counter()
+        self._started = clock()
+        self._start_failures = 0
+        self._retry: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining: dict[Instance, Tracker[Instance] | None] = {}
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def invoke(self, body: bytes) -> Answer:
+        """Route one request to an instance and return its answer."""
+        self.requests += 1
+        try:
+            async with asyncio.timeout(self.spec.timeout):
+                tracker = await self.throttler.acquire()
+                try:
+                    answer = await self._forward(tracker.target, body)
+                finally:
+                    self.throttler.release(tracker)
+        except TimeoutError:
+            error = InvocationTimeout(
+                f"function {self.spec.name!r} did not answer within {self.spec.timeout:g} s "
+                "(its timeout)",
+                function=self.spec.name,
+            )
+            self.answers[error.code] += 1
+            raise error from None
+        except InvocationError as exc:
+            self.answers[exc.code] += 1
+            raise
+        self.answers[answer.error or str(answer.status)] += 1
+        return answer
+
+    async def _forward(self, instance: Instance, body: bytes) -> Answer:
+        try:
+            async with self.session.post(f"{instance.ingress_url}/invoke", data=body) as response:
+                payload = await response.read()
+                return Answer(
+                    response.status,
+                    payload,
+                    response.headers.get("Content-Type", "application/octet-stream"),
+                    response.headers.get(ERROR_HEADER),
+                )
+        except aiohttp.ClientError as exc:
+            raise InstanceFailed(
+                f"instance {instance.id} of function {self.spec.name!r} failed mid-request "
+                f"({exc.__class__.__name__}: {exc})",
+                function=self.spec.name,
+            ) from None
+
+    # -- autoscaling -------------------------------------------------------------------------
+
+    def observe(self, now: float, sidecar_concurrency: float) -> None:
+        """One bucket of demand: the sidecars' concurrency plus the requests buffered here."""
+        buffered = self.throttler.waiting.report().average_concurrency
+        self.decider.record(now, sidecar_concurrency + buffered)
+
+    def poke(self) -> None:
+        """A request found no instance: scale from zero now, not at the next tick."""
+        now = self.clock()
+        self.decider.record(now, max(1, self.throttler.queued))
+        self.desired = max(self.desired, self.gate.poke(now))
+        self._log("poked: a request is waiting and no instance is ready")
+        self.reconcile()
+
+    def tick(self, now: float) -> None:
+        decision = self.decider.decide(now, self.ready_count)
+        desired = self.gate.apply(now, decision.desired if decision else None, self.desired)
+        if decision is not None:
+            self.last_decision = decision
+            self.decisions.append(
+                {
+                    "at": round(now - self._started, 3),
+                    "desired": desired,
+                    "kpa_desired": decision.desired,
+                    "ready": self.ready_count,
+                    "stable_concurrency": round(decision.stable_average, 3),
+                    "panic_concurrency": round(decision.panic_average, 3),
+                    "panicking": decision.panicking,
+                    "excess_burst_capacity": decision.excess_burst_capacity,
+                }
+            )
+        if desired != self.desired:
+            self._log(f"scale {self.desired} → {desired}")
+        self.desired = desired
+        self.reconcile()
+
+    @property
+    def panicking(self) -> bool:
+        return self.last_decision is not None and self.last_decision.panicking
+
+    # -- instances ---------------------------------------------------------------------------
+
+    def count(self, *states: State) -> int:
+        return sum(1 for i in self.instances if i.state in states)
+
+    @property
+    def ready_count(self) -> int:
+        return self.count(State.READY)
+
+    def reconcile(self) -> None:
+        """Start or drain instances until the active ones match ``desired``."""
+        active = [
+            i for i in self.instances if i.state in (State.STARTING, State.READY, State.RESTARTING)
+        ]
+        missing = self.desired - len(active)
+        if missing > 0 and self._retry is None:
+            for _ in range(missing):
+                instance = self.manager.create(self.spec)
+                self.instances.append(instance)
+                self._spawn(self._start(instance))
+        elif missing < 0:
+            ready = [i for i in active if i.state is State.READY]
+            # Drain the least busy first; among equals the youngest (it holds the least).
+            ready.sort(key=lambda i: (self._in_flight(i), -i.started_at))
+            for instance in ready[:-missing]:
+                tracker = self.throttler.remove(instance)
+                self.manager.begin_drain(instance)
+                self._draining[instance] = tracker
+                self._spawn(self._drain(instance, tracker))
+
+    def on_instance_event(self, instance: Instance, what: str) -> None:
+        self._log(what, instance)
+        if what == "restarted":
+            self.restarts += 1
+        if what in ("ready", "restarted") and instance.state is State.READY:
+            self.throttler.add(instance)
+        elif what.startswith(("crashed", "failed")):
+            self.throttler.remove(instance)
+        if what.startswith("failed") and instance in self.instances:
+            self.instances.remove(instance)
+            if instance.ready_at is not None:  # it had been serving: replace it now
+                self.reconcile()
+        if what == "stopped" and instance in self.instances:
+            self.instances.remove(instance)
+
+    async def _start(self, instance: Instance) -> None:
+        try:
+            await self.manager.start(instance)
+        except InstanceError as exc:
+            reason = str(exc)
+            self._start_failures += 1
+            if self.ready_count == 0:
+                # Nothing can serve the buffered requests: tell them why now, not at timeout.
+                self.throttler.fail_waiting(
+                    lambda: InstanceFailed(
+                        f"function {self.spec.name!r} could not start an instance: {reason}",
+                        function=self.spec.name,
+                    )
+                )
+            delay = START_RETRY_DELAYS[min(self._start_failures, len(START_RETRY_DELAYS)) - 1]
+            self._retry_in(delay)
+            return
+        self._start_failures = 0
+
+    async def _drain(self, instance: Instance, tracker: Tracker[Instance] | None) -> None:
+        try:
+            await self.manager.drain(instance, lambda: tracker.in_flight if tracker else 0)
+        finally:
+            self._draining.pop(instance, None)
+
+    def _retry_in(self, delay: float) -> None:
+        def retry() -> None:
+            self._retry = None
+            self.reconcile()
+
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(delay, retry)
+
+    def _in_flight(self, instance: Instance) -> int:
+        return next((t.in_flight for t in self.throttler.trackers if t.target is instance), 0)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _log(self, what: str, instance: Instance | None = None) -> None:
+        self.events.append(
+            {
+                "at": round(self.clock() - self._started, 3),
+                "instance": instance.id if instance else None,
+                "event": what,
+            }
+        )
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(self.manager.stop(i) for i in self.instances if i.state is not State.STOPPED),
+            return_exceptions=True,
+        )
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready_count,
+            "starting": self.count(State.STARTING, State.RESTARTING),
+            "draining": self.count(State.DRAINING),
+            "desired": self.desired,
+            "in_flight": self.throttler.in_flight
+            + sum(t.in_flight for t in self._draining.values() if t is not None),
+            "queued": self.throttler.queued,
+            "panicking": self.panicking,
+            "requests": self.requests,
+            "answers": dict(self.answers),
+            "concurrency": self.spec.concurrency,
+            "min_scale": self.spec.min_scale,
+            "max_scale": self.spec.max_scale,
+            "transfer": self.spec.transfer,
+            "kind": self.spec.kind,
+            "restarts": self.restarts,
+            "objects": sum(i.objects for i in self.instances),
+            "instances": [
+                {**i.describe(), "in_flight": self._in_flight(i)} for i in self.instances
+            ],
+            "decisions": list(self.decisions)[-10:],
+            "events": list(self.events)[-30:],
+        }

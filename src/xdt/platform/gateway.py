@@ -1,0 +1,62 @@
+"""The gateway: the platform's HTTP front door, where every invocation enters.
+
+- ``POST /invoke/<function>`` — the body goes to an instance of the function, the answer back;
+- ``GET /status`` — JSON: ``{"functions": {"<name>": {"ready": 2, "draining": 0, ...}}}``;
+- ``GET /metrics`` — Prometheus text;
+- ``GET /healthz`` — 200 while the platform runs.
+
+Errors the platform makes (unknown function, body too large, overloaded, timeout, instance
+failure) carry a typed code (see :mod:`xdt._http`); a function's own answer passes unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .._errors import FunctionNotFound, XdtError
+from .._http import ERROR_HEADER, error_response, read_body
+
+if TYPE_CHECKING:
+    from .platform import Platform
+
+__all__ = ["create_app"]
+
+
+def create_app(platform: Platform) -> web.Application:
+    limit = platform.spec.platform.inline_limit
+
+    async def invoke(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["function"]
+        deployment = platform.deployments.get(name)
+        try:
+            if deployment is None:
+                known = ", ".join(sorted(platform.deployments)) or "none"
+                raise FunctionNotFound(
+                    f"no function named {name!r} is deployed (deployed: {known})", function=name
+                )
+            body = await read_body(request, limit, function=name)
+            answer = await deployment.invoke(body)
+        except XdtError as exc:
+            return error_response(exc, function=name)
+        headers = {"Content-Type": answer.content_type}
+        if answer.error is not None:
+            headers[ERROR_HEADER] = answer.error
+        return web.Response(status=answer.status, body=answer.body, headers=headers)
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(platform.status())
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=platform.metrics(), content_type="text/plain")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=limit + 1)
+    app.router.add_post("/invoke/{function}", invoke)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app

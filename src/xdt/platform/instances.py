@@ -1,0 +1,375 @@
+"""Instances: one sidecar process and one function process each, started, probed, restarted,
+drained and stopped here.
+
+An instance's life::
+
+    STARTING ──(ready probe passes)──► READY ──(scale-down)──► DRAINING ──► STOPPED
+        │                                 │ function process crashed          ▲
+        │                                 └──► RESTARTING ──► READY           │
+        └──(cannot start / sidecar died)─────────────────────────────► FAILED ┘
+
+- The sidecar starts first on free loopback ports and prints them (one JSON line); the
+  function process then starts with ``$XDT_EGRESS`` (its sidecar's egress) and, for a
+  ``command``, ``$PORT``. Only the sidecar's environment holds the key ring.
+- READY means the sidecar's ``/xdt/ready`` probe, which probes the function, passed.
+- A crashed function process is restarted in place (the sidecar and its objects stay), with a
+  growing delay if it keeps crashing, like a Kubernetes container restart.
+- DRAINING gets no new requests and stops only when it has no in-flight request **and** its
+  sidecar holds no live object (pulled, released or expired) — the keep-alive that lets a
+  receiver pull from a sender the autoscaler has already given up — or ``drain_timeout`` passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import aiohttp
+
+from ..refs import KeyRing
+from ..sidecar.server import SidecarConfig
+from .spec import FunctionSpec, PlatformSpec
+
+__all__ = ["Instance", "InstanceError", "InstanceManager", "State"]
+
+PROBE_PERIOD = 0.025  # Knative's queue-proxy probes an unready container every 25 ms
+START_TIMEOUT = 60.0
+STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this
+DRAIN_POLL = 0.1
+RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # a crash loop backs off, up to 10 s
+CRASH_LOOP_RESET = 10.0  # a process that ran this long before crashing starts the backoff over
+
+
+class InstanceError(Exception):
+    """An instance could not be started."""
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+Event = Callable[["Instance", str], None]
+
+
+@dataclass(eq=False)
+class Instance:
+    id: str
+    function: FunctionSpec
+    log_path: Path
+    state: State = State.STARTING
+    sidecar: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | None = None
+    ingress_url: str = ""
+    egress_url: str = ""
+    objects_address: str = ""
+    upstream: str = ""
+    function_port: int | None = None
+    restarts: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    ready_at: float | None = None
+    objects: int = 0
+    bytes_held: int = 0
+    stopping: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def serving(self) -> bool:
+        return self.state is State.READY
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "sidecar_pid": self.sidecar.pid if self.sidecar else None,
+            "function_pid": self.process.pid if self.process else None,
+            "ingress": self.ingress_url,
+            "objects_address": self.objects_address,
+            "objects": self.objects,
+            "bytes_held": self.bytes_held,
+            "restarts": self.restarts,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "log": str(self.log_path),
+        }
+
+
+class InstanceManager:
+    """Starts and stops the instances of every function. ``on_event(instance, what)`` hears
+    each state change ("ready", "crashed", "restarted", "draining", "stopped", "failed")."""
+
+    def __init__(
+        self,
+        platform: PlatformSpec,
+        keyring: KeyRing,
+        run_dir: Path,
+        activator_url: str,
+        session: aiohttp.ClientSession,
+        on_event: Event,
+    ) -> None:
+        self.platform = platform
+        self.keyring = keyring
+        self.run_dir = run_dir
+        self.activator_url = activator_url
+        self.session = session
+        self.on_event = on_event
+        self._counter = itertools.count(1)
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def create(self, function: FunctionSpec) -> Instance:
+        """A new STARTING instance of ``function``; :meth:`start` brings it up."""
+        instance_id = f"{function.name}-{next(self._counter)}"
+        return Instance(instance_id, function, self.run_dir / "logs" / f"{instance_id}.log")
+
+    async def start(self, instance: Instance) -> None:
+        """Start the processes and wait until READY. Raises :class:`InstanceError`."""
+        try:
+            await self._start_sidecar(instance)
+            await self._start_function(instance)
+            await self._wait_ready(instance)
+        except BaseException as exc:
+            await self._kill(instance)
+            instance.state = State.FAILED
+            if isinstance(exc, InstanceError | OSError):
+                self.on_event(instance, f"failed: {exc}")
+                raise InstanceError(str(exc)) from None
+            raise
+        instance.state = State.READY
+        instance.ready_at = time.monotonic()
+        self._spawn(instance, self._watch_sidecar(instance))
+        self._spawn(instance, self._watch_function(instance))
+        self.on_event(instance, "ready")
+
+    async def _start_sidecar(self, instance: Instance) -> None:
+        function = instance.function
+        if function.handler is not None:
+            instance.upstream = f"unix:{self.run_dir / (instance.id + '.sock')}"
+        else:
+            instance.function_port = _free_port()
+            instance.upstream = f"http:{instance.function_port}"
+        config = SidecarConfig(
+            function=function.name,
+            upstream=instance.upstream,
+            activator_url=self.activator_url,
+            concurrency=function.concurrency,
+            timeout=function.timeout,
+            tenant=function.tenant,
+            host=self.platform.host,
+            inline_limit=self.platform.inline_limit,
+            object_quota=self.platform.object_quota,
+        )
+        env = {**os.environ, "XDT_KEYRING": self.keyring.to_text()}
+        with _log(instance) as log:
+            instance.sidecar = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "xdt.sidecar", "--config", config.to_json(),
+                stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
+            )  # fmt: skip
+        assert instance.sidecar.stdout is not None
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                line = await instance.sidecar.stdout.readline()
+        except TimeoutError:
+            raise InstanceError(f"{instance.id}: the sidecar did not start in time") from None
+        if not line:
+            raise InstanceError(
+                f"{instance.id}: the sidecar exited at start; see {instance.log_path}"
+                + _tail(instance.log_path)
+            )
+        ports = json.loads(line)
+        host = self.platform.host
+        instance.ingress_url = f"http://{host}:{ports['ingress']}"
+        instance.egress_url = f"http://{host}:{ports['egress']}"
+        instance.objects_address = ports["objects"]
+
+    async def _start_function(self, instance: Instance) -> None:
+        function = instance.function
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XDT_")}
+        env.update(function.env)
+        env.update(
+            XDT_EGRESS=instance.egress_url,
+            XDT_FUNCTION=function.name,
+            XDT_INSTANCE=instance.id,
+            PYTHONUNBUFFERED="1",
+        )
+        if function.handler is not None:
+            socket_path = instance.upstream.removeprefix("unix:")
+            argv = [sys.executable, "-m", "xdt.runtime", "--handler", function.handler,
+                    "--folder", str(function.folder), "--socket", socket_path]  # fmt: skip
+        else:
+            assert function.command is not None and instance.function_port is not None
+            env["PORT"] = str(instance.function_port)
+            argv = list(function.command)
+        with _log(instance) as log:
+            try:
+                instance.process = await asyncio.create_subprocess_exec(
+                    *argv, cwd=function.folder, env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log, stderr=log, start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                raise InstanceError(
+                    f"{instance.id}: cannot run {argv[0]!r}: {exc.strerror}"
+                ) from None
+
+    async def _wait_ready(self, instance: Instance) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        url = f"{instance.ingress_url}/xdt/ready"
+        while time.monotonic() < deadline:
+            for process, what in ((instance.process, "function"), (instance.sidecar, "sidecar")):
+                if process is not None and process.returncode is not None:
+                    raise InstanceError(
+                        f"{instance.id}: the {what} process exited with code "
+                        f"{process.returncode} before it was ready" + _tail(instance.log_path)
+                    )
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(PROBE_PERIOD)
+        raise InstanceError(
+            f"{instance.id}: not ready after {START_TIMEOUT:g} s" + _tail(instance.log_path)
+        )
+
+    # -- watching ----------------------------------------------------------------------------
+
+    async def _watch_sidecar(self, instance: Instance) -> None:
+        assert instance.sidecar is not None
+        code = await instance.sidecar.wait()
+        if instance.stopping:
+            return
+        instance.state = State.FAILED
+        self.on_event(instance, f"failed: the sidecar exited with code {code}")
+        await self._kill(instance)
+        instance.state = State.STOPPED
+
+    async def _watch_function(self, instance: Instance) -> None:
+        previous = State.READY  # where a restarted instance goes back to: READY or DRAINING
+        crashes = 0
+        while True:
+            assert instance.process is not None
+            since = time.monotonic()
+            code = await instance.process.wait()
+            if instance.stopping or instance.state is State.FAILED:
+                return
+            if instance.state is not State.RESTARTING:
+                previous = instance.state
+            instance.state = State.RESTARTING
+            self.on_event(instance, f"crashed: the function process exited with code {code}")
+            crashes = 1 if time.monotonic() - since > CRASH_LOOP_RESET else crashes + 1
+            await asyncio.sleep(RESTART_DELAYS[min(crashes, len(RESTART_DELAYS)) - 1])
+            if instance.stopping:
+                return
+            try:
+                await self._start_function(instance)
+                await self._wait_ready(instance)
+            except InstanceError as exc:
+                self.on_event(instance, f"restart failed: {exc}")
+                continue
+            instance.restarts += 1
+            instance.state = previous
+            self.on_event(instance, "restarted")
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def held(self, instance: Instance) -> tuple[int, int]:
+        """(in-flight requests at the sidecar, live objects) of an instance, (0, 0) if gone."""
+        try:
+            async with self.session.get(
+                f"{instance.ingress_url}/xdt/held", timeout=aiohttp.ClientTimeout(total=3)
+            ) as response:
+                held = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return 0, 0
+        instance.objects, instance.bytes_held = held["objects"], held["bytes_held"]
+        return held["concurrency"], held["objects"]
+
+    def begin_drain(self, instance: Instance) -> None:
+        """Mark ``instance`` DRAINING (the caller stops routing to it), then :meth:`drain`."""
+        instance.state = State.DRAINING
+        self.on_event(instance, "draining")
+
+    async def drain(self, instance: Instance, in_flight: Callable[[], int]) -> None:
+        """Stop ``instance`` once nothing is in flight and its sidecar holds no object."""
+        deadline = time.monotonic() + self.platform.drain_timeout
+        while time.monotonic() < deadline and instance.sidecar is not None:
+            if instance.sidecar.returncode is not None:
+                break
+            at_sidecar, objects = await self.held(instance)
+            if in_flight() == 0 and at_sidecar == 0 and objects == 0:
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        else:
+            if instance.sidecar is not None and instance.sidecar.returncode is None:
+                self.on_event(instance, "drain timed out with objects still held")
+        await self.stop(instance)
+
+    async def stop(self, instance: Instance) -> None:
+        instance.stopping = True
+        await self._kill(instance)
+        for task in list(instance.tasks):
+            task.cancel()
+        await asyncio.gather(*instance.tasks, return_exceptions=True)
+        if instance.state is not State.FAILED:
+            instance.state = State.STOPPED
+        self.on_event(instance, "stopped")
+
+    async def _kill(self, instance: Instance) -> None:
+        """SIGTERM the function, then the sidecar; SIGKILL whatever is left after a grace."""
+        instance.stopping = True
+        processes = [p for p in (instance.process, instance.sidecar) if p is not None]
+        for process in processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                async with asyncio.timeout(STOP_GRACE):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+    def _spawn(self, instance: Instance, coroutine: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine)
+        instance.tasks.add(task)
+        task.add_done_callback(instance.tasks.discard)
+
+
+@contextlib.contextmanager
+def _log(instance: Instance) -> Iterator[BinaryIO]:
+    with open(instance.log_path, "ab") as log:
+        yield log
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return ("; log tail:\n  " + "\n  ".join(text)) if text else ""
+
+
+def _free_port() -> int:
+    # A command function needs its $PORT before it starts; the race with another binder in
+    # between is the price of the container contract (Knative fixes the port inside a pod).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

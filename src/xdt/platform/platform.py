@@ -1,0 +1,194 @@
+"""The embedded platform: gateway + activator, autoscaler loops and instance manager in one
+process (``xdt up``), instances as child processes.
+
+Two loops drive the autoscaler, as Knative's do: every ``bucket_size`` (1 s) the platform
+scrapes each ready sidecar's ``/xdt/stats`` — a sample of them above three instances, scaled
+up to all, as Knative's scraper does — and records the total concurrency plus the requests
+buffered in the activator; every ``tick_interval`` (2 s) each function's KPA decides how many
+instances it wants and the deployment starts or drains instances to match.
+
+Use ``async with Platform(spec) as platform:`` (``platform.url`` is the gateway), or
+:func:`serve` to run one in the foreground until a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..refs import KeyRing
+from .autoscaler import sample_size
+from .deployment import Deployment
+from .gateway import create_app
+from .instances import Instance, InstanceManager, State
+from .spec import Spec
+
+__all__ = ["Platform"]
+
+SCRAPE_TIMEOUT = 3.0  # Knative's scraper gives a pod 3 s
+
+
+class Platform:
+    def __init__(
+        self,
+        spec: Spec,
+        keyring: KeyRing | None = None,
+        *,
+        on_event: Callable[[str, str | None, str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.keyring = keyring or _keyring_for(spec)
+        self.on_event = on_event
+        self.url = ""
+        self.deployments: dict[str, Deployment] = {}
+        self.started_at = time.monotonic()
+        self._run_dir: Path | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loops: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Platform:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        settings = self.spec.platform
+        # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
+        self._run_dir = Path(tempfile.mkdtemp(prefix="xdt-"))
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=False,
+        )
+        self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        port = server.sockets[0].getsockname()[1]
+        self.url = f"http://{settings.host}:{port}"
+        manager = InstanceManager(
+            settings, self.keyring, self._run_dir, self.url, self._session, self._instance_event
+        )
+        for function in self.spec.functions:
+            self.deployments[function.name] = Deployment(function, settings, manager, self._session)
+        for deployment in self.deployments.values():
+            deployment.reconcile()
+        self._loops = [
+            asyncio.create_task(self._every(settings.autoscaler.bucket_size, self._scrape)),
+            asyncio.create_task(self._every(settings.autoscaler.tick_interval, self._tick)),
+        ]
+
+    async def close(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await asyncio.gather(*(d.close() for d in self.deployments.values()))
+        if self._session is not None:
+            await self._session.close()
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    # -- loops -------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _every(period: float, step: Callable[[], Any]) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += period
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            await step()
+
+    async def _scrape(self) -> None:
+        now = time.monotonic()
+        await asyncio.gather(*(self._scrape_one(d, now) for d in self.deployments.values()))
+
+    async def _scrape_one(self, deployment: Deployment, now: float) -> None:
+        ready = [i for i in deployment.instances if i.state is State.READY]
+        total = 0.0
+        if ready:
+            sample = random.sample(ready, sample_size(len(ready)))
+            reports = await asyncio.gather(*(self._stats(i) for i in sample))
+            seen = [r for r in reports if r is not None]
+            if seen:
+                total = sum(seen) / len(seen) * len(ready)
+        deployment.observe(now, total)
+
+    async def _stats(self, instance: Instance) -> float | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(
+                f"{instance.ingress_url}/xdt/stats",
+                timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT),
+            ) as response:
+                stats = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        instance.objects, instance.bytes_held = stats["objects"], stats["bytes_held"]
+        concurrency: float = stats["average_concurrency"]
+        return concurrency
+
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        for deployment in self.deployments.values():
+            deployment.tick(now)
+
+    def _instance_event(self, instance: Instance, what: str) -> None:
+        self.deployments[instance.function.name].on_instance_event(instance, what)
+        if self.on_event is not None:
+            self.on_event(instance.function.name, instance.id, what)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "functions": {name: d.status() for name, d in self.deployments.items()},
+        }
+
+    def metrics(self) -> str:
+        gauges: dict[str, Callable[[Deployment], int]] = {
+            "xdt_instances_ready": lambda d: d.ready_count,
+            "xdt_instances_draining": lambda d: d.count(State.DRAINING),
+            "xdt_instances_desired": lambda d: d.desired,
+            "xdt_requests_in_flight": lambda d: d.throttler.in_flight,
+            "xdt_requests_queued": lambda d: d.throttler.queued,
+            "xdt_panic_mode": lambda d: int(d.panicking),
+            "xdt_objects_held": lambda d: sum(i.objects for i in d.instances),
+        }
+        lines: list[str] = []
+        for metric, value in gauges.items():
+            lines.append(f"# TYPE {metric} gauge")
+            lines += [f'{metric}{{function="{n}"}} {value(d)}' for n, d in self.deployments.items()]
+        lines.append("# TYPE xdt_requests_total counter")
+        for name, deployment in self.deployments.items():
+            for answer, count in sorted(deployment.answers.items()):
+                lines.append(f'xdt_requests_total{{function="{name}",answer="{answer}"}} {count}')
+        return "\n".join(lines) + "\n"
+
+
+def _keyring_for(spec: Spec) -> KeyRing:
+    """The spec's key file, else ``$XDT_KEYRING``, else a fresh key ring for this run only."""
+    if spec.platform.key_file is not None:
+        return KeyRing.from_file(spec.platform.key_file)
+    try:
+        return KeyRing.from_env()
+    except Exception:
+        return KeyRing.generate()

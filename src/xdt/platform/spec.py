@@ -1,0 +1,304 @@
+"""The platform spec: which functions to run and how, read from a YAML file.
+
+::
+
+    platform:                       # optional; every key has a default
+      port: 8080
+      autoscaler: {stable_window: 60s, scale_to_zero_grace: 30s}
+    functions:
+      - name: resize
+        handler: images:resize      # images.py next to the spec file, function resize
+        concurrency: 1
+        max_scale: 8
+      - name: legacy
+        command: ["python3", "server.py"]
+
+:func:`load_spec` checks everything before anything starts; a bad spec raises
+:class:`SpecError` whose message names the field (``functions[1].concurrency``), what was
+wrong, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._errors import XdtError
+from .._units import parse_duration, parse_size
+from ..refs import DEFAULT_TENANT
+from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
+
+__all__ = [
+    "DEFAULT_PLATFORM_SPEC",
+    "TRANSFER_MODES",
+    "FunctionSpec",
+    "PlatformSpec",
+    "Spec",
+    "SpecError",
+    "load_spec",
+    "parse_spec",
+]
+
+TRANSFER_MODES = ("inline", "xdt", "elasticache", "s3")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label, as Knative names
+_HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class SpecError(XdtError):
+    """The spec file is missing, not YAML, or has a field with a bad value."""
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function. Exactly one of ``handler`` (a Python ``module:function`` run by the xdt
+    runtime) and ``command`` (any HTTP server listening on ``$PORT``) is set."""
+
+    name: str
+    handler: str | None = None
+    command: tuple[str, ...] | None = None
+    concurrency: int = 0  # containerConcurrency; 0 = unlimited
+    min_scale: int = 0
+    max_scale: int = 10  # 0 = unlimited, as in Knative; the embedded default is bounded (one host)
+    initial_scale: int | None = None  # None = the autoscaler's initial_scale
+    transfer: str = "xdt"
+    timeout: float = 300.0  # Knative's revision-timeout-seconds
+    tenant: str = DEFAULT_TENANT
+    env: Mapping[str, str] = field(default_factory=dict)
+    folder: Path = Path()  # where handler modules are found and commands run
+
+    @property
+    def kind(self) -> str:
+        return "python" if self.handler is not None else "command"
+
+
+@dataclass(frozen=True)
+class PlatformSpec:
+    """Platform-wide settings. ``port`` 0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    key_file: Path | None = None  # None: XDT_KEYRING, else a fresh key ring for this run
+    queue_depth: int = 10_000  # requests the activator buffers per function (Knative's 10000)
+    inline_limit: int = 6 << 20  # largest invocation body (AWS Lambda's synchronous 6 MB)
+    object_quota: int = 1 << 30  # bytes of live objects per sidecar
+    drain_timeout: float = 600.0  # longest a draining instance waits for its objects
+    autoscaler: AutoscalerConfig = DEFAULT_AUTOSCALER_CONFIG
+
+
+DEFAULT_PLATFORM_SPEC = PlatformSpec()
+
+
+@dataclass(frozen=True)
+class Spec:
+    platform: PlatformSpec
+    functions: tuple[FunctionSpec, ...]
+    path: Path | None = None
+
+    def function(self, name: str) -> FunctionSpec | None:
+        return next((f for f in self.functions if f.name == name), None)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and check a spec file. Raises :class:`SpecError`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec file {str(path)!r}: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path} is not valid YAML: {exc}") from None
+    return parse_spec(document, folder=path.resolve().parent, path=path)
+
+
+def parse_spec(document: Any, *, folder: Path, path: Path | None = None) -> Spec:
+    """Check a parsed YAML document; relative paths are taken from ``folder``."""
+    top = _mapping(document, "the spec", {"platform", "functions"})
+    platform = _platform(top.get("platform", {}), folder)
+    raw_functions = top.get("functions")
+    if not isinstance(raw_functions, list) or not raw_functions:
+        raise SpecError("functions: list at least one function (each with a name and a handler)")
+    functions = tuple(
+        _function(raw, f"functions[{i}]", folder) for i, raw in enumerate(raw_functions)
+    )
+    seen: set[str] = set()
+    for i, function in enumerate(functions):
+        if function.name in seen:
+            raise SpecError(f"functions[{i}].name: {function.name!r} is named twice")
+        seen.add(function.name)
+    return Spec(platform=platform, functions=functions, path=path)
+
+
+def _platform(raw: Any, folder: Path) -> PlatformSpec:
+    fields = {f.name for f in dataclasses.fields(PlatformSpec)}
+    given = _mapping(raw if raw is not None else {}, "platform", fields)
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        where = f"platform.{key}"
+        if key == "host":
+            values[key] = _string(value, where)
+        elif key == "port":
+            values[key] = _integer(value, where, low=0, high=65535)
+        elif key == "key_file":
+            values[key] = folder / _string(value, where)
+        elif key in ("queue_depth",):
+            values[key] = _integer(value, where, low=1)
+        elif key in ("inline_limit", "object_quota"):
+            values[key] = _size(value, where)
+        elif key == "drain_timeout":
+            values[key] = _duration(value, where)
+        elif key == "autoscaler":
+            values[key] = _autoscaler(value)
+    return PlatformSpec(**values)
+
+
+def _autoscaler(raw: Any) -> AutoscalerConfig:
+    types = {f.name: f.type for f in dataclasses.fields(AutoscalerConfig)}
+    given = _mapping(raw if raw is not None else {}, "platform.autoscaler", set(types))
+    values: dict[str, Any] = {}
+    for key, value in given.items():
+        where = f"platform.autoscaler.{key}"
+        kind = str(types[key])
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise SpecError(f"{where}: write true or false, not {value!r}")
+            values[key] = value
+        elif kind == "int":
+            values[key] = _integer(value, where, low=0)
+        elif key in ("stable_window", "tick_interval", "bucket_size", "scale_to_zero_grace"):
+            values[key] = _duration(value, where)
+        else:
+            values[key] = _number(value, where)
+    try:
+        return AutoscalerConfig(**values)
+    except ValueError as exc:
+        raise SpecError(f"platform.autoscaler: {exc}") from None
+
+
+def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
+    fields = {f.name for f in dataclasses.fields(FunctionSpec)} - {"folder"}
+    given = _mapping(raw, where, fields)
+    if "name" not in given:
+        raise SpecError(f"{where}.name: every function needs a name")
+    name = _string(given["name"], f"{where}.name")
+    if not _NAME.match(name):
+        raise SpecError(
+            f"{where}.name: {name!r} is not a valid name "
+            "(lower-case letters, digits and '-', at most 63, as a DNS label)"
+        )
+    where = f"functions[{name}]"
+    values: dict[str, Any] = {"name": name, "folder": folder}
+    for key, value in given.items():
+        at = f"{where}.{key}"
+        if key == "handler":
+            handler = _string(value, at)
+            if not _HANDLER.match(handler):
+                raise SpecError(f"{at}: {handler!r} is not 'module:function' (e.g. images:resize)")
+            values[key] = handler
+        elif key == "command":
+            if isinstance(value, str):
+                value = value.split()
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(isinstance(a, str) for a in value)
+            ):
+                raise SpecError(
+                    f"{at}: write the command as a list of strings, e.g. [python3, app.py]"
+                )
+            values[key] = tuple(value)
+        elif key in ("concurrency", "min_scale", "max_scale", "initial_scale"):
+            values[key] = _integer(value, at, low=0)
+        elif key == "transfer":
+            if value not in TRANSFER_MODES:
+                raise SpecError(
+                    f"{at}: {value!r} is not a transfer mode ({', '.join(TRANSFER_MODES)})"
+                )
+            values[key] = value
+        elif key == "timeout":
+            seconds = _duration(value, at)
+            if seconds <= 0:
+                raise SpecError(f"{at}: must be more than 0")
+            values[key] = seconds
+        elif key == "tenant":
+            values[key] = _string(value, at)
+        elif key == "env":
+            env = _mapping(value, at, None)
+            values[key] = {str(k): _string(str(v), f"{at}.{k}") for k, v in env.items()}
+    if ("handler" in values) == ("command" in values):
+        raise SpecError(f"{where}: give exactly one of handler (Python) and command (HTTP server)")
+    if values.get("max_scale", 10) and values.get("min_scale", 0) > values.get("max_scale", 10):
+        raise SpecError(f"{where}.min_scale: {values['min_scale']} is above max_scale")
+    return FunctionSpec(**values)
+
+
+def _mapping(raw: Any, where: str, allowed: set[str] | None) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: expected a mapping of keys to values, got {_kind(raw)}")
+    for key in raw:
+        if not isinstance(key, str):
+            raise SpecError(f"{where}: keys are names, not {key!r}")
+        if allowed is not None and key not in allowed:
+            near = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = (
+                f" (did you mean {near[0]!r}?)"
+                if near
+                else f" (known: {', '.join(sorted(allowed))})"
+            )
+            raise SpecError(f"{where}: unknown key {key!r}{hint}")
+    return raw
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{where}: expected a non-empty string, got {_kind(value)}")
+    return value
+
+
+def _integer(value: Any, where: str, *, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where}: expected a whole number, got {_kind(value)}")
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise SpecError(f"{where}: must be {bound}, got {value}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SpecError(f"{where}: expected a number, got {_kind(value)}")
+    return float(value)
+
+
+def _duration(value: Any, where: str) -> float:
+    try:
+        return parse_duration(value)
+    except (ValueError, TypeError) as exc:
+        raise SpecError(f"{where}: {exc}") from None
+
+
+def _size(value: Any, where: str) -> int:
+    try:
+        return (
+            value if isinstance(value, int) and not isinstance(value, bool) else parse_size(value)
+        )
+    except (ValueError, TypeError):
+        raise SpecError(f"{where}: not a size: {value!r} (e.g. 6MiB, 1GiB)") from None
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return (
+        f"{type(value).__name__} {value!r}"
+        if not isinstance(value, dict | list)
+        else type(value).__name__
+    )

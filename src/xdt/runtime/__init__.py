@@ -1,0 +1,119 @@
+"""The Python function runtime: loads a ``module:function`` handler and serves it to the
+instance's sidecar over a Unix socket (the protocol in :mod:`xdt.runtime._protocol`).
+
+A handler takes the request body as bytes and returns bytes; it may be ``async def`` (run on
+the runtime's event loop) or plain ``def`` (run in a worker thread, so a slow sync handler does
+not stall concurrent requests). An exception in the handler becomes a FAILED answer carrying
+its text, which the platform turns into a 500: user errors never take the instance down.
+
+Run as ``python -m xdt.runtime --handler images:resize --folder DIR --socket PATH``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from ._protocol import Kind, read_message, write_message
+
+__all__ = ["Handler", "HandlerError", "load_handler", "serve"]
+
+Handler = Callable[[bytes], Any]
+MAX_MESSAGE = 1 << 40  # the sidecar enforces the real request limit; this only stops garbage
+
+
+class HandlerError(Exception):
+    """The handler named in the spec cannot be loaded."""
+
+
+def load_handler(target: str, folder: Path) -> Handler:
+    """Import ``module:function`` with ``folder`` first on the import path."""
+    module_name, _, function_name = target.partition(":")
+    sys.path.insert(0, str(folder))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise HandlerError(f"cannot import {module_name!r} from {folder}: {exc!r}") from exc
+    handler = getattr(module, function_name, None)
+    if not callable(handler):
+        raise HandlerError(f"{module_name!r} has no function {function_name!r}")
+    return handler  # type: ignore[no-any-return]
+
+
+async def serve(handler: Handler, socket_path: str) -> None:
+    """Serve ``handler`` on a Unix socket until cancelled."""
+    call = _caller(handler)
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                kind, payload = await read_message(reader, max_size=MAX_MESSAGE)
+                if kind is Kind.PING:
+                    await write_message(writer, Kind.PONG)
+                    continue
+                try:
+                    result = _as_bytes(await call(payload))
+                except Exception as exc:  # the user's code: report, never crash
+                    await write_message(writer, Kind.FAILED, _describe(exc).encode())
+                else:
+                    await write_message(writer, Kind.RESULT, result)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the sidecar closed the connection
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(connection, path=socket_path)
+    async with server:
+        await server.serve_forever()
+
+
+def _caller(handler: Handler) -> Callable[[bytes], Awaitable[Any]]:
+    if inspect.iscoroutinefunction(handler):
+        return handler
+
+    async def in_thread(body: bytes) -> Any:
+        result = await asyncio.to_thread(handler, body)
+        return await result if inspect.isawaitable(result) else result
+
+    return in_thread
+
+
+def _as_bytes(result: Any) -> bytes | bytearray | memoryview:
+    if isinstance(result, bytes | bytearray | memoryview):
+        return result
+    if isinstance(result, str):
+        return result.encode()
+    if result is None:
+        return b""
+    raise TypeError(f"the handler returned {type(result).__name__}; return bytes (or str)")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m xdt.runtime")
+    parser.add_argument("--handler", required=True, help="module:function")
+    parser.add_argument("--folder", type=Path, default=Path.cwd())
+    parser.add_argument("--socket", required=True, help="Unix socket path to serve on")
+    args = parser.parse_args(argv)
+    try:
+        handler = load_handler(args.handler, args.folder)
+    except HandlerError as exc:
+        print(f"xdt runtime: {exc}", file=sys.stderr)
+        return 2
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(args.socket)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(handler, args.socket))
+    return 0

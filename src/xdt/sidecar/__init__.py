@@ -1,0 +1,11 @@
+"""The sidecar, the trusted process in front of each function instance (see :mod:`.server`).
+
+Run as ``python -m xdt.sidecar --config JSON`` with the key ring in ``$XDT_KEYRING``; it prints
+one JSON line with its ports once it listens.
+"""
+
+from .breaker import Breaker, BreakerFull
+from .server import Sidecar, SidecarConfig
+from .stats import RequestStats, StatsReport
+
+__all__ = ["Breaker", "BreakerFull", "RequestStats", "Sidecar", "SidecarConfig", "StatsReport"]

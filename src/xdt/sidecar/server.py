@@ -1,0 +1,292 @@
+"""The sidecar: the trusted process in front of one function instance (Knative's queue-proxy).
+
+Three listeners, all on loopback by default:
+
+- *ingress* (HTTP) — invocations from the activator: admitted through the :class:`Breaker`,
+  counted by :class:`RequestStats`, forwarded to the function; also ``/xdt/ready`` (the
+  readiness probe, which probes the function), ``/xdt/stats`` (scraped by the autoscaler every
+  second) and ``/metrics`` (Prometheus text);
+- *egress* (HTTP, the address in the function's ``$XDT_EGRESS``) — the function's own outbound
+  calls: ``POST /invoke/<fn>`` goes to the activator, ``POST /objects`` puts an object and
+  answers its sealed reference, ``POST /objects/get`` pulls one by reference;
+- the *object server* of the transfer core, for peer sidecars holding a reference.
+
+Only the sidecar holds the key ring; the function process never sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+
+import aiohttp
+from aiohttp import web
+
+from .._errors import (
+    BadRequest,
+    InvocationTimeout,
+    Overloaded,
+    XdtError,
+)
+from .._http import ERROR_HEADER, error_response, read_body
+from ..objects import ObjectStore, StoreConfig
+from ..refs import DEFAULT_TENANT, KeyRing
+from ..transfer import ObjectServer, PullClient, ServerConfig
+from .breaker import Breaker, BreakerFull
+from .stats import RequestStats
+from .upstream import Answer, HttpUpstream, RuntimeUpstream, Upstream
+
+__all__ = ["Sidecar", "SidecarConfig"]
+
+
+@dataclass(frozen=True)
+class SidecarConfig:
+    function: str
+    upstream: str  # "unix:/path/to/runtime.sock" (Python runtime) or "http:PORT" (command)
+    activator_url: str  # where the function's outbound invocations go
+    concurrency: int = 0  # containerConcurrency; 0 = unlimited (no breaker)
+    timeout: float = 300.0
+    tenant: str = DEFAULT_TENANT
+    host: str = "127.0.0.1"
+    inline_limit: int = 6 << 20
+    object_quota: int = 1 << 30
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SidecarConfig:
+        return cls(**json.loads(text))
+
+
+def _make_upstream(config: SidecarConfig) -> Upstream:
+    kind, _, where = config.upstream.partition(":")
+    if kind == "unix":
+        return RuntimeUpstream(where, function=config.function)
+    if kind == "http":
+        return HttpUpstream(int(where), function=config.function, host=config.host)
+    raise ValueError(f"upstream {config.upstream!r} is neither unix:PATH nor http:PORT")
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig, keyring: KeyRing) -> None:
+        self.config = config
+        self.keyring = keyring
+        self.upstream = _make_upstream(config)
+        self.stats = RequestStats()
+        self.breaker = (
+            Breaker(queue_depth=10 * config.concurrency, max_concurrency=config.concurrency)
+            if config.concurrency > 0
+            else None
+        )
+        self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota))
+        self.objects = ObjectServer(self.store, keyring, ServerConfig(host=config.host))
+        self.pulls = PullClient(keyring, tenant=config.tenant)
+        self.requests_total = 0
+        self.rejected_total = 0
+        self.ingress_port = 0
+        self.egress_port = 0
+        self._runners: list[web.AppRunner] = []
+        self._activator: aiohttp.ClientSession | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.objects.start()
+        self._activator = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=False,
+        )
+        self.ingress_port = await self._serve(self._ingress_app())
+        self.egress_port = await self._serve(self._egress_app())
+
+    async def close(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        if self._activator is not None:
+            await self._activator.close()
+        await self.upstream.close()
+        await self.pulls.close()
+        await self.objects.close()
+        self.store.close()
+
+    def ports(self) -> dict[str, object]:
+        return {
+            "ingress": self.ingress_port,
+            "egress": self.egress_port,
+            "objects": self.objects.address,
+        }
+
+    async def _serve(self, app: web.Application) -> int:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, 0)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+
+    def _app(self) -> web.Application:
+        return web.Application(client_max_size=self.config.inline_limit + 1)
+
+    # -- ingress -----------------------------------------------------------------------------
+
+    def _ingress_app(self) -> web.Application:
+        app = self._app()
+        app.router.add_post("/invoke", self._invoke)
+        app.router.add_get("/xdt/ready", self._ready)
+        app.router.add_get("/xdt/stats", self._stats)
+        app.router.add_get("/xdt/held", self._held)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
+        self.stats.request_in()  # before the breaker: queued requests are demand too
+        self.requests_total += 1
+        try:
+            body = await read_body(request, self.config.inline_limit, function=self.config.function)
+            answer = await self._admit(body)
+        except XdtError as exc:
+            return error_response(exc, function=self.config.function)
+        finally:
+            self.stats.request_out()
+        return web.Response(
+            status=answer.status,
+            body=answer.body,
+            content_type=None,
+            headers={"Content-Type": answer.content_type},
+        )
+
+    async def _admit(self, body: bytes) -> Answer:
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                if self.breaker is None:
+                    return await self.upstream.invoke(body)
+                async with self.breaker.slot():
+                    return await self.upstream.invoke(body)
+        except BreakerFull as exc:
+            self.rejected_total += 1
+            raise Overloaded(
+                f"function {self.config.function!r} is overloaded: {exc}; retry later",
+                function=self.config.function,
+            ) from None
+        except TimeoutError:
+            raise InvocationTimeout(
+                f"function {self.config.function!r} did not answer within "
+                f"{self.config.timeout:g} s (its timeout)",
+                function=self.config.function,
+            ) from None
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        ok = await self.upstream.ready()
+        return web.Response(status=200 if ok else 503, text="ready" if ok else "not ready")
+
+    def snapshot(self) -> dict[str, float | int]:
+        """What the autoscaler scrapes: the time-weighted concurrency since the last scrape."""
+        report = self.stats.report()
+        store = self.store.stats
+        return {
+            "average_concurrency": report.average_concurrency,
+            "request_count": report.request_count,
+            "concurrency": report.concurrency,
+            "period": report.period,
+            "objects": store.objects,
+            "bytes_held": store.bytes_held,
+            "requests_total": self.requests_total,
+            "rejected_total": self.rejected_total,
+        }
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def _held(self, request: web.Request) -> web.Response:
+        """What draining waits on, without resetting the autoscaler's report."""
+        store = self.store.stats
+        return web.json_response(
+            {
+                "concurrency": self.stats.concurrency,
+                "objects": store.objects,
+                "bytes_held": store.bytes_held,
+            }
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        store = self.store.stats
+        fn = self.config.function
+        lines = [
+            "# TYPE xdt_sidecar_concurrency gauge",
+            f'xdt_sidecar_concurrency{{function="{fn}"}} {self.stats.concurrency}',
+            "# TYPE xdt_sidecar_requests_total counter",
+            f'xdt_sidecar_requests_total{{function="{fn}"}} {self.requests_total}',
+            "# TYPE xdt_sidecar_rejected_total counter",
+            f'xdt_sidecar_rejected_total{{function="{fn}"}} {self.rejected_total}',
+            "# TYPE xdt_sidecar_objects gauge",
+            f'xdt_sidecar_objects{{function="{fn}"}} {store.objects}',
+            "# TYPE xdt_sidecar_object_bytes gauge",
+            f'xdt_sidecar_object_bytes{{function="{fn}"}} {store.bytes_held}',
+            "# TYPE xdt_sidecar_pulls_total counter",
+            f'xdt_sidecar_pulls_total{{function="{fn}"}} {store.pulls}',
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    # -- egress ------------------------------------------------------------------------------
+
+    def _egress_app(self) -> web.Application:
+        app = self._app()
+        app.router.add_post("/invoke/{function}", self._invoke_out)
+        app.router.add_post("/objects", self._put)
+        app.router.add_post("/objects/get", self._get)
+        return app
+
+    async def _invoke_out(self, request: web.Request) -> web.StreamResponse:
+        target = request.match_info["function"]
+        try:
+            body = await read_body(request, self.config.inline_limit, function=self.config.function)
+        except XdtError as exc:
+            return error_response(exc, function=target)
+        assert self._activator is not None
+        url = f"{self.config.activator_url}/invoke/{target}"
+        headers = {"X-Xdt-Caller": self.config.function}
+        try:
+            async with self._activator.post(url, data=body, headers=headers) as answer:
+                payload = await answer.read()
+                passed = {k: v for k, v in answer.headers.items() if k in _PASSED_HEADERS}
+                return web.Response(status=answer.status, body=payload, headers=passed)
+        except aiohttp.ClientError as exc:
+            return web.json_response(
+                {"error": "instance_failed", "message": f"the activator is unreachable: {exc}"},
+                status=502,
+                headers={ERROR_HEADER: "instance_failed"},
+            )
+
+    async def _put(self, request: web.Request) -> web.Response:
+        try:
+            pulls_text = request.query.get("pulls", "1")
+            pulls = None if pulls_text in ("", "none", "unlimited") else int(pulls_text)
+            ttl = float(request.query["ttl"]) if "ttl" in request.query else None
+        except ValueError:
+            return error_response(
+                BadRequest("pulls must be a whole number or 'unlimited', ttl a number of seconds")
+            )
+        try:
+            body = await read_body(request, self.config.object_quota)
+            obj = await self.store.put(body, tenant=self.config.tenant, pulls=pulls, ttl=ttl)
+        except XdtError as exc:
+            return error_response(exc)
+        return web.Response(status=201, text=self.objects.seal(obj))
+
+    async def _get(self, request: web.Request) -> web.Response:
+        token = (await request.text()).strip()
+        try:
+            pulled = await self.pulls.pull(token)
+        except XdtError as exc:
+            return error_response(exc)
+        with pulled:
+            return web.Response(body=pulled.tobytes())
+
+
+_PASSED_HEADERS = frozenset({"Content-Type", ERROR_HEADER})

@@ -1,0 +1,157 @@
+"""The function behind a sidecar: one small interface, two kinds.
+
+- :class:`RuntimeUpstream`: a Python handler in the xdt runtime, over a Unix socket with the
+  runtime protocol (pooled connections, one request each at a time);
+- :class:`HttpUpstream`: any HTTP server on ``$PORT`` (Knative's container contract).
+
+``invoke`` returns the function's :class:`Answer` or raises :class:`~xdt.FunctionFailed` (the
+handler raised) or :class:`~xdt.InstanceFailed` (the function process is gone or not listening).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+from .._errors import FunctionFailed, InstanceFailed
+from ..runtime._protocol import Kind, read_message, write_message
+
+__all__ = ["Answer", "HttpUpstream", "RuntimeUpstream", "Upstream"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str = "application/octet-stream"
+    error: str | None = None  # the X-Xdt-Error code of a platform-made error answer
+
+
+class Upstream(Protocol):
+    async def invoke(self, body: bytes) -> Answer: ...
+    async def ready(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+_Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class RuntimeUpstream:
+    def __init__(self, socket_path: str, *, function: str, max_idle: int = 64) -> None:
+        self.socket_path = socket_path
+        self.function = function
+        self.max_idle = max_idle
+        self._idle: list[_Stream] = []
+
+    async def invoke(self, body: bytes) -> Answer:
+        stream = await self._checkout()
+        reader, writer = stream
+        try:
+            await write_message(writer, Kind.INVOKE, body)
+            kind, payload = await read_message(reader, max_size=1 << 40)
+        except BaseException as exc:
+            writer.close()  # mid-request state is unknown: never reuse this connection
+            if isinstance(exc, asyncio.IncompleteReadError | ConnectionError | ValueError):
+                raise InstanceFailed(
+                    f"the process of function {self.function!r} exited or broke the connection "
+                    "while handling the request",
+                    function=self.function,
+                ) from None
+            raise
+        self._checkin(stream)
+        if kind is Kind.RESULT:
+            return Answer(200, payload)
+        if kind is Kind.FAILED:
+            raise FunctionFailed(
+                f"function {self.function!r} raised {payload.decode(errors='replace')}",
+                function=self.function,
+            )
+        raise InstanceFailed(f"the runtime answered {kind.name} to INVOKE", function=self.function)
+
+    async def ready(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.socket_path)
+        except OSError:
+            return False
+        try:
+            await write_message(writer, Kind.PING)
+            kind, _ = await read_message(reader, max_size=0)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            return False
+        finally:
+            writer.close()
+        return kind is Kind.PONG
+
+    async def close(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+    async def _checkout(self) -> _Stream:
+        while self._idle:
+            reader, writer = self._idle.pop()
+            if not writer.is_closing() and not reader.at_eof():
+                return reader, writer
+            writer.close()
+        try:
+            return await asyncio.open_unix_connection(self.socket_path)
+        except OSError as exc:
+            raise InstanceFailed(
+                f"function {self.function!r} is not accepting connections: {exc.strerror}",
+                function=self.function,
+            ) from None
+
+    def _checkin(self, stream: _Stream) -> None:
+        if len(self._idle) < self.max_idle:
+            self._idle.append(stream)
+        else:
+            stream[1].close()
+
+
+class HttpUpstream:
+    def __init__(self, port: int, *, function: str, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, port
+        self.function = function
+        self.url = f"http://{host}:{port}/"
+        self._session: aiohttp.ClientSession | None = None
+
+    async def invoke(self, body: bytes) -> Answer:
+        session = self._session_now()
+        try:
+            async with session.post(self.url, data=body) as response:
+                payload = await response.read()
+                content_type = response.headers.get("Content-Type", "application/octet-stream")
+                return Answer(response.status, payload, content_type)
+        except aiohttp.ClientError as exc:
+            raise InstanceFailed(
+                f"function {self.function!r} (HTTP on port {self.port}) failed mid-request: {exc}",
+                function=self.function,
+            ) from None
+
+    async def ready(self) -> bool:
+        # Knative's default readiness probe for a container: a TCP connect to its port.
+        try:
+            _, writer = await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, force_close=False),
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=False,
+            )
+        return self._session

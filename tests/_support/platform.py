@@ -1,0 +1,137 @@
+"""Running `xdt up` as a real process for the platform tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xdt import KeyRing
+
+FUNCTIONS = Path(__file__).parent.parent / "platform" / "functions"
+
+
+class RunningPlatform:
+    """``xdt up`` as a real subprocess on a free port, with its spec and functions in a
+    temporary folder. Everything it prints goes to ``up.log`` there."""
+
+    def __init__(self, folder: Path, spec: dict[str, Any]) -> None:
+        for source in FUNCTIONS.iterdir():
+            if source.suffix == ".py":
+                shutil.copy(source, folder / source.name)
+        self.keyring = KeyRing.generate()
+        (folder / "keys").write_text(self.keyring.to_text())
+        spec.setdefault("platform", {})["key_file"] = "keys"
+        (folder / "xdt.yaml").write_text(yaml.safe_dump(spec))
+        self.folder = folder
+        self.log_path = folder / "up.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "xdt", "up", "-f", str(folder / "xdt.yaml"), "--port", "0"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        self.url = self._wait_for_url()
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            match = re.search(r"xdt is up at (http://\S+)", self.log_path.read_text())
+            if match:
+                return match.group(1)
+            if self.process.poll() is not None:
+                raise AssertionError(f"xdt up exited:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"xdt up did not start:\n{self.log_path.read_text()}")
+
+    def invoke(
+        self, function: str, data: bytes = b"", timeout: float = 30
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(f"{self.url}/invoke/{function}", data=data, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, dict(answer.headers.items()), answer.read()
+        except urllib.error.HTTPError as answer:
+            return answer.code, dict(answer.headers.items()), answer.read()
+
+    def status(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/status", timeout=10) as answer:
+            status: dict[str, Any] = json.loads(answer.read())
+            return status
+
+    def function(self, name: str) -> dict[str, Any]:
+        function: dict[str, Any] = self.status()["functions"][name]
+        return function
+
+    def wait_for(
+        self, condition: Callable[[dict[str, Any]], bool], timeout: float = 30, what: str = ""
+    ) -> dict[str, Any]:
+        """Poll /status until ``condition(status)`` holds; the status that satisfied it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if condition(status):
+                return status
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out waiting for {what or 'a condition'}; last status:\n"
+                    + json.dumps(status, indent=1)[:6000]
+                )
+            time.sleep(0.1)
+
+    def pids(self) -> list[int]:
+        pids = []
+        for function in self.status()["functions"].values():
+            for instance in function["instances"]:
+                pids += [p for p in (instance["sidecar_pid"], instance["function_pid"]) if p]
+        return pids
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.log_path.read_text()
+
+
+def fast_autoscaler(**overrides: Any) -> dict[str, Any]:
+    """Windows short enough for tests; Knative's proportions otherwise."""
+    settings: dict[str, Any] = {
+        "stable_window": "3s",
+        "panic_window_percentage": 20.0,
+        "tick_interval": "250ms",
+        "bucket_size": "250ms",
+        "scale_to_zero_grace": "1s",
+    }
+    settings.update(overrides)
+    return settings
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,347 @@
+"""The embedded platform end to end: `xdt up` as a real process, real sidecars and functions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from _support.platform import RunningPlatform, alive, fast_autoscaler
+from xdt import PullClient
+from xdt._http import ERROR_HEADER
+
+Start = Callable[[dict[str, Any]], RunningPlatform]
+
+
+def test_a_chain_of_python_and_command_functions(start_platform: Start) -> None:
+    """first (Python) → second (Python) → legacy (HTTP server) → third (Python), each call
+    going through the caller's sidecar and the activator."""
+    platform = start_platform(
+        {
+            "functions": [
+                {"name": "first", "handler": "fns:first"},
+                {"name": "second", "handler": "fns:second"},
+                {"name": "legacy", "command": [sys.executable, "legacy_server.py"]},
+                {"name": "third", "handler": "fns:third"},
+            ]
+        }
+    )
+    status, _, body = platform.invoke("first", b"payload")
+    assert (status, body) == (200, b"first(second(legacy(third(payload))))")
+    functions = platform.status()["functions"]
+    assert {name: f["requests"] for name, f in functions.items()} == {
+        "first": 1,
+        "second": 1,
+        "legacy": 1,
+        "third": 1,
+    }
+
+
+def test_errors_reach_the_caller_typed_and_the_platform_keeps_serving(
+    start_platform: Start,
+) -> None:
+    platform = start_platform(
+        {
+            "platform": {"inline_limit": "1KiB"},
+            "functions": [
+                {"name": "upper", "handler": "fns:upper"},
+                {"name": "boom", "handler": "fns:boom"},
+                {"name": "calls-missing", "handler": "fns:calls_missing"},
+                {"name": "slow", "handler": "fns:slow", "timeout": "500ms"},
+            ],
+        }
+    )
+    status, headers, body = platform.invoke("boom", b"abc")
+    assert status == 500 and headers[ERROR_HEADER] == "function_failed"
+    assert "ValueError: cannot handle 'abc'" in json.loads(body)["message"]
+
+    status, headers, body = platform.invoke("nope")
+    assert status == 404 and headers[ERROR_HEADER] == "function_not_found"
+    assert "'nope'" in json.loads(body)["message"] and "upper" in json.loads(body)["message"]
+
+    status, headers, body = platform.invoke("upper", b"x" * 2000)
+    assert status == 413 and headers[ERROR_HEADER] == "payload_too_large"
+    assert "1024" in json.loads(body)["message"]
+
+    status, headers, body = platform.invoke("slow", b"5")
+    assert status == 504 and headers[ERROR_HEADER] == "timeout"
+    assert "0.5 s" in json.loads(body)["message"]
+
+    # The SDK turns the platform's 404 back into xdt.FunctionNotFound inside a function.
+    status, _, body = platform.invoke("calls-missing", b"x")
+    assert status == 200 and body.startswith(b"FunctionNotFound: no function named")
+
+    assert platform.invoke("upper", b"still here")[::2] == (200, b"STILL HERE")
+
+
+def test_bad_http_input_gets_a_clear_answer_and_nothing_partial_runs(
+    start_platform: Start,
+) -> None:
+    platform = start_platform({"functions": [{"name": "upper", "handler": "fns:upper"}]})
+    host, port = platform.url.removeprefix("http://").split(":")
+
+    # Oversized headers: refused by the HTTP parser, the platform goes on.
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            b"POST /invoke/upper HTTP/1.1\r\nHost: x\r\nX-Big: "
+            + b"a" * 20000
+            + b"\r\nContent-Length: 1\r\n\r\nx"
+        )
+        answer = raw.recv(4096)
+    assert re.match(rb"HTTP/1\.[01] 400", answer) and b"8190 bytes" in answer, answer[:200]
+
+    # A client that goes away mid-body: the function never sees a truncated request.
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"POST /invoke/upper HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        raw.sendall(b"only ten b")
+    time.sleep(0.3)
+    assert platform.function("upper")["requests"] == 0
+
+    # Garbage instead of HTTP.
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(b"\x00\x01garbage\r\n\r\n")
+        assert re.match(rb"HTTP/1\.[01] 400", raw.recv(4096))
+
+    assert platform.invoke("upper", b"fine")[::2] == (200, b"FINE")
+
+
+def test_the_function_process_never_sees_the_key(start_platform: Start) -> None:
+    platform = start_platform({"functions": [{"name": "env", "handler": "fns:environment"}]})
+    status, _, body = platform.invoke("env")
+    assert status == 200
+    seen = json.loads(body)
+    assert seen["xdt_names"] == ["XDT_EGRESS", "XDT_FUNCTION", "XDT_INSTANCE"]
+    for line in platform.keyring.to_text().splitlines():
+        assert line.split()[1] not in seen["environ"]
+
+
+def test_scale_from_zero_buffers_the_request_and_answers_it(start_platform: Start) -> None:
+    platform = start_platform(
+        {
+            "platform": {"autoscaler": fast_autoscaler()},
+            "functions": [{"name": "upper", "handler": "fns:upper", "initial_scale": 0}],
+        }
+    )
+    before = platform.function("upper")
+    assert (before["ready"], before["desired"], before["instances"]) == (0, 0, [])
+    status, _, body = platform.invoke("upper", b"cold")
+    assert (status, body) == (200, b"COLD")
+    after = platform.function("upper")
+    assert after["ready"] == 1
+    assert any(e["event"].startswith("poked") for e in after["events"])
+
+
+def test_crash_mid_request_is_a_502_and_the_instance_comes_back(start_platform: Start) -> None:
+    platform = start_platform({"functions": [{"name": "crashy", "handler": "fns:crash"}]})
+    assert platform.invoke("crashy", b"a")[2] == b"alive:a"
+    status, headers, body = platform.invoke("crashy", b"crash")
+    assert status == 502 and headers[ERROR_HEADER] == "instance_failed"
+    assert "exited" in json.loads(body)["message"]
+    platform.wait_for(
+        lambda s: (
+            s["functions"]["crashy"]["restarts"] == 1 and s["functions"]["crashy"]["ready"] == 1
+        ),
+        what="the crashed function process to be restarted",
+    )
+    assert platform.invoke("crashy", b"b")[::2] == (200, b"alive:b")
+    events = [e["event"] for e in platform.function("crashy")["events"]]
+    assert any(e.startswith("crashed: the function process exited with code 17") for e in events)
+
+
+def test_an_instance_that_cannot_start_fails_buffered_requests_clearly(
+    start_platform: Start,
+) -> None:
+    platform = start_platform(
+        {"functions": [{"name": "broken", "handler": "no_such_module:handler"}]}
+    )
+    status, headers, body = platform.invoke("broken", b"x")
+    assert status == 502 and headers[ERROR_HEADER] == "instance_failed"
+    assert "no_such_module" in json.loads(body)["message"]
+
+
+async def test_breaker_concurrency_one_and_a_full_queue_gets_503(start_platform: Start) -> None:
+    platform = start_platform(
+        {
+            "platform": {"queue_depth": 2},
+            "functions": [
+                {"name": "slow", "handler": "fns:slow", "concurrency": 1, "max_scale": 1}
+            ],
+        }
+    )
+    platform.wait_for(lambda s: s["functions"]["slow"]["ready"] == 1, what="one ready instance")
+    async with aiohttp.ClientSession() as session:
+
+        async def call(url: str) -> tuple[int, str | None, bytes]:
+            async with session.post(url, data=b"0.3") as answer:
+                return answer.status, answer.headers.get(ERROR_HEADER), await answer.read()
+
+        # Through the activator: 1 running + 2 buffered; the other 3 are refused at once.
+        results = await asyncio.wait_for(
+            asyncio.gather(*(call(f"{platform.url}/invoke/slow") for _ in range(6))), 30
+        )
+        assert sorted(r[0] for r in results) == [200, 200, 200, 503, 503, 503]
+        refused = [json.loads(r[2])["message"] for r in results if r[0] == 503]
+        assert all("queue_depth 2" in m for m in refused)
+
+        # Straight at the sidecar: its breaker admits 1 + a queue of 10× that, then 503.
+        ingress = platform.function("slow")["instances"][0]["ingress"]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(call(f"{ingress}/invoke") for _ in range(15))), 60
+        )
+        assert sorted(r[0] for r in results) == [200] * 11 + [503] * 4
+        assert {r[1] for r in results if r[0] == 503} == {"overloaded"}
+
+
+async def test_scale_up_under_load_panic_then_down_to_zero(start_platform: Start) -> None:
+    platform = start_platform(
+        {
+            "platform": {"autoscaler": fast_autoscaler()},
+            "functions": [
+                {"name": "slow", "handler": "fns:slow", "concurrency": 1, "max_scale": 4}
+            ],
+        }
+    )
+    platform.wait_for(lambda s: s["functions"]["slow"]["ready"] == 1, what="one ready instance")
+    peak_ready, panicked = 0, False
+    async with aiohttp.ClientSession() as session:
+
+        async def client() -> int:
+            ok = 0
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                async with session.post(f"{platform.url}/invoke/slow", data=b"0.2") as answer:
+                    ok += answer.status == 200
+            return ok
+
+        load = asyncio.gather(*(client() for _ in range(8)))
+        while not load.done():
+            status = await asyncio.to_thread(platform.function, "slow")
+            peak_ready = max(peak_ready, status["ready"])
+            panicked = panicked or status["panicking"]
+            await asyncio.sleep(0.2)
+        served = sum(await load)
+    assert served >= 8
+    assert peak_ready >= 2
+    assert panicked  # 8 clients on one instance of concurrency 1: far over 200 % of target
+    assert "xdt_panic_mode" in _metrics(platform)
+    # Idle: the stable window empties, the grace passes, every instance goes.
+    final = platform.wait_for(
+        lambda s: (
+            s["functions"]["slow"]["desired"] == 0 and s["functions"]["slow"]["instances"] == []
+        ),
+        timeout=40,
+        what="scale to zero",
+    )
+    events = [e["event"] for e in final["functions"]["slow"]["events"]]
+    assert "draining" in events and "stopped" in events
+
+
+async def test_an_instance_holding_an_object_is_not_stopped_until_it_is_pulled(
+    start_platform: Start,
+) -> None:
+    platform = start_platform(
+        {
+            "platform": {"autoscaler": fast_autoscaler()},
+            "functions": [{"name": "hold", "handler": "fns:hold"}],
+        }
+    )
+    status, _, reference = platform.invoke("hold", b"keep me" * 1000)
+    assert status == 200
+    platform.wait_for(
+        lambda s: [i["state"] for i in s["functions"]["hold"]["instances"]] == ["draining"],
+        timeout=30,
+        what="the idle instance to drain",
+    )
+    instance = platform.function("hold")["instances"][0]
+    await asyncio.sleep(1.0)  # well past the drain poll: it stays while its object is live
+    still = platform.function("hold")["instances"]
+    assert [i["state"] for i in still] == ["draining"] and still[0]["objects"] == 1
+    assert alive(instance["sidecar_pid"])
+
+    async with PullClient(platform.keyring) as client:
+        pulled = await client.pull(reference.decode())
+        with pulled:
+            assert pulled.tobytes() == b"keep me" * 1000
+    platform.wait_for(
+        lambda s: s["functions"]["hold"]["instances"] == [], what="the drained instance to stop"
+    )
+    assert not alive(instance["sidecar_pid"]) and not alive(instance["function_pid"])
+
+
+def test_an_unpulled_object_keeps_its_instance_until_it_expires(start_platform: Start) -> None:
+    platform = start_platform(
+        {
+            "platform": {"autoscaler": fast_autoscaler()},
+            "functions": [{"name": "hold", "handler": "fns:hold", "env": {"HOLD_TTL": "6"}}],
+        }
+    )
+    put_at = time.monotonic()
+    assert platform.invoke("hold", b"x")[0] == 200
+    platform.wait_for(
+        lambda s: s["functions"]["hold"]["instances"] == [], timeout=40, what="expiry and stop"
+    )
+    # Idle, it would have gone after ~3 s window + 1 s grace; the object held it to its TTL.
+    assert time.monotonic() - put_at >= 6.0
+    events = [e["event"] for e in platform.function("hold")["events"]]
+    assert events.index("draining") < events.index("stopped")
+
+
+def test_cli_invoke_status_and_ctrl_c_stops_everything(start_platform: Start) -> None:
+    platform = start_platform(
+        {"functions": [{"name": "upper", "handler": "fns:upper", "min_scale": 1}]}
+    )
+    (platform.folder / "in.bin").write_bytes(b"from a file")
+    xdt = [sys.executable, "-m", "xdt"]
+    done = subprocess.run(
+        [*xdt, "invoke", "upper", "--data", "@" + str(platform.folder / "in.bin"),
+         "--url", platform.url],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, b"FROM A FILE")
+    done = subprocess.run(
+        [*xdt, "invoke", "nope", "--url", platform.url], capture_output=True, timeout=60
+    )
+    assert done.returncode == 1 and b"FunctionNotFound" in done.stderr
+    done = subprocess.run(
+        [*xdt, "status", "--url", platform.url], capture_output=True, timeout=60, text=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert "upper-1" in done.stdout and "ready" in done.stdout
+
+    metrics = _metrics(platform)
+    assert 'xdt_instances_ready{function="upper"} 1' in metrics
+    pids = platform.pids()
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    log = platform.stop()
+    assert platform.process.returncode == 0, log
+    assert not any(alive(p) for p in pids), log
+    assert "stopped" in log
+
+
+def test_a_malformed_spec_is_refused_naming_the_field(tmp_path: Any) -> None:
+    spec = tmp_path / "xdt.yaml"
+    spec.write_text("functions:\n  - name: a\n    handler: fns:a\n    concurrency: -1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "xdt", "up", "-f", str(spec)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "functions[a].concurrency" in done.stdout and "-1" in done.stdout
+
+
+def _metrics(platform: RunningPlatform) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{platform.url}/metrics", timeout=10) as answer:
+        text: str = answer.read().decode()
+        return text
