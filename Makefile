@@ -33,10 +33,12 @@ unit: $(STAMP) system-deps
 test: lint typecheck unit
 
 demo: $(STAMP) system-deps
+	$(BIN)/xdt demo -f examples/wordcount/xdt.yaml
 	$(BIN)/xdt bench transfer --sizes 1KiB,64KiB,1MiB,16MiB,64MiB
 
 bench: $(STAMP)
 	$(BIN)/xdt bench transfer --json bench-transfer.json
+	$(BIN)/xdt bench platform --json bench-platform.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The ``xdt`` command: keygen and the transfer benchmark (a tiny real run)."""
+"""The ``xdt`` command: keygen, demo and the benchmarks (tiny real runs)."""
 
 from __future__ import annotations
 
@@ -83,3 +83,35 @@ def test_bench_rejects_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
         main(["bench", "transfer", "--sizes", "12 parsecs"])
     assert exit_info.value.code == 2
     assert "not a size: '12 parsecs'" in capsys.readouterr().err
+
+
+def test_bench_platform_reports_latency_throughput_and_cold_start(tmp_path: Path) -> None:
+    out = tmp_path / "platform.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "xdt", "bench", "platform", "--requests", "100",
+         "--duration", "0.3", "--concurrency", "1,4", "--cold-starts", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "warm p50 ≤ 3× direct" in result.stdout
+    records = json.loads(out.read_text())
+    latency = {r["target"]: r for r in records if r["kind"] == "latency"}
+    assert set(latency) == {"direct", "xdt"}
+    for record in latency.values():
+        assert record["runs"] == 100 and 0 < record["p50_s"] <= record["p99_s"]
+    throughput = {(r["target"], r["concurrency"]) for r in records if r["kind"] == "throughput"}
+    assert throughput == {(t, c) for t in ("direct", "xdt") for c in (1, 4)}
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in records if r["kind"] == "throughput")
+    (cold,) = [r for r in records if r["kind"] == "cold_start"]
+    assert cold["runs"] == 1 and cold["median_s"] > 0
+
+
+def test_demo_runs_the_example_and_stops_everything() -> None:
+    root = Path(__file__).parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "xdt", "demo", "-f", str(root / "examples/wordcount/xdt.yaml")],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"top": [["the", 240]' in result.stdout  # the workflow's real answer
+    assert "wordcount-1" in result.stdout and "stopped everything" in result.stdout

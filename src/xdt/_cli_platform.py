@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from rich.box import SIMPLE_HEAD
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -169,18 +170,22 @@ def status_command(args: argparse.Namespace, console: Console) -> int:
 
 
 def render_status(status: dict[str, Any], console: Console) -> None:
-    functions = Table(title=f"xdt at {status['url']}", title_justify="left")
-    for column in ("function", "ready", "start", "drain", "want", "busy", "queue", "panic",
-                   "reqs", "restarts", "objs"):  # fmt: skip
-        functions.add_column(column, justify="left" if column == "function" else "right")
+    functions = Table(
+        title=f"xdt at {status['url']}", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1)
+    )
+    functions.caption = "instances: ready/starting/draining → wanted by the autoscaler"
+    for column in ("function", "instances", "busy", "queued", "mode", "calls", "restarts",
+                   "objs"):  # fmt: skip
+        functions.add_column(column, justify="left" if column == "function" else "right",
+                             no_wrap=True)  # fmt: skip
     for name, f in status["functions"].items():
         functions.add_row(
-            name, str(f["ready"]), str(f["starting"]), str(f["draining"]), str(f["desired"]),
-            str(f["in_flight"]), str(f["queued"]), "yes" if f["panicking"] else "",
+            name, f"{f['ready']}/{f['starting']}/{f['draining']} → {f['desired']}",
+            str(f["in_flight"]), str(f["queued"]), "panic" if f["panicking"] else "stable",
             str(f["requests"]), str(f["restarts"]), str(f["objects"]),
         )  # fmt: skip
     console.print(functions)
-    instances = Table(title="instances", title_justify="left")
+    instances = Table(title="instances", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1))
     for column in ("instance", "state", "busy", "objs", "held", "restarts", "uptime",
                    "pids"):  # fmt: skip
         instances.add_column(column)
@@ -192,7 +197,9 @@ def render_status(status: dict[str, Any], console: Console) -> None:
                 format_duration(i["uptime_s"]), f"{i['sidecar_pid']}/{i['function_pid']}",
             )  # fmt: skip
     console.print(instances)
-    decisions = Table(title="recent autoscaler decisions", title_justify="left")
+    decisions = Table(
+        title="recent autoscaler decisions", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1)
+    )
     for column in ("function", "at", "ready", "desired", "stable", "panic", "mode"):
         decisions.add_column(column)
     for name, f in status["functions"].items():

@@ -5,6 +5,7 @@
     xdt up -f xdt.yaml [--port 8080]            run the platform in the foreground
     xdt invoke FUNCTION [--data @in.bin]        invoke a function, answer on stdout
     xdt status [--json]                         functions, instances, autoscaler decisions
+    xdt demo [-f examples/wordcount/xdt.yaml]   the platform on an example, driven and explained
     xdt keygen [--out FILE] [--rotate FILE]     make (or rotate) the platform key ring
     xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop asyncio|uvloop]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"xdt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_platform_commands(commands)
+    demo = commands.add_parser(
+        "demo",
+        help="start the platform on an example, drive it, and show what happened",
+        description="Runs `xdt up` on a spec (default: the word-count example), calls its "
+        "entry function cold, warm and in a burst, then prints instances, autoscaler "
+        "decisions and events, and stops everything.",
+    )
+    demo.add_argument("-f", "--file", type=Path, default=Path("examples/wordcount/xdt.yaml"))
+    demo.add_argument("--entry", default="wordcount", help="the function to call")
 
     keygen = commands.add_parser(
         "keygen",
@@ -76,6 +87,21 @@ def _parser() -> argparse.ArgumentParser:
     transfer.add_argument("--runs", type=int, default=None, help="timed runs per case")
     transfer.add_argument("--json", type=Path, default=None, help="write one record per case")
     transfer.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop to use")
+
+    platform = benches.add_parser(
+        "platform",
+        help="invocation latency, throughput and cold start through the platform",
+        description="Times an echo function through gateway → sidecar → Python runtime "
+        "against one plain aiohttp server (the single-hop baseline) in the same run: warm "
+        "latency (1 KiB in and out), throughput at several concurrencies, cold start.",
+    )
+    platform.add_argument("--requests", type=int, default=2000, help="warm requests per target")
+    platform.add_argument("--duration", type=float, default=3.0, help="seconds per throughput case")
+    platform.add_argument(
+        "--concurrency", default="1,8,64", help="comma-separated client counts (default 1,8,64)"
+    )
+    platform.add_argument("--cold-starts", type=int, default=5, help="cold starts to time")
+    platform.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser
 
 
@@ -86,10 +112,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         answer = platform_command(args, console)
         if answer is not None:
             return answer
+        if args.command == "demo":
+            from ._demo import run_demo
+
+            return run_demo(args.file, args.entry, console)
         if args.command == "keygen":
             return _keygen(args, console)
         if args.command == "bench" and args.bench == "transfer":
             return _bench_transfer(args, console)
+        if args.command == "bench" and args.bench == "platform":
+            return _bench_platform(args, console)
     except KeyRingError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
@@ -172,6 +204,65 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
         records = [c.record(baseline.get(c.size_bytes)) for c in cases]
         args.json.write_text(json.dumps(records, indent=2) + "\n")
         console.print(f"wrote {len(records)} records to {args.json}")
+    return 0
+
+
+def _bench_platform(args: argparse.Namespace, console: Console) -> int:
+    from .bench.platform import run_platform_bench
+
+    try:
+        concurrencies = [int(part) for part in args.concurrency.split(",") if part.strip()]
+    except ValueError:
+        concurrencies = []
+    if not concurrencies or min(concurrencies) < 1 or args.requests < 100:
+        console.print("[red]error:[/red] --concurrency takes whole numbers ≥ 1 (e.g. 1,8,64); "
+                      "--requests at least 100")  # fmt: skip
+        return 2
+    with console.status("starting") as status:
+        bench = run_platform_bench(
+            requests=args.requests,
+            duration=args.duration,
+            concurrencies=concurrencies,
+            cold_starts=args.cold_starts,
+            progress=lambda what: status.update(what),
+        )
+    direct = bench.latency_of("direct")
+    table = Table(title="warm invocation, 1 KiB in and out (sequential)", title_justify="left")
+    for column in ("path", "p50", "p99", "mean", "p50 vs direct", "runs"):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    names = {"direct": "direct: one aiohttp server", "xdt": "xdt: gateway → sidecar → function"}
+    for result in bench.latency:
+        table.add_row(
+            names[result.target], format_duration(result.p50_s), format_duration(result.p99_s),
+            format_duration(result.mean_s), f"{result.p50_s / direct.p50_s:.2f}×",
+            str(result.runs),
+        )  # fmt: skip
+    console.print(table)
+    rates = Table(title="throughput (requests/s, 1 KiB in and out)", title_justify="left")
+    rates.add_column("clients", justify="right")
+    for target in names:
+        rates.add_column(target, justify="right")
+    rates.add_column("xdt / direct", justify="right")
+    for concurrency in concurrencies:
+        row = {t.target: t for t in bench.throughput if t.concurrency == concurrency}
+        rates.add_row(
+            str(concurrency), f"{row['direct'].requests_per_s:,.0f}",
+            f"{row['xdt'].requests_per_s:,.0f}",
+            f"{row['xdt'].requests_per_s / row['direct'].requests_per_s:.2f}",
+        )  # fmt: skip
+    console.print(rates)
+    if bench.cold_starts_s:
+        cold = sorted(bench.cold_starts_s)
+        console.print(
+            f"cold start (request → answer, from zero instances): median "
+            f"{format_duration(statistics.median(cold))}, min {format_duration(cold[0])}, "
+            f"max {format_duration(cold[-1])} over {len(cold)}"
+        )
+    met = "[green]met[/green]" if bench.p50_ratio <= 3 else "[yellow]not met[/yellow]"
+    console.print(f"target: warm p50 ≤ 3× direct, reached {bench.p50_ratio:.2f}× … {met}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(bench.records(), indent=2) + "\n")
+        console.print(f"wrote {len(bench.records())} records to {args.json}")
     return 0
 
 

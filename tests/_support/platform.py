@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +15,7 @@ from typing import Any
 import yaml
 
 from xdt import KeyRing
+from xdt.platform.launcher import LaunchedPlatform
 
 FUNCTIONS = Path(__file__).parent.parent / "platform" / "functions"
 
@@ -36,26 +33,8 @@ class RunningPlatform:
         spec.setdefault("platform", {})["key_file"] = "keys"
         (folder / "xdt.yaml").write_text(yaml.safe_dump(spec))
         self.folder = folder
-        self.log_path = folder / "up.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "xdt", "up", "-f", str(folder / "xdt.yaml"), "--port", "0"],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "COLUMNS": "200"},
-        )
-        self.url = self._wait_for_url()
-
-    def _wait_for_url(self) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            match = re.search(r"xdt is up at (http://\S+)", self.log_path.read_text())
-            if match:
-                return match.group(1)
-            if self.process.poll() is not None:
-                raise AssertionError(f"xdt up exited:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-        raise AssertionError(f"xdt up did not start:\n{self.log_path.read_text()}")
+        launched = LaunchedPlatform(folder / "xdt.yaml", folder / "up.log", start_timeout=30)
+        self.process, self.url, self._launched = launched.process, launched.url, launched
 
     def invoke(
         self, function: str, data: bytes = b"", timeout: float = 30
@@ -100,15 +79,7 @@ class RunningPlatform:
         return pids
 
     def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.log_path.read_text()
+        return self._launched.stop()
 
 
 def fast_autoscaler(**overrides: Any) -> dict[str, Any]:

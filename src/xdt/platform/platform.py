@@ -1,14 +1,15 @@
 """The embedded platform: gateway + activator, autoscaler loops and instance manager in one
 process (``xdt up``), instances as child processes.
 
-Two loops drive the autoscaler, as Knative's do: every ``bucket_size`` (1 s) the platform
-scrapes each ready sidecar's ``/xdt/stats`` — a sample of them above three instances, scaled
-up to all, as Knative's scraper does — and records the total concurrency plus the requests
-buffered in the activator; every ``tick_interval`` (2 s) each function's KPA decides how many
-instances it wants and the deployment starts or drains instances to match.
+One loop drives the autoscaler: every ``bucket_size`` (1 s) the platform scrapes each ready
+sidecar's ``/xdt/stats`` — a sample of them above three instances, scaled up to all, as
+Knative's scraper does — and records the total concurrency plus the requests buffered in the
+activator; every ``tick_interval`` (2 s), just after that scrape, each function's KPA decides
+how many instances it wants, and the deployment starts or drains instances to match.
 
-Use ``async with Platform(spec) as platform:`` (``platform.url`` is the gateway), or
-:func:`serve` to run one in the foreground until a signal.
+Use ``async with Platform(spec) as platform:`` (``platform.url`` is the gateway); ``xdt up``
+runs one in the foreground until Ctrl-C, and :class:`~xdt.platform.launcher.LaunchedPlatform`
+runs ``xdt up`` as a child process.
 """
 
 from __future__ import annotations
@@ -87,10 +88,7 @@ class Platform:
             self.deployments[function.name] = Deployment(function, settings, manager, self._session)
         for deployment in self.deployments.values():
             deployment.reconcile()
-        self._loops = [
-            asyncio.create_task(self._every(settings.autoscaler.bucket_size, self._scrape)),
-            asyncio.create_task(self._every(settings.autoscaler.tick_interval, self._tick)),
-        ]
+        self._loops = [asyncio.create_task(self._autoscale(settings.autoscaler.bucket_size))]
 
     async def close(self) -> None:
         for task in self._loops:
@@ -106,18 +104,21 @@ class Platform:
 
     # -- loops -------------------------------------------------------------------------------
 
-    @staticmethod
-    async def _every(period: float, step: Callable[[], Any]) -> None:
+    async def _autoscale(self, bucket: float) -> None:
+        """Scrape every bucket; decide every tick, right after that bucket's scrape, so a
+        decision never misses the newest bucket (Knative runs the two on separate timers)."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        tick = self.spec.platform.autoscaler.tick_interval
+        next_scrape = next_tick = loop.time()
         while True:
-            next_at += period
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            await step()
-
-    async def _scrape(self) -> None:
-        now = time.monotonic()
-        await asyncio.gather(*(self._scrape_one(d, now) for d in self.deployments.values()))
+            next_scrape += bucket
+            await asyncio.sleep(max(0.0, next_scrape - loop.time()))
+            now = time.monotonic()
+            await asyncio.gather(*(self._scrape_one(d, now) for d in self.deployments.values()))
+            if loop.time() >= next_tick + tick - bucket / 2:
+                next_tick += tick
+                for deployment in self.deployments.values():
+                    deployment.tick(time.monotonic())
 
     async def _scrape_one(self, deployment: Deployment, now: float) -> None:
         ready = [i for i in deployment.instances if i.state is State.READY]
@@ -143,11 +144,6 @@ class Platform:
         instance.objects, instance.bytes_held = stats["objects"], stats["bytes_held"]
         concurrency: float = stats["average_concurrency"]
         return concurrency
-
-    async def _tick(self) -> None:
-        now = time.monotonic()
-        for deployment in self.deployments.values():
-            deployment.tick(now)
 
     def _instance_event(self, instance: Instance, what: str) -> None:
         self.deployments[instance.function.name].on_instance_event(instance, what)
