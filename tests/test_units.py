@@ -1,4 +1,4 @@
-"""Byte sizes as people write them (``xdt._units``)."""
+"""Byte sizes and durations as people write them (``xdt._units``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdt._units import format_size, parse_size
+from xdt._units import format_duration, format_size, parse_duration, parse_size
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -145,3 +145,76 @@ def test_format_size_is_close(size: int) -> None:
 )
 def test_decimal_sizes_are_exact(text: str, expected: int) -> None:
     assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("60s", 60.0),
+        ("500ms", 0.5),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        ("0.25m", 15.0),
+        ("10", 10.0),
+        ("0", 0.0),
+        ("0ms", 0.0),
+        (" 5 s ", 5.0),
+        ("\t30 ms\n", 0.03),
+        (1.5, 1.5),
+        (0, 0.0),
+        (90, 90.0),
+    ],
+)
+def test_parse_duration(value: str | float, seconds: float) -> None:
+    result = parse_duration(value)
+    assert result == pytest.approx(seconds)
+    assert type(result) is float
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["-1", "abc", "5 days", "", "  ", "s", "1e3", ".5s", "5.s", "5S", "1 5s", "1h30m", "+1s"],
+)
+def test_parse_duration_rejects_bad_text(text: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(repr(text))) as info:
+        parse_duration(text)
+    assert "not a duration" in str(info.value)
+    assert "ms, s, m, h" in str(info.value)  # says what would have been understood
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_parse_duration_rejects_booleans(value: bool) -> None:
+    with pytest.raises(ValueError, match=f"not a duration: {value}"):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize("value", [-2, -0.5, float("nan"), float("inf"), float("-inf")])
+def test_parse_duration_rejects_negative_and_non_finite_numbers(value: float) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"not a duration: {value!r}")):
+        parse_duration(value)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0 µs"),
+        (0.00025, "250 µs"),
+        (0.000999, "999 µs"),
+        (0.001, "1.00 ms"),
+        (0.0123, "12.30 ms"),
+        (0.5, "500.00 ms"),
+        (1.0, "1.00 s"),
+        (2.5, "2.50 s"),
+        (120.0, "120.00 s"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(milliseconds=st.integers(0, 10**7))
+def test_whole_milliseconds_parse(milliseconds: int) -> None:
+    assert parse_duration(f"{milliseconds}ms") == pytest.approx(milliseconds / 1000)
+    assert parse_duration(f"{milliseconds} s") == milliseconds

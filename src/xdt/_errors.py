@@ -205,9 +205,11 @@ def invocation_error(
     status: int, code: str | None, message: str, *, function: str | None = None
 ) -> InvocationError:
     """The exception for a failed invocation answer: by the platform's error code when it sent
-    one, else (the function answered non-2xx itself) by status."""
+    one; a function's own non-2xx answer (no code) is :class:`FunctionFailed` for 5xx and
+    :class:`BadRequest` otherwise, whatever the status — a function's own 404 or 503 does not
+    mean "no such function" or "the platform is overloaded"."""
     cls = INVOCATION_ERROR_CODES.get(code or "")
-    if cls is None:
+    if cls is None and code is not None:  # a platform error of a newer kind: go by status
         cls = next((c for c in INVOCATION_ERROR_CODES.values() if c.status == status), None)
     if cls is None:
         cls = FunctionFailed if status >= 500 else BadRequest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 
@@ -46,7 +47,7 @@ def format_size(size: int) -> str:
 
 
 _DURATION_UNITS = {"": 1.0, "s": 1.0, "ms": 1e-3, "m": 60.0, "h": 3600.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
 
 
 def parse_duration(text: str | float) -> float:
@@ -55,10 +56,10 @@ def parse_duration(text: str | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"not a duration: {text!r}")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"not a duration: {text!r} (durations are not negative)")
+        if not math.isfinite(text) or text < 0:
+            raise ValueError(f"not a duration: {text!r} (a finite number of seconds, ≥ 0)")
         return float(text)
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(
             f"not a duration: {text!r} (write a number with an optional unit: ms, s, m, h)"

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -155,6 +156,39 @@ def test_crash_mid_request_is_a_502_and_the_instance_comes_back(start_platform: 
     assert platform.invoke("crashy", b"b")[::2] == (200, b"alive:b")
     events = [e["event"] for e in platform.function("crashy")["events"]]
     assert any(e.startswith("crashed: the function process exited with code 17") for e in events)
+
+
+def test_a_dead_sidecar_is_replaced_by_a_new_instance(start_platform: Start) -> None:
+    platform = start_platform({"functions": [{"name": "upper", "handler": "fns:upper"}]})
+    platform.wait_for(lambda s: s["functions"]["upper"]["ready"] == 1, what="a ready instance")
+    (first,) = platform.function("upper")["instances"]
+    os.kill(first["sidecar_pid"], signal.SIGKILL)
+    status = platform.wait_for(
+        lambda s: (
+            [(i["id"], i["state"]) for i in s["functions"]["upper"]["instances"]]
+            == [("upper-2", "ready")]
+        ),
+        what="a replacement instance",
+    )
+    assert any(
+        e["instance"] == "upper-1" and e["event"].startswith("failed: the sidecar exited")
+        for e in status["functions"]["upper"]["events"]
+    )
+    assert not alive(first["function_pid"])  # its function process went with it
+    assert platform.invoke("upper", b"again")[::2] == (200, b"AGAIN")
+
+
+def test_instances_die_with_a_killed_platform(start_platform: Start) -> None:
+    platform = start_platform({"functions": [{"name": "upper", "handler": "fns:upper"}]})
+    platform.wait_for(lambda s: s["functions"]["upper"]["ready"] == 1, what="a ready instance")
+    pids = platform.pids()
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    platform.process.kill()  # no chance to stop anything in order
+    platform.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
 
 
 def test_an_instance_that_cannot_start_fails_buffered_requests_clearly(

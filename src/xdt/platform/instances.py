@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import itertools
 import json
@@ -180,6 +181,7 @@ class InstanceManager:
             instance.sidecar = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xdt.sidecar", "--config", config.to_json(),
                 stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
+                preexec_fn=_die_with_parent,
             )  # fmt: skip
         assert instance.sidecar.stdout is not None
         try:
@@ -220,7 +222,7 @@ class InstanceManager:
             try:
                 instance.process = await asyncio.create_subprocess_exec(
                     *argv, cwd=function.folder, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log, stderr=log, start_new_session=True,
+                    stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent,
                 )  # fmt: skip
             except OSError as exc:
                 raise InstanceError(
@@ -364,6 +366,17 @@ def _tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return ""
     return ("; log tail:\n  " + "\n  ".join(text)) if text else ""
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec. Instances get their own session, so Ctrl-C
+    # reaches only the platform, which stops them in order; if the platform itself dies
+    # without that chance (SIGKILL), the kernel kills them too: nothing is left behind.
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _free_port() -> int:

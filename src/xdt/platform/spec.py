@@ -109,9 +109,11 @@ def load_spec(path: str | Path) -> Spec:
     """Read and check a spec file. Raises :class:`SpecError`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read the spec file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -189,7 +191,7 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
     if "name" not in given:
         raise SpecError(f"{where}.name: every function needs a name")
     name = _string(given["name"], f"{where}.name")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SpecError(
             f"{where}.name: {name!r} is not a valid name "
             "(lower-case letters, digits and '-', at most 63, as a DNS label)"
@@ -200,7 +202,7 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
         at = f"{where}.{key}"
         if key == "handler":
             handler = _string(value, at)
-            if not _HANDLER.match(handler):
+            if not _HANDLER.fullmatch(handler):
                 raise SpecError(f"{at}: {handler!r} is not 'module:function' (e.g. images:resize)")
             values[key] = handler
         elif key == "command":
@@ -232,11 +234,18 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
             values[key] = _string(value, at)
         elif key == "env":
             env = _mapping(value, at, None)
-            values[key] = {str(k): _string(str(v), f"{at}.{k}") for k, v in env.items()}
+            for name, text in env.items():
+                if isinstance(text, bool) or not isinstance(text, str | int | float):
+                    raise SpecError(
+                        f"{at}.{name}: environment values are text; quote it, got {_kind(text)}"
+                    )
+            values[key] = {name: str(text) for name, text in env.items()}
     if ("handler" in values) == ("command" in values):
         raise SpecError(f"{where}: give exactly one of handler (Python) and command (HTTP server)")
-    if values.get("max_scale", 10) and values.get("min_scale", 0) > values.get("max_scale", 10):
-        raise SpecError(f"{where}.min_scale: {values['min_scale']} is above max_scale")
+    max_scale = values.get("max_scale", FunctionSpec.max_scale)
+    for key in ("min_scale", "initial_scale"):
+        if max_scale and values.get(key, 0) > max_scale:
+            raise SpecError(f"{where}.{key}: {values[key]} is above max_scale {max_scale}")
     return FunctionSpec(**values)
 
 
@@ -287,11 +296,14 @@ def _duration(value: Any, where: str) -> float:
 
 def _size(value: Any, where: str) -> int:
     try:
-        return (
-            value if isinstance(value, int) and not isinstance(value, bool) else parse_size(value)
-        )
-    except (ValueError, TypeError):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError
+        size = value if isinstance(value, int) else parse_size(value)
+    except ValueError:
         raise SpecError(f"{where}: not a size: {value!r} (e.g. 6MiB, 1GiB)") from None
+    if size < 1:
+        raise SpecError(f"{where}: must be at least 1 byte, got {value!r}")
+    return size
 
 
 def _kind(value: Any) -> str:

@@ -56,6 +56,9 @@ class RuntimeUpstream:
         except BaseException as exc:
             writer.close()  # mid-request state is unknown: never reuse this connection
             if isinstance(exc, asyncio.IncompleteReadError | ConnectionError | ValueError):
+                # The process is gone, and with it every pooled connection: a restarted
+                # runtime must not be reached through its predecessor's sockets.
+                self._drop_idle()
                 raise InstanceFailed(
                     f"the process of function {self.function!r} exited or broke the connection "
                     "while handling the request",
@@ -87,6 +90,9 @@ class RuntimeUpstream:
         return kind is Kind.PONG
 
     async def close(self) -> None:
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
         for _, writer in self._idle:
             writer.close()
         self._idle.clear()
