@@ -18,6 +18,7 @@ import aiohttp
 
 from .._errors import InstanceFailed, InvocationError, InvocationTimeout
 from .._http import ERROR_HEADER
+from .._httpclient import PeerGone
 from ..sidecar.upstream import Answer
 from .activator import Throttler
 from .autoscaler import Decider, Decision, ScaleGate
@@ -96,21 +97,20 @@ class Deployment:
         return answer
 
     async def _forward(self, instance: Instance, body: bytes) -> Answer:
+        assert instance.pool is not None
         try:
-            async with self.session.post(f"{instance.ingress_url}/invoke", data=body) as response:
-                payload = await response.read()
-                return Answer(
-                    response.status,
-                    payload,
-                    response.headers.get("Content-Type", "application/octet-stream"),
-                    response.headers.get(ERROR_HEADER),
-                )
-        except aiohttp.ClientError as exc:
+            answer = await instance.pool.post("/invoke", body)
+        except PeerGone as exc:
             raise InstanceFailed(
-                f"instance {instance.id} of function {self.spec.name!r} failed mid-request "
-                f"({exc.__class__.__name__}: {exc})",
+                f"instance {instance.id} of function {self.spec.name!r} failed mid-request: {exc}",
                 function=self.spec.name,
             ) from None
+        return Answer(
+            answer.status,
+            answer.body,
+            answer.header("content-type") or "application/octet-stream",
+            answer.header(ERROR_HEADER),
+        )
 
     # -- autoscaling -------------------------------------------------------------------------
 

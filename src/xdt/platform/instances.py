@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
+from .._httpclient import ConnectionPool
 from ..refs import KeyRing
 from ..sidecar.server import SidecarConfig
 from .spec import FunctionSpec, PlatformSpec
@@ -88,6 +89,7 @@ class Instance:
     objects: int = 0
     bytes_held: int = 0
     stopping: bool = False
+    pool: ConnectionPool | None = None  # the activator's connections to the sidecar's ingress
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
@@ -196,6 +198,7 @@ class InstanceManager:
             )
         ports = json.loads(line)
         host = self.platform.host
+        instance.pool = ConnectionPool(host, ports["ingress"])
         instance.ingress_url = f"http://{host}:{ports['ingress']}"
         instance.egress_url = f"http://{host}:{ports['egress']}"
         instance.objects_address = ports["objects"]
@@ -324,6 +327,8 @@ class InstanceManager:
     async def stop(self, instance: Instance) -> None:
         instance.stopping = True
         await self._kill(instance)
+        if instance.pool is not None:
+            instance.pool.close()
         for task in list(instance.tasks):
             task.cancel()
         await asyncio.gather(*instance.tasks, return_exceptions=True)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from dataclasses import asdict, dataclass
 
-import aiohttp
 from aiohttp import web
 
 from .._errors import (
@@ -30,6 +30,7 @@ from .._errors import (
     XdtError,
 )
 from .._http import ERROR_HEADER, error_response, read_body
+from .._httpclient import ConnectionPool, PeerGone
 from ..objects import ObjectStore, StoreConfig
 from ..refs import DEFAULT_TENANT, KeyRing
 from ..transfer import ObjectServer, PullClient, ServerConfig
@@ -88,25 +89,20 @@ class Sidecar:
         self.ingress_port = 0
         self.egress_port = 0
         self._runners: list[web.AppRunner] = []
-        self._activator: aiohttp.ClientSession | None = None
+        activator = urllib.parse.urlsplit(config.activator_url)
+        self._activator = ConnectionPool(activator.hostname or "127.0.0.1", activator.port or 80)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.objects.start()
-        self._activator = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),
-            auto_decompress=False,
-        )
         self.ingress_port = await self._serve(self._ingress_app())
         self.egress_port = await self._serve(self._egress_app())
 
     async def close(self) -> None:
         for runner in self._runners:
             await runner.cleanup()
-        if self._activator is not None:
-            await self._activator.close()
+        self._activator.close()
         await self.upstream.close()
         await self.pulls.close()
         await self.objects.close()
@@ -248,20 +244,17 @@ class Sidecar:
             body = await read_body(request, self.config.inline_limit, function=self.config.function)
         except XdtError as exc:
             return error_response(exc, function=target)
-        assert self._activator is not None
-        url = f"{self.config.activator_url}/invoke/{target}"
         headers = {"X-Xdt-Caller": self.config.function}
         try:
-            async with self._activator.post(url, data=body, headers=headers) as answer:
-                payload = await answer.read()
-                passed = {k: v for k, v in answer.headers.items() if k in _PASSED_HEADERS}
-                return web.Response(status=answer.status, body=payload, headers=passed)
-        except aiohttp.ClientError as exc:
+            answer = await self._activator.post(f"/invoke/{target}", body, headers)
+        except PeerGone as exc:
             return web.json_response(
                 {"error": "instance_failed", "message": f"the activator is unreachable: {exc}"},
                 status=502,
                 headers={ERROR_HEADER: "instance_failed"},
             )
+        passed = {name: value for name in _PASSED_HEADERS if (value := answer.header(name))}
+        return web.Response(status=answer.status, body=answer.body, headers=passed)
 
     async def _put(self, request: web.Request) -> web.Response:
         try:
