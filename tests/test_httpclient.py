@@ -146,3 +146,19 @@ async def test_garbage_instead_of_http_is_peer_gone() -> None:
     async with server:
         with pytest.raises(PeerGone):
             await ConnectionPool("127.0.0.1", port).post("/", b"x")
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/invoke/a HTTP/1.1\r\nHost: x\r\n\r\nPOST /invoke/b", {}),
+        ("/invoke/a b", {}),
+        ("/invoke/a", {"X-Caller": "f\r\nX-Injected: 1"}),
+    ],
+)
+async def test_requests_that_would_break_framing_are_refused(
+    path: str, headers: dict[str, str]
+) -> None:
+    """On a pooled keep-alive connection an injected request would shift every later answer."""
+    with pytest.raises(ValueError, match="CR, LF or space"):
+        await ConnectionPool("127.0.0.1", 9).post(path, b"x", headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import signal
@@ -21,8 +22,10 @@ from rich.table import Table
 
 from ._errors import XdtError
 from ._http import error_from_answer
+from ._names import is_function_name
 from ._units import format_duration, format_size
 from .platform import Platform, Spec, SpecError, load_spec
+from .platform.platform import SHUTDOWN_GRACE
 
 __all__ = ["DEFAULT_URL", "invoke_command", "status_command", "up_command"]
 
@@ -93,7 +96,15 @@ async def _up(spec: Spec, console: Console) -> None:
             soft_wrap=True,
         )
         await stop.wait()
-        console.print("stopping: draining nothing, stopping every instance…")
+        busy = platform.in_flight
+        console.print(
+            f"stopping: waiting up to {SHUTDOWN_GRACE:g} s for {busy} requests in flight, "
+            "then stopping every instance…"
+            if busy
+            else "stopping every instance…"
+        )
+    if platform.kept_logs is not None:
+        console.print(f"an instance crashed or failed: its logs are kept in {platform.kept_logs}")
     console.print("stopped")
 
 
@@ -107,9 +118,19 @@ def invoke_command(args: argparse.Namespace, console: Console) -> int:
     except OSError as exc:
         console.print(f"[red]error:[/red] cannot read {args.data!r}: {exc.strerror}")
         return 2
-    request = urllib.request.Request(
-        f"{args.url.rstrip('/')}/invoke/{args.function}", data=data, method="POST"
-    )
+    if not is_function_name(args.function):
+        console.print(
+            f"[red]error:[/red] {escape(repr(args.function))} is not a function name "
+            "(lower-case letters, digits and '-')"
+        )
+        return 2
+    try:
+        request = urllib.request.Request(
+            f"{args.url.rstrip('/')}/invoke/{args.function}", data=data, method="POST"
+        )
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] bad --url {args.url!r}: {escape(str(exc))}")
+        return 2
     request.add_header("Content-Type", "application/octet-stream")
     started = time.perf_counter()
     try:
@@ -126,8 +147,14 @@ def invoke_command(args: argparse.Namespace, console: Console) -> int:
     except (urllib.error.URLError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         console.print(
-            f"[red]error:[/red] no platform answering at {args.url} ({reason}); "
+            f"[red]error:[/red] no platform answering at {args.url} ({escape(str(reason))}); "
             "start one with `xdt up -f xdt.yaml`"
+        )
+        return 1
+    except (http.client.HTTPException, ConnectionError) as exc:
+        console.print(
+            f"[red]error:[/red] the platform at {args.url} went away mid-answer "
+            f"({type(exc).__name__}: {escape(str(exc))})"
         )
         return 1
     elapsed = time.perf_counter() - started

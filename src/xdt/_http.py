@@ -106,20 +106,32 @@ def _by_code() -> dict[str, type[XdtError]]:
     }
 
 
-async def read_body(request: web.Request, limit: int, *, function: str | None = None) -> bytes:
+async def read_body(
+    request: web.Request,
+    limit: int,
+    *,
+    function: str | None = None,
+    limit_name: str = "the inline limit",
+) -> bytes:
     """The whole request body, or :class:`~xdt.PayloadTooLarge` over ``limit`` bytes, or
     :class:`~xdt.BadRequest` when the client went away mid-body (nothing partial is used)."""
     sent = request.content_length
     if sent is not None and sent > limit:
         raise PayloadTooLarge(
-            f"the request body is {sent} bytes, over the inline limit of {limit} bytes",
+            f"the request body is {sent} bytes, over {limit_name} of {limit} bytes",
             function=function,
         )
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(
-            f"the request body is over the inline limit of {limit} bytes", function=function
+            f"the request body is over {limit_name} of {limit} bytes", function=function
         ) from None
     except (ConnectionError, aiohttp.ClientPayloadError) as exc:
         raise BadRequest(f"the request body was cut short: {exc}", function=function) from None
+    if len(body) > limit:  # a chunked body the server's own cap (the larger one) let through
+        raise PayloadTooLarge(
+            f"the request body is {len(body)} bytes, over {limit_name} of {limit} bytes",
+            function=function,
+        )
+    return body

@@ -11,11 +11,13 @@ is most of the platform's overhead per invocation (``xdt bench platform``). Func
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 __all__ = ["ConnectionPool", "HttpAnswer", "PeerGone"]
 
-MAX_HEAD = 64 << 10  # status line and headers
+_UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f]")
+_UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
 
 
 class PeerGone(ConnectionError):
@@ -47,7 +49,13 @@ class ConnectionPool:
     async def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None
     ) -> HttpAnswer:
-        """POST ``body``; the whole answer. Raises :class:`PeerGone`."""
+        """POST ``body``; the whole answer. Raises :class:`PeerGone`, and ValueError for a
+        path or header that would break the request's framing (CR, LF; a space in the path):
+        on a pooled keep-alive connection that would let one caller inject a request."""
+        if _UNSAFE_PATH.search(path) or any(
+            _UNSAFE_HEADER.search(f"{k}{v}") for k, v in (headers or {}).items()
+        ):
+            raise ValueError(f"refusing a request with CR, LF or space in it: {path!r}")
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
         head = (
             b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + self._host_header

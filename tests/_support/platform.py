@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import urllib.error
@@ -79,7 +80,12 @@ class RunningPlatform:
         return pids
 
     def stop(self) -> str:
-        return self._launched.stop()
+        """Ctrl-C; what it printed. Logs it kept (an instance crashed) are removed."""
+        log = self._launched.stop()
+        kept = re.search(r"its logs are kept in (\S+)", log)
+        if kept:
+            shutil.rmtree(Path(kept.group(1)).parent, ignore_errors=True)
+        return log
 
 
 def fast_autoscaler(**overrides: Any) -> dict[str, Any]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -58,6 +61,8 @@ def test_errors_reach_the_caller_typed_and_the_platform_keeps_serving(
                 {"name": "boom", "handler": "fns:boom"},
                 {"name": "calls-missing", "handler": "fns:calls_missing"},
                 {"name": "slow", "handler": "fns:slow", "timeout": "500ms"},
+                {"name": "smuggle", "handler": "fns:smuggle"},
+                {"name": "hold", "handler": "fns:hold_generated"},
             ],
         }
     )
@@ -80,6 +85,16 @@ def test_errors_reach_the_caller_typed_and_the_platform_keeps_serving(
     # The SDK turns the platform's 404 back into xdt.FunctionNotFound inside a function.
     status, _, body = platform.invoke("calls-missing", b"x")
     assert status == 200 and body.startswith(b"FunctionNotFound: no function named")
+
+    # A CR/LF smuggled into the target name is refused, not forwarded on a shared connection.
+    status, _, body = platform.invoke("smuggle")
+    assert status == 200 and body.startswith(b"HTTP/1.1 404"), body
+    for word in (b"one", b"two", b"three"):  # and answers stay in step afterwards
+        assert platform.invoke("upper", word)[::2] == (200, word.upper())
+
+    # Objects may be bigger than the inline limit: they never travel inline.
+    status, _, reference = platform.invoke("hold", b"4096")
+    assert status == 200 and len(reference) < 400
 
     assert platform.invoke("upper", b"still here")[::2] == (200, b"STILL HERE")
 
@@ -116,13 +131,19 @@ def test_bad_http_input_gets_a_clear_answer_and_nothing_partial_runs(
 
 
 def test_the_function_process_never_sees_the_key(start_platform: Start) -> None:
-    platform = start_platform({"functions": [{"name": "env", "handler": "fns:environment"}]})
-    status, _, body = platform.invoke("env")
+    name = "env-" + "x" * 59  # the longest name: its socket path must still fit
+    platform = start_platform({"functions": [{"name": name, "handler": "fns:environment"}]})
+    status, _, body = platform.invoke(name)
     assert status == 200
     seen = json.loads(body)
     assert seen["xdt_names"] == ["XDT_EGRESS", "XDT_FUNCTION", "XDT_INSTANCE"]
+    (instance,) = platform.function(name)["instances"]
+    with open(f"/proc/{instance['sidecar_pid']}/environ", "rb") as raw:
+        sidecar_environ = raw.read().decode(errors="replace")
     for line in platform.keyring.to_text().splitlines():
-        assert line.split()[1] not in seen["environ"]
+        secret = line.split()[1]
+        assert secret not in seen["environ"]
+        assert secret not in sidecar_environ  # handed over on a pipe, not in the environment
 
 
 def test_scale_from_zero_buffers_the_request_and_answers_it(start_platform: Start) -> None:
@@ -139,6 +160,59 @@ def test_scale_from_zero_buffers_the_request_and_answers_it(start_platform: Star
     after = platform.function("upper")
     assert after["ready"] == 1
     assert any(e["event"].startswith("poked") for e in after["events"])
+
+
+async def test_a_burst_at_zero_starts_what_the_load_needs_not_one_per_request(
+    start_platform: Start,
+) -> None:
+    platform = start_platform(
+        {
+            "platform": {"autoscaler": fast_autoscaler()},
+            "functions": [{"name": "upper", "handler": "fns:upper", "initial_scale": 0}],
+        }
+    )
+    async with aiohttp.ClientSession() as session:
+
+        async def call() -> int:
+            async with session.post(f"{platform.url}/invoke/upper", data=b"x") as answer:
+                return answer.status
+
+        statuses = await asyncio.wait_for(asyncio.gather(*(call() for _ in range(40))), 60)
+    assert statuses == [200] * 40
+    await asyncio.sleep(1.0)  # a few ticks
+    upper = platform.function("upper")
+    # 40 short requests at unlimited concurrency (target 70 per instance): one instance.
+    assert upper["desired"] <= 2 and len(upper["instances"]) <= 2, upper
+    assert not upper["panicking"]
+
+
+async def test_a_client_that_goes_away_frees_its_queue_slot(start_platform: Start) -> None:
+    platform = start_platform(
+        {
+            "platform": {"queue_depth": 2},
+            "functions": [
+                {"name": "slow", "handler": "fns:slow", "concurrency": 1, "max_scale": 1}
+            ],
+        }
+    )
+    platform.wait_for(lambda s: s["functions"]["slow"]["ready"] == 1, what="one ready instance")
+    async with aiohttp.ClientSession() as session:
+        abandoned = [
+            asyncio.create_task(session.post(f"{platform.url}/invoke/slow", data=b"3"))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.5)
+        for task in abandoned:
+            task.cancel()
+        await asyncio.gather(*abandoned, return_exceptions=True)
+    platform.wait_for(
+        lambda s: (
+            s["functions"]["slow"]["queued"] == 0 and s["functions"]["slow"]["in_flight"] == 0
+        ),
+        timeout=10,
+        what="the abandoned requests to give their slots back",
+    )
+    assert platform.invoke("slow", b"0.1")[::2] == (200, b"slept 0.1")
 
 
 def test_crash_mid_request_is_a_502_and_the_instance_comes_back(start_platform: Start) -> None:
@@ -183,7 +257,10 @@ def test_instances_die_with_a_killed_platform(start_platform: Start) -> None:
     platform.wait_for(lambda s: s["functions"]["upper"]["ready"] == 1, what="a ready instance")
     pids = platform.pids()
     assert len(pids) == 2 and all(alive(p) for p in pids)
+    run_dir = Path(platform.function("upper")["instances"][0]["log"]).parent.parent
+    assert run_dir.name.startswith("xdt-")
     platform.process.kill()  # no chance to stop anything in order
+    shutil.rmtree(run_dir)  # what the killed platform could not clean up
     platform.process.wait(timeout=10)
     deadline = time.monotonic() + 10
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
@@ -296,7 +373,12 @@ async def test_an_instance_holding_an_object_is_not_stopped_until_it_is_pulled(
         what="the idle instance to drain",
     )
     instance = platform.function("hold")["instances"][0]
-    await asyncio.sleep(1.0)  # well past the drain poll: it stays while its object is live
+    # A sidecar that does not answer (stopped for longer than the 3 s probe timeout) is not
+    # taken for an empty one.
+    os.kill(instance["sidecar_pid"], signal.SIGSTOP)
+    await asyncio.sleep(4.0)
+    os.kill(instance["sidecar_pid"], signal.SIGCONT)
+    await asyncio.sleep(0.5)
     still = platform.function("hold")["instances"]
     assert [i["state"] for i in still] == ["draining"] and still[0]["objects"] == 1
     assert alive(instance["sidecar_pid"])
@@ -331,8 +413,17 @@ def test_an_unpulled_object_keeps_its_instance_until_it_expires(start_platform: 
 
 def test_cli_invoke_status_and_ctrl_c_stops_everything(start_platform: Start) -> None:
     platform = start_platform(
-        {"functions": [{"name": "upper", "handler": "fns:upper", "min_scale": 1}]}
-    )
+        {
+            "functions": [
+                {"name": "upper", "handler": "fns:upper", "min_scale": 1},
+                {"name": "slow", "handler": "fns:slow", "min_scale": 1},
+                # A command that forks: its child must go too.
+                {"name": "legacy", "min_scale": 1,
+                 "command": ["sh", "-c", f"{sys.executable} legacy_server.py; true"]},
+                {"name": "third", "handler": "fns:third"},
+            ]
+        }
+    )  # fmt: skip
     (platform.folder / "in.bin").write_bytes(b"from a file")
     xdt = [sys.executable, "-m", "xdt"]
     done = subprocess.run(
@@ -346,20 +437,51 @@ def test_cli_invoke_status_and_ctrl_c_stops_everything(start_platform: Start) ->
     )
     assert done.returncode == 1 and b"FunctionNotFound" in done.stderr
     done = subprocess.run(
+        [*xdt, "invoke", "no such", "--url", platform.url], capture_output=True, timeout=60
+    )
+    assert done.returncode == 2 and b"not a function name" in done.stderr
+    done = subprocess.run(
         [*xdt, "status", "--url", platform.url], capture_output=True, timeout=60, text=True,
         env={**os.environ, "COLUMNS": "160"},
     )  # fmt: skip
     assert done.returncode == 0
     assert "upper-1" in done.stdout and "ready" in done.stdout
 
+    platform.wait_for(
+        lambda s: all(f["ready"] >= 1 for n, f in s["functions"].items() if n != "third"),
+        what="every min_scale instance",
+    )
+    assert platform.invoke("legacy", b"x")[::2] == (200, b"legacy(third(x))")
     metrics = _metrics(platform)
     assert 'xdt_instances_ready{function="upper"} 1' in metrics
     pids = platform.pids()
-    assert len(pids) == 2 and all(alive(p) for p in pids)
-    log = platform.stop()
+    assert len(pids) == 8 and all(alive(p) for p in pids)
+    forked = _processes_mentioning("legacy_server.py")
+    assert len(forked) >= 2  # sh and its python child
+
+    # Ctrl-C with a request in flight: it is answered, then everything stops.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(platform.invoke, "slow", b"1.5")
+        time.sleep(0.5)
+        log = platform.stop()
+        assert answer.result(timeout=30)[::2] == (200, b"slept 1.5")
     assert platform.process.returncode == 0, log
     assert not any(alive(p) for p in pids), log
-    assert "stopped" in log
+    assert not [p for p in forked if alive(p)], log
+    assert "waiting up to 10 s for 1 requests in flight" in log and "stopped" in log
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if text.encode() in cmdline.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 def test_a_malformed_spec_is_refused_naming_the_field(tmp_path: Any) -> None:

@@ -91,7 +91,7 @@ class Throttler(Generic[T]):
         self._queue.append(waiter)
         self.waiting.request_in()
         if not self._trackers:
-            self.on_cold()
+            self.on_cold()  # cheap when already poked: the deployment only acts on a change
         try:
             return await waiter
         except asyncio.CancelledError:

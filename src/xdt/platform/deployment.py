@@ -69,6 +69,7 @@ class Deployment:
         self._retry: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining: dict[Instance, Tracker[Instance] | None] = {}
+        self._starting: dict[Instance, asyncio.Task[None]] = {}
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -120,11 +121,12 @@ class Deployment:
         self.decider.record(now, sidecar_concurrency + buffered)
 
     def poke(self) -> None:
-        """A request found no instance: scale from zero now, not at the next tick."""
-        now = self.clock()
-        self.decider.record(now, max(1, self.throttler.queued))
-        self.desired = max(self.desired, self.gate.poke(now))
-        self._log("poked: a request is waiting and no instance is ready")
+        """A request found no instance: scale from zero now, not at the next tick. Records
+        nothing: the buffered requests reach the autoscaler through :meth:`observe`."""
+        wanted = max(self.desired, self.gate.poke(self.clock()))
+        if wanted != self.desired:
+            self._log(f"poked: a request is waiting and no instance is ready; scale → {wanted}")
+            self.desired = wanted
         self.reconcile()
 
     def tick(self, now: float) -> None:
@@ -150,6 +152,19 @@ class Deployment:
         self.reconcile()
 
     @property
+    def in_flight(self) -> int:
+        """Requests at instances, draining ones included."""
+        return self.throttler.in_flight + sum(
+            t.in_flight for t in self._draining.values() if t is not None
+        )
+
+    @property
+    def troubled(self) -> bool:
+        """Whether an instance of this function crashed or failed (its logs are worth
+        keeping)."""
+        return any(e["event"].startswith(("crashed", "failed")) for e in self.events)
+
+    @property
     def panicking(self) -> bool:
         return self.last_decision is not None and self.last_decision.panicking
 
@@ -172,12 +187,20 @@ class Deployment:
             for _ in range(missing):
                 instance = self.manager.create(self.spec)
                 self.instances.append(instance)
-                self._spawn(self._start(instance))
+                self._starting[instance] = self._spawn(self._start(instance))
         elif missing < 0:
+            # Not-yet-ready instances go first: draining a ready one while a newer one still
+            # starts would leave nothing to route to. Then the least busy ready ones; among
+            # equals the youngest (it holds the least).
+            starting = [i for i in active if i.state is State.STARTING]
+            for instance in sorted(starting, key=lambda i: -i.started_at)[:-missing]:
+                task = self._starting.pop(instance, None)
+                if task is not None:
+                    task.cancel()
+                missing += 1
             ready = [i for i in active if i.state is State.READY]
-            # Drain the least busy first; among equals the youngest (it holds the least).
             ready.sort(key=lambda i: (self._in_flight(i), -i.started_at))
-            for instance in ready[:-missing]:
+            for instance in ready[: max(0, -missing)]:
                 tracker = self.throttler.remove(instance)
                 self.manager.begin_drain(instance)
                 self._draining[instance] = tracker
@@ -201,6 +224,11 @@ class Deployment:
     async def _start(self, instance: Instance) -> None:
         try:
             await self.manager.start(instance)
+        except asyncio.CancelledError:
+            if instance in self.instances:
+                self.instances.remove(instance)
+            self._log("start cancelled: scaled down before it was ready", instance)
+            raise
         except InstanceError as exc:
             reason = str(exc)
             self._start_failures += 1
@@ -215,6 +243,8 @@ class Deployment:
             delay = START_RETRY_DELAYS[min(self._start_failures, len(START_RETRY_DELAYS)) - 1]
             self._retry_in(delay)
             return
+        finally:
+            self._starting.pop(instance, None)
         self._start_failures = 0
 
     async def _drain(self, instance: Instance, tracker: Tracker[Instance] | None) -> None:
@@ -234,10 +264,11 @@ class Deployment:
     def _in_flight(self, instance: Instance) -> int:
         return next((t.in_flight for t in self.throttler.trackers if t.target is instance), 0)
 
-    def _spawn(self, coroutine: Any) -> None:
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _log(self, what: str, instance: Instance | None = None) -> None:
         self.events.append(
@@ -267,8 +298,7 @@ class Deployment:
             "starting": self.count(State.STARTING, State.RESTARTING),
             "draining": self.count(State.DRAINING),
             "desired": self.desired,
-            "in_flight": self.throttler.in_flight
-            + sum(t.in_flight for t in self._draining.values() if t is not None),
+            "in_flight": self.in_flight,
             "queued": self.throttler.queued,
             "panicking": self.panicking,
             "requests": self.requests,

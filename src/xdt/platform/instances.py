@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from .._httpclient import ConnectionPool
-from ..refs import KeyRing
+from ..refs import KEYRING_ENV, KeyRing
 from ..sidecar.server import SidecarConfig
 from .spec import FunctionSpec, PlatformSpec
 
@@ -48,9 +48,11 @@ __all__ = ["Instance", "InstanceError", "InstanceManager", "State"]
 
 PROBE_PERIOD = 0.025  # Knative's queue-proxy probes an unready container every 25 ms
 START_TIMEOUT = 60.0
+RUNTIME_THREADS = 64  # sync handlers at once when concurrency is unlimited
 STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this
 DRAIN_POLL = 0.1
 RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # a crash loop backs off, up to 10 s
+MAX_FAILED_RESTARTS = 5  # then the instance is FAILED and replaced
 CRASH_LOOP_RESET = 10.0  # a process that ran this long before crashing starts the backoff over
 
 
@@ -163,7 +165,9 @@ class InstanceManager:
     async def _start_sidecar(self, instance: Instance) -> None:
         function = instance.function
         if function.handler is not None:
-            instance.upstream = f"unix:{self.run_dir / (instance.id + '.sock')}"
+            # Named by number: a Unix socket path must stay under 108 bytes.
+            number = instance.id.rpartition("-")[2]
+            instance.upstream = f"unix:{self.run_dir / (number + '.sock')}"
         else:
             instance.function_port = _free_port()
             instance.upstream = f"http:{instance.function_port}"
@@ -174,17 +178,23 @@ class InstanceManager:
             concurrency=function.concurrency,
             timeout=function.timeout,
             tenant=function.tenant,
-            host=self.platform.host,
+            host=self.platform.instance_host,
             inline_limit=self.platform.inline_limit,
             object_quota=self.platform.object_quota,
         )
-        env = {**os.environ, "XDT_KEYRING": self.keyring.to_text()}
+        # The key ring goes over a pipe, not the environment: /proc/<pid>/environ keeps a
+        # process's original environment for its whole life.
+        env = {k: v for k, v in os.environ.items() if k != KEYRING_ENV}
         with _log(instance) as log:
             instance.sidecar = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xdt.sidecar", "--config", config.to_json(),
+                "--keyring-stdin", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
                 preexec_fn=_die_with_parent,
             )  # fmt: skip
+        assert instance.sidecar.stdin is not None
+        instance.sidecar.stdin.write(self.keyring.to_text().encode())
+        instance.sidecar.stdin.close()
         assert instance.sidecar.stdout is not None
         try:
             async with asyncio.timeout(START_TIMEOUT):
@@ -197,7 +207,7 @@ class InstanceManager:
                 + _tail(instance.log_path)
             )
         ports = json.loads(line)
-        host = self.platform.host
+        host = self.platform.instance_host
         instance.pool = ConnectionPool(host, ports["ingress"])
         instance.ingress_url = f"http://{host}:{ports['ingress']}"
         instance.egress_url = f"http://{host}:{ports['egress']}"
@@ -215,8 +225,10 @@ class InstanceManager:
         )
         if function.handler is not None:
             socket_path = instance.upstream.removeprefix("unix:")
+            threads = function.concurrency or RUNTIME_THREADS
             argv = [sys.executable, "-m", "xdt.runtime", "--handler", function.handler,
-                    "--folder", str(function.folder), "--socket", socket_path]  # fmt: skip
+                    "--folder", str(function.folder), "--socket", socket_path,
+                    "--threads", str(threads)]  # fmt: skip
         else:
             assert function.command is not None and instance.function_port is not None
             env["PORT"] = str(instance.function_port)
@@ -261,6 +273,8 @@ class InstanceManager:
         instance.state = State.FAILED
         self.on_event(instance, f"failed: the sidecar exited with code {code}")
         await self._kill(instance)
+        if instance.pool is not None:
+            instance.pool.close()
         instance.state = State.STOPPED
 
     async def _watch_function(self, instance: Instance) -> None:
@@ -284,6 +298,13 @@ class InstanceManager:
                 await self._start_function(instance)
                 await self._wait_ready(instance)
             except InstanceError as exc:
+                await self._kill_process(instance.process)  # it may still run, unready
+                if crashes >= MAX_FAILED_RESTARTS:
+                    # Give the instance up: the deployment replaces it with a fresh one.
+                    instance.state = State.FAILED
+                    self.on_event(instance, f"failed: {crashes} restarts in a row failed: {exc}")
+                    await self._kill(instance)
+                    return
                 self.on_event(instance, f"restart failed: {exc}")
                 continue
             instance.restarts += 1
@@ -292,15 +313,16 @@ class InstanceManager:
 
     # -- stopping ----------------------------------------------------------------------------
 
-    async def held(self, instance: Instance) -> tuple[int, int]:
-        """(in-flight requests at the sidecar, live objects) of an instance, (0, 0) if gone."""
+    async def held(self, instance: Instance) -> tuple[int, int] | None:
+        """(in-flight requests at the sidecar, live objects), or None when the sidecar does
+        not answer (busy, stopped): unknown is not empty."""
         try:
             async with self.session.get(
                 f"{instance.ingress_url}/xdt/held", timeout=aiohttp.ClientTimeout(total=3)
             ) as response:
                 held = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError):
-            return 0, 0
+            return None
         instance.objects, instance.bytes_held = held["objects"], held["bytes_held"]
         return held["concurrency"], held["objects"]
 
@@ -310,18 +332,25 @@ class InstanceManager:
         self.on_event(instance, "draining")
 
     async def drain(self, instance: Instance, in_flight: Callable[[], int]) -> None:
-        """Stop ``instance`` once nothing is in flight and its sidecar holds no object."""
+        """Stop ``instance`` once nothing is in flight and its sidecar holds no object (or
+        the sidecar has exited, or ``drain_timeout`` passed)."""
         deadline = time.monotonic() + self.platform.drain_timeout
-        while time.monotonic() < deadline and instance.sidecar is not None:
-            if instance.sidecar.returncode is not None:
+        silent = 0
+        while time.monotonic() < deadline:
+            if instance.sidecar is None or instance.sidecar.returncode is not None:
                 break
-            at_sidecar, objects = await self.held(instance)
-            if in_flight() == 0 and at_sidecar == 0 and objects == 0:
+            held = await self.held(instance)
+            if held is None:
+                silent += 1
+                if silent == 10:
+                    self.on_event(instance, "draining: the sidecar does not answer; waiting")
+            elif in_flight() == 0 and held == (0, 0):
                 break
+            else:
+                silent = 0
             await asyncio.sleep(DRAIN_POLL)
         else:
-            if instance.sidecar is not None and instance.sidecar.returncode is None:
-                self.on_event(instance, "drain timed out with objects still held")
+            self.on_event(instance, "drain timed out with objects still held")
         await self.stop(instance)
 
     async def stop(self, instance: Instance) -> None:
@@ -337,21 +366,26 @@ class InstanceManager:
         self.on_event(instance, "stopped")
 
     async def _kill(self, instance: Instance) -> None:
-        """SIGTERM the function, then the sidecar; SIGKILL whatever is left after a grace."""
+        """Stop the function, then the sidecar."""
         instance.stopping = True
-        processes = [p for p in (instance.process, instance.sidecar) if p is not None]
-        for process in processes:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                async with asyncio.timeout(STOP_GRACE):
-                    await process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+        await self._kill_process(instance.process)
+        await self._kill_process(instance.sidecar)
+
+    @staticmethod
+    async def _kill_process(process: asyncio.subprocess.Process | None) -> None:
+        """SIGTERM the process's whole group (a ``command`` may have children of its own),
+        SIGKILL it after a grace."""
+        if process is None:
+            return
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(STOP_GRACE):
                 await process.wait()
+        except TimeoutError:
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+        _signal_group(process.pid, signal.SIGKILL)  # whatever of its group outlived it
 
     def _spawn(self, instance: Instance, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
@@ -382,6 +416,12 @@ def _die_with_parent() -> None:
     # reaches only the platform, which stops them in order; if the platform itself dies
     # without that chance (SIGKILL), the kernel kills them too: nothing is left behind.
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    # Every instance process leads its own session and process group (start_new_session).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 def _free_port() -> int:

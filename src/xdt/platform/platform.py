@@ -15,6 +15,8 @@ runs ``xdt up`` as a child process.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import random
 import shutil
 import tempfile
@@ -26,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ..refs import KeyRing
+from ..refs import KEYRING_ENV, KeyRing
 from .autoscaler import sample_size
 from .deployment import Deployment
 from .gateway import create_app
@@ -36,6 +38,7 @@ from .spec import Spec
 __all__ = ["Platform"]
 
 SCRAPE_TIMEOUT = 3.0  # Knative's scraper gives a pod 3 s
+SHUTDOWN_GRACE = 10.0  # how long stopping waits for requests in flight
 
 
 class Platform:
@@ -56,6 +59,7 @@ class Platform:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self.kept_logs: Path | None = None
 
     async def __aenter__(self) -> Platform:
         await self.start()
@@ -65,6 +69,13 @@ class Platform:
         await self.close()
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close(grace=0)  # a half-started platform leaves nothing behind
+            raise
+
+    async def _start(self) -> None:
         settings = self.spec.platform
         # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
         self._run_dir = Path(tempfile.mkdtemp(prefix="xdt-"))
@@ -73,7 +84,10 @@ class Platform:
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,
         )
-        self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+        # handler_cancellation: a client that goes away gives its queue slot back at once.
+        self._runner = web.AppRunner(
+            create_app(self), access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.host, settings.port, reuse_address=True)
         await site.start()
@@ -90,17 +104,37 @@ class Platform:
             deployment.reconcile()
         self._loops = [asyncio.create_task(self._autoscale(settings.autoscaler.bucket_size))]
 
-    async def close(self) -> None:
+    @property
+    def in_flight(self) -> int:
+        """Requests being served or buffered, on every function."""
+        return sum(d.in_flight + d.throttler.queued for d in self.deployments.values())
+
+    async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop: no more scaling; up to ``grace`` seconds for the requests in flight (the
+        gateway still serves, so their function-to-function calls work); then every
+        instance, then the gateway. Instance logs are kept if any instance crashed or
+        failed (:attr:`kept_logs`), else removed with the run directory."""
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        for _ in range(math.ceil(grace / 0.05)):  # poll: requests end in many places
+            if not self.in_flight:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(d.close() for d in self.deployments.values()))
         if self._runner is not None:
             await self._runner.cleanup()
-        await asyncio.gather(*(d.close() for d in self.deployments.values()))
         if self._session is not None:
             await self._session.close()
         if self._run_dir is not None:
-            shutil.rmtree(self._run_dir, ignore_errors=True)
+            troubled = any(d.troubled for d in self.deployments.values())
+            if troubled:
+                for socket_file in self._run_dir.glob("*.sock"):
+                    socket_file.unlink(missing_ok=True)
+                self.kept_logs = self._run_dir / "logs"
+            else:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -181,10 +215,10 @@ class Platform:
 
 
 def _keyring_for(spec: Spec) -> KeyRing:
-    """The spec's key file, else ``$XDT_KEYRING``, else a fresh key ring for this run only."""
+    """The spec's key file, else ``$XDT_KEYRING``, else a fresh key ring for this run only.
+    A key ring that is there but malformed is an error, never silently replaced."""
     if spec.platform.key_file is not None:
         return KeyRing.from_file(spec.platform.key_file)
-    try:
+    if os.environ.get(KEYRING_ENV) is not None:
         return KeyRing.from_env()
-    except Exception:
-        return KeyRing.generate()
+    return KeyRing.generate()

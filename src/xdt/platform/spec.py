@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from .._errors import XdtError
+from .._names import is_function_name
 from .._units import parse_duration, parse_size
 from ..refs import DEFAULT_TENANT
 from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 TRANSFER_MODES = ("inline", "xdt", "elasticache", "s3")
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")  # a DNS label, as Knative names
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -84,6 +84,7 @@ class PlatformSpec:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    instance_host: str = "127.0.0.1"  # where sidecars listen; not the gateway's host
     key_file: Path | None = None  # None: XDT_KEYRING, else a fresh key ring for this run
     queue_depth: int = 10_000  # requests the activator buffers per function (Knative's 10000)
     inline_limit: int = 6 << 20  # largest invocation body (AWS Lambda's synchronous 6 MB)
@@ -145,7 +146,7 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
     values: dict[str, Any] = {}
     for key, value in given.items():
         where = f"platform.{key}"
-        if key == "host":
+        if key in ("host", "instance_host"):
             values[key] = _string(value, where)
         elif key == "port":
             values[key] = _integer(value, where, low=0, high=65535)
@@ -191,7 +192,7 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
     if "name" not in given:
         raise SpecError(f"{where}.name: every function needs a name")
     name = _string(given["name"], f"{where}.name")
-    if not _NAME.fullmatch(name):
+    if not is_function_name(name):
         raise SpecError(
             f"{where}.name: {name!r} is not a valid name "
             "(lower-case letters, digits and '-', at most 63, as a DNS label)"

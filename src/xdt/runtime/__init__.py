@@ -12,6 +12,7 @@ Run as ``python -m xdt.runtime --handler images:resize --folder DIR --socket PAT
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib
 import inspect
@@ -47,9 +48,11 @@ def load_handler(target: str, folder: Path) -> Handler:
     return handler  # type: ignore[no-any-return]
 
 
-async def serve(handler: Handler, socket_path: str) -> None:
-    """Serve ``handler`` on a Unix socket until cancelled."""
-    call = _caller(handler)
+async def serve(handler: Handler, socket_path: str, *, threads: int = 64) -> None:
+    """Serve ``handler`` on a Unix socket until cancelled. A sync handler runs on a pool of
+    ``threads`` (the function's concurrency), not the loop's small default pool."""
+    executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
+    call = _caller(handler, executor)
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -70,16 +73,21 @@ async def serve(handler: Handler, socket_path: str) -> None:
             writer.close()
 
     server = await asyncio.start_unix_server(connection, path=socket_path)
-    async with server:
-        await server.serve_forever()
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _caller(handler: Handler) -> Callable[[bytes], Awaitable[Any]]:
+def _caller(
+    handler: Handler, executor: concurrent.futures.Executor
+) -> Callable[[bytes], Awaitable[Any]]:
     if inspect.iscoroutinefunction(handler):
         return handler
 
     async def in_thread(body: bytes) -> Any:
-        result = await asyncio.to_thread(handler, body)
+        result = await asyncio.get_running_loop().run_in_executor(executor, handler, body)
         return await result if inspect.isawaitable(result) else result
 
     return in_thread
@@ -106,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handler", required=True, help="module:function")
     parser.add_argument("--folder", type=Path, default=Path.cwd())
     parser.add_argument("--socket", required=True, help="Unix socket path to serve on")
+    parser.add_argument("--threads", type=int, default=64, help="sync handlers at once")
     args = parser.parse_args(argv)
     try:
         handler = load_handler(args.handler, args.folder)
@@ -115,5 +124,5 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.socket)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(handler, args.socket))
+        asyncio.run(serve(handler, args.socket, threads=args.threads))
     return 0

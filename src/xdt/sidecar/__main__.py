@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import json
 import os
 import signal
 import sys
 
-from ..refs import KeyRing
+from ..refs import KEYRING_ENV, KeyRing
 from .server import Sidecar, SidecarConfig
 
+_PR_SET_DUMPABLE = 4
 
-async def _run(config: SidecarConfig) -> None:
-    keyring = KeyRing.from_env()
-    os.environ.pop("XDT_KEYRING", None)  # nothing this process starts should inherit it
+
+async def _run(config: SidecarConfig, keyring: KeyRing) -> None:
     sidecar = Sidecar(config, keyring)
     await sidecar.start()
     stop = asyncio.Event()
@@ -32,8 +33,19 @@ async def _run(config: SidecarConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xdt.sidecar")
     parser.add_argument("--config", required=True, help="SidecarConfig as JSON")
+    parser.add_argument(
+        "--keyring-stdin", action="store_true", help="read the key ring from stdin (not the env)"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_run(SidecarConfig.from_json(args.config)))
+    # Not dumpable: other processes of the same user (the function's) cannot read this one's
+    # memory or environment through /proc.
+    ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0)
+    if args.keyring_stdin:
+        keyring = KeyRing.from_text(sys.stdin.read(), origin="stdin")
+    else:
+        keyring = KeyRing.from_env()
+        os.environ.pop(KEYRING_ENV, None)  # nothing this process starts should inherit it
+    asyncio.run(_run(SidecarConfig.from_json(args.config), keyring))
     return 0
 
 

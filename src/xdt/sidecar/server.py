@@ -25,12 +25,14 @@ from aiohttp import web
 
 from .._errors import (
     BadRequest,
+    FunctionNotFound,
     InvocationTimeout,
     Overloaded,
     XdtError,
 )
 from .._http import ERROR_HEADER, error_response, read_body
 from .._httpclient import ConnectionPool, PeerGone
+from .._names import is_function_name
 from ..objects import ObjectStore, StoreConfig
 from ..refs import DEFAULT_TENANT, KeyRing
 from ..transfer import ObjectServer, PullClient, ServerConfig
@@ -116,7 +118,10 @@ class Sidecar:
         }
 
     async def _serve(self, app: web.Application) -> int:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # handler_cancellation: a caller that goes away stops its request here too.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, 0)
         await site.start()
@@ -126,13 +131,13 @@ class Sidecar:
         port: int = server.sockets[0].getsockname()[1]
         return port
 
-    def _app(self) -> web.Application:
-        return web.Application(client_max_size=self.config.inline_limit + 1)
+    def _app(self, limit: int) -> web.Application:
+        return web.Application(client_max_size=limit + 1)
 
     # -- ingress -----------------------------------------------------------------------------
 
     def _ingress_app(self) -> web.Application:
-        app = self._app()
+        app = self._app(self.config.inline_limit)
         app.router.add_post("/invoke", self._invoke)
         app.router.add_get("/xdt/ready", self._ready)
         app.router.add_get("/xdt/stats", self._stats)
@@ -232,7 +237,7 @@ class Sidecar:
     # -- egress ------------------------------------------------------------------------------
 
     def _egress_app(self) -> web.Application:
-        app = self._app()
+        app = self._app(max(self.config.inline_limit, self.config.object_quota))
         app.router.add_post("/invoke/{function}", self._invoke_out)
         app.router.add_post("/objects", self._put)
         app.router.add_post("/objects/get", self._get)
@@ -240,6 +245,13 @@ class Sidecar:
 
     async def _invoke_out(self, request: web.Request) -> web.StreamResponse:
         target = request.match_info["function"]
+        if not is_function_name(target):
+            return error_response(
+                FunctionNotFound(
+                    f"{target!r} is not a function name (lower-case letters, digits and '-')",
+                    function=None,
+                )
+            )
         try:
             body = await read_body(request, self.config.inline_limit, function=self.config.function)
         except XdtError as exc:
@@ -266,7 +278,7 @@ class Sidecar:
                 BadRequest("pulls must be a whole number or 'unlimited', ttl a number of seconds")
             )
         try:
-            body = await read_body(request, self.config.object_quota)
+            body = await read_body(request, self.config.object_quota, limit_name="the object quota")
             obj = await self.store.put(body, tenant=self.config.tenant, pulls=pulls, ttl=ttl)
         except XdtError as exc:
             return error_response(exc)

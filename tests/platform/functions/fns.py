@@ -71,3 +71,21 @@ def hold(body: bytes) -> bytes:
     with urllib.request.urlopen(request) as answer:
         reference: bytes = answer.read()
         return reference
+
+
+def hold_generated(body: bytes) -> bytes:
+    """Put an object of ``int(body)`` bytes made here (bigger than any inline limit)."""
+    return hold(b"g" * int(body))
+
+
+def smuggle(body: bytes) -> bytes:
+    """Try to smuggle a second request through the sidecar's egress with an encoded CR/LF."""
+    import socket
+    from urllib.parse import urlsplit
+
+    egress = urlsplit(os.environ["XDT_EGRESS"])
+    path = "/invoke/upper%20HTTP/1.1%0D%0AHost:%20x%0D%0AContent-Length:%205%0D%0A%0D%0AFIRST"
+    with socket.create_connection((egress.hostname, egress.port), timeout=10) as raw:
+        raw.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".encode())
+        answer = raw.recv(65536)
+    return answer.split(b"\r\n", 1)[0]
