@@ -40,8 +40,11 @@ _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 class ConnectionPool:
     """Persistent connections to one ``host:port``, one request at a time each."""
 
-    def __init__(self, host: str, port: int, *, max_idle: int = 64) -> None:
+    def __init__(
+        self, host: str, port: int, *, unix_path: str | None = None, max_idle: int = 64
+    ) -> None:
         self.host, self.port = host, port
+        self.unix_path = unix_path  # connect here instead (the Host header still names host)
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
         self._host_header = f"{host}:{port}".encode()
@@ -71,7 +74,10 @@ class ConnectionPool:
             except _StaleConnection:
                 continue  # closed by the server while idle, before reading a byte: retry
         try:
-            connection = await asyncio.open_connection(self.host, self.port)
+            if self.unix_path is not None:
+                connection = await asyncio.open_unix_connection(self.unix_path)
+            else:
+                connection = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
             raise PeerGone(f"cannot connect to {self.host}:{self.port}: {exc.strerror}") from None
         try:

@@ -164,9 +164,10 @@ class InstanceManager:
 
     async def _start_sidecar(self, instance: Instance) -> None:
         function = instance.function
+        # Sockets are named by number: a Unix socket path must stay under 108 bytes.
+        number = instance.id.rpartition("-")[2]
+        ingress_socket = str(self.run_dir / f"{number}.in.sock")
         if function.handler is not None:
-            # Named by number: a Unix socket path must stay under 108 bytes.
-            number = instance.id.rpartition("-")[2]
             instance.upstream = f"unix:{self.run_dir / (number + '.sock')}"
         else:
             instance.function_port = _free_port()
@@ -181,6 +182,7 @@ class InstanceManager:
             host=self.platform.instance_host,
             inline_limit=self.platform.inline_limit,
             object_quota=self.platform.object_quota,
+            ingress_socket=ingress_socket,
         )
         # The key ring goes over a pipe, not the environment: /proc/<pid>/environ keeps a
         # process's original environment for its whole life.
@@ -208,7 +210,7 @@ class InstanceManager:
             )
         ports = json.loads(line)
         host = self.platform.instance_host
-        instance.pool = ConnectionPool(host, ports["ingress"])
+        instance.pool = ConnectionPool(host, ports["ingress"], unix_path=ingress_socket)
         instance.ingress_url = f"http://{host}:{ports['ingress']}"
         instance.egress_url = f"http://{host}:{ports['egress']}"
         instance.objects_address = ports["objects"]
