@@ -1,12 +1,12 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test` (the tests).
 # Each installs what it needs: a .venv with the package and its dev extras, and the Debian
-# packages listed in DEBIAN_PACKAGES (none yet: the transfer core needs only Python).
+# packages listed in DEBIAN_PACKAGES (redis-server, for the elasticache transfer mode).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-DEBIAN_PACKAGES :=
+DEBIAN_PACKAGES := redis-server
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 

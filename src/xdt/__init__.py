@@ -8,10 +8,14 @@ the receiver's sidecar pulls the bytes straight from it. This package is layered
 - :mod:`xdt.transfer` — the object server and pull client between sidecars;
 - :mod:`xdt.sidecar`, :mod:`xdt.runtime`, :mod:`xdt.platform` — the embedded serverless
   platform (``xdt up``): sidecars, the Python function runtime, activator and autoscaler;
-- :mod:`xdt.sdk` — what function code calls (:func:`invoke`);
+- :mod:`xdt.sdk` — what function code calls (``invoke``, ``scatter``, ``put``/``get``,
+  ``broadcast``, ``gather``), and :mod:`xdt.sync` the same for plain ``def`` handlers;
+- :mod:`xdt.modes` — the four transfer modes' data paths;
 
 and this module pulls together the public API.
 """
+
+from typing import TYPE_CHECKING
 
 from ._errors import (
     BadRequest,
@@ -54,11 +58,31 @@ from .transfer import (
 __version__ = "0.1.0"
 
 
-async def invoke(function: str, data: bytes | bytearray | memoryview = b"") -> bytes:
-    """Invoke another function from inside a function; its answer body. See :mod:`xdt.sdk`."""
-    from .sdk import invoke as sdk_invoke  # aiohttp loads only for code that makes calls
+# The SDK loads on first use (PEP 562): a function that makes no calls does not pay for
+# importing the HTTP client.
+_SDK = ("broadcast", "gather", "get", "invoke", "put", "release", "scatter")
 
-    return await sdk_invoke(function, data)
+if TYPE_CHECKING:
+    from . import sync as sync
+    from .sdk import broadcast as broadcast
+    from .sdk import gather as gather
+    from .sdk import get as get
+    from .sdk import invoke as invoke
+    from .sdk import put as put
+    from .sdk import release as release
+    from .sdk import scatter as scatter
+
+
+def __getattr__(name: str) -> object:
+    if name in _SDK:
+        from . import sdk
+
+        return getattr(sdk, name)
+    if name == "sync":
+        import importlib
+
+        return importlib.import_module(".sync", __name__)
+    raise AttributeError(f"module 'xdt' has no attribute {name!r}")
 
 
 __all__ = [
@@ -103,5 +127,12 @@ __all__ = [
     "WrongTenant",
     "XdtError",
     "__version__",
+    "broadcast",
+    "gather",
+    "get",
     "invoke",
+    "put",
+    "release",
+    "scatter",
+    "sync",
 ]

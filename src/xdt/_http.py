@@ -30,7 +30,9 @@ from ._errors import (
 )
 
 __all__ = [
+    "ACCEPT_HEADER",
     "ERROR_HEADER",
+    "TRANSFER_HEADER",
     "error_code",
     "error_from_answer",
     "error_response",
@@ -39,6 +41,8 @@ __all__ = [
 ]
 
 ERROR_HEADER = "X-Xdt-Error"
+TRANSFER_HEADER = "X-Xdt-Transfer"  # "ref": the body is a sealed reference, not the payload
+ACCEPT_HEADER = "X-Xdt-Accept"  # "ref": the caller's sidecar resolves references in answers
 
 
 def error_code(error: XdtError) -> str:

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from _support.platform import RunningPlatform
+from _support.platform import FUNCTIONS, RunningPlatform
+
+# The tests compute expected answers with the same helpers the functions use.
+sys.path.insert(0, str(FUNCTIONS))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from .._errors import InstanceFailed, InvocationError, InvocationTimeout
-from .._http import ERROR_HEADER
+from .._http import ERROR_HEADER, TRANSFER_HEADER
 from .._httpclient import PeerGone
 from ..sidecar.upstream import Answer
 from .activator import Throttler
@@ -73,14 +73,15 @@ class Deployment:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def invoke(self, body: bytes) -> Answer:
-        """Route one request to an instance and return its answer."""
+    async def invoke(self, body: bytes, headers: dict[str, str] | None = None) -> Answer:
+        """Route one request to an instance and return its answer. ``headers`` are the
+        transfer headers passed between sidecars."""
         self.requests += 1
         try:
             async with asyncio.timeout(self.spec.timeout):
                 tracker = await self.throttler.acquire()
                 try:
-                    answer = await self._forward(tracker.target, body)
+                    answer = await self._forward(tracker.target, body, headers)
                 finally:
                     self.throttler.release(tracker)
         except TimeoutError:
@@ -97,10 +98,12 @@ class Deployment:
         self.answers[answer.error or str(answer.status)] += 1
         return answer
 
-    async def _forward(self, instance: Instance, body: bytes) -> Answer:
+    async def _forward(
+        self, instance: Instance, body: bytes, headers: dict[str, str] | None
+    ) -> Answer:
         assert instance.pool is not None
         try:
-            answer = await instance.pool.post("/invoke", body)
+            answer = await instance.pool.post("/invoke", body, headers)
         except PeerGone as exc:
             raise InstanceFailed(
                 f"instance {instance.id} of function {self.spec.name!r} failed mid-request: {exc}",
@@ -111,6 +114,7 @@ class Deployment:
             answer.body,
             answer.header("content-type") or "application/octet-stream",
             answer.header(ERROR_HEADER),
+            answer.header(TRANSFER_HEADER) == "ref",
         )
 
     # -- autoscaling -------------------------------------------------------------------------

@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .._errors import FunctionNotFound, XdtError
-from .._http import ERROR_HEADER, error_response, read_body
+from .._http import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER, error_response, read_body
+
+# Between sidecars: whether the body is a reference, whether the caller takes one back.
+TRANSFER_HEADERS = (TRANSFER_HEADER, ACCEPT_HEADER)
 
 if TYPE_CHECKING:
     from .platform import Platform
@@ -37,12 +40,15 @@ def create_app(platform: Platform) -> web.Application:
                     f"no function named {name!r} is deployed (deployed: {known})", function=name
                 )
             body = await read_body(request, limit, function=name)
-            answer = await deployment.invoke(body)
+            passed = {h: v for h in TRANSFER_HEADERS if (v := request.headers.get(h))}
+            answer = await deployment.invoke(body, passed)
         except XdtError as exc:
             return error_response(exc, function=name)
         headers = {"Content-Type": answer.content_type}
         if answer.error is not None:
             headers[ERROR_HEADER] = answer.error
+        if answer.by_reference:
+            headers[TRANSFER_HEADER] = "ref"
         return web.Response(status=answer.status, body=answer.body, headers=headers)
 
     async def status(request: web.Request) -> web.Response:

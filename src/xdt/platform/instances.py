@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
 import itertools
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -40,8 +38,10 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from .._httpclient import ConnectionPool
+from ..modes.base import StoreSettings
 from ..refs import KEYRING_ENV, KeyRing
 from ..sidecar.server import SidecarConfig
+from ._process import die_with_parent, free_port, signal_group
 from .spec import FunctionSpec, PlatformSpec
 
 __all__ = ["Instance", "InstanceError", "InstanceManager", "State"]
@@ -126,8 +126,12 @@ class InstanceManager:
         activator_url: str,
         session: aiohttp.ClientSession,
         on_event: Event,
+        stores: StoreSettings | None = None,
+        sidecar_env: dict[str, str] | None = None,
     ) -> None:
         self.platform = platform
+        self.stores = stores or StoreSettings()
+        self.sidecar_env = sidecar_env or {}  # e.g. credentials for an embedded S3 emulator
         self.keyring = keyring
         self.run_dir = run_dir
         self.activator_url = activator_url
@@ -170,7 +174,7 @@ class InstanceManager:
         if function.handler is not None:
             instance.upstream = f"unix:{self.run_dir / (number + '.sock')}"
         else:
-            instance.function_port = _free_port()
+            instance.function_port = free_port()
             instance.upstream = f"http:{instance.function_port}"
         config = SidecarConfig(
             function=function.name,
@@ -183,16 +187,24 @@ class InstanceManager:
             inline_limit=self.platform.inline_limit,
             object_quota=self.platform.object_quota,
             ingress_socket=ingress_socket,
+            instance=instance.id,
+            transfer=self.platform.transfer or function.transfer,
+            xdt_threshold=self.platform.xdt_threshold,
+            object_ttl=self.platform.object_ttl,
+            redis_url=self.stores.redis_url,
+            s3_endpoint_url=self.stores.s3_endpoint_url,
+            s3_bucket=self.stores.s3_bucket,
+            s3_region=self.stores.s3_region,
         )
         # The key ring goes over a pipe, not the environment: /proc/<pid>/environ keeps a
         # process's original environment for its whole life.
-        env = {k: v for k, v in os.environ.items() if k != KEYRING_ENV}
+        env = {k: v for k, v in os.environ.items() if k != KEYRING_ENV} | self.sidecar_env
         with _log(instance) as log:
             instance.sidecar = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xdt.sidecar", "--config", config.to_json(),
                 "--keyring-stdin", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )  # fmt: skip
         assert instance.sidecar.stdin is not None
         instance.sidecar.stdin.write(self.keyring.to_text().encode())
@@ -239,7 +251,7 @@ class InstanceManager:
             try:
                 instance.process = await asyncio.create_subprocess_exec(
                     *argv, cwd=function.folder, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent,
+                    stdout=log, stderr=log, start_new_session=True, preexec_fn=die_with_parent,
                 )  # fmt: skip
             except OSError as exc:
                 raise InstanceError(
@@ -380,14 +392,14 @@ class InstanceManager:
         if process is None:
             return
         if process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(STOP_GRACE):
                 await process.wait()
         except TimeoutError:
-            _signal_group(process.pid, signal.SIGKILL)
+            signal_group(process.pid, signal.SIGKILL)
             await process.wait()
-        _signal_group(process.pid, signal.SIGKILL)  # whatever of its group outlived it
+        signal_group(process.pid, signal.SIGKILL)  # whatever of its group outlived it
 
     def _spawn(self, instance: Instance, coroutine: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine)
@@ -407,29 +419,3 @@ def _tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return ""
     return ("; log tail:\n  " + "\n  ".join(text)) if text else ""
-
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec. Instances get their own session, so Ctrl-C
-    # reaches only the platform, which stops them in order; if the platform itself dies
-    # without that chance (SIGKILL), the kernel kills them too: nothing is left behind.
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    # Every instance process leads its own session and process group (start_new_session).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _free_port() -> int:
-    # A command function needs its $PORT before it starts; the race with another binder in
-    # between is the price of the container contract (Knative fixes the port inside a pod).
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port

@@ -34,6 +34,7 @@ from .deployment import Deployment
 from .gateway import create_app
 from .instances import Instance, InstanceManager, State
 from .spec import Spec
+from .stores import EmbeddedStores, embedded_credentials
 
 __all__ = ["Platform"]
 
@@ -60,6 +61,7 @@ class Platform:
         self._session: aiohttp.ClientSession | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.kept_logs: Path | None = None
+        self.stores: EmbeddedStores | None = None
 
     async def __aenter__(self) -> Platform:
         await self.start()
@@ -95,8 +97,18 @@ class Platform:
         assert isinstance(server, asyncio.Server)
         port = server.sockets[0].getsockname()[1]
         self.url = f"http://{settings.host}:{port}"
+        self.stores = EmbeddedStores(self.spec)
+        store_settings = await self.stores.start()
+        embedded_s3 = settings.s3_endpoint_url is None and "s3" in self.spec.modes()
         manager = InstanceManager(
-            settings, self.keyring, self._run_dir, self.url, self._session, self._instance_event
+            settings,
+            self.keyring,
+            self._run_dir,
+            self.url,
+            self._session,
+            self._instance_event,
+            stores=store_settings,
+            sidecar_env=embedded_credentials() if embedded_s3 else None,
         )
         for function in self.spec.functions:
             self.deployments[function.name] = Deployment(function, settings, manager, self._session)
@@ -122,6 +134,8 @@ class Platform:
                 break
             await asyncio.sleep(0.05)
         await asyncio.gather(*(d.close() for d in self.deployments.values()))
+        if self.stores is not None:
+            await self.stores.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -190,6 +204,7 @@ class Platform:
         return {
             "url": self.url,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "stores": self.stores.started if self.stores is not None else [],
             "functions": {name: d.status() for name, d in self.deployments.items()},
         }
 

@@ -91,6 +91,14 @@ class PlatformSpec:
     object_quota: int = 1 << 30  # bytes of live objects per sidecar
     drain_timeout: float = 600.0  # longest a draining instance waits for its objects
     autoscaler: AutoscalerConfig = DEFAULT_AUTOSCALER_CONFIG
+    # -- transfers (see xdt.modes) --
+    transfer: str | None = None  # overrides every function's transfer mode when set
+    xdt_threshold: int = 64 << 10  # xdt mode: payloads up to this travel inline
+    object_ttl: float = 60.0  # how long an unclaimed transferred object lives
+    redis_url: str | None = None  # None: `xdt up` starts a local redis-server when needed
+    s3_endpoint_url: str | None = None  # None: AWS S3, or a local moto server when needed
+    s3_bucket: str = "xdt-transfers"
+    s3_region: str = "us-east-1"
 
 
 DEFAULT_PLATFORM_SPEC = PlatformSpec()
@@ -104,6 +112,13 @@ class Spec:
 
     def function(self, name: str) -> FunctionSpec | None:
         return next((f for f in self.functions if f.name == name), None)
+
+    def mode_of(self, function: FunctionSpec) -> str:
+        """The transfer mode a function runs with: the platform's override, else its own."""
+        return self.platform.transfer or function.transfer
+
+    def modes(self) -> set[str]:
+        return {self.mode_of(f) for f in self.functions}
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -160,7 +175,28 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _duration(value, where)
         elif key == "autoscaler":
             values[key] = _autoscaler(value)
+        elif key == "transfer":
+            values[key] = _mode(value, where)
+        elif key == "xdt_threshold":
+            values[key] = _size(value, where, low=0)
+        elif key == "object_ttl":
+            values[key] = _positive_duration(value, where)
+        elif key in ("redis_url", "s3_endpoint_url", "s3_bucket", "s3_region"):
+            values[key] = _string(value, where)
     return PlatformSpec(**values)
+
+
+def _mode(value: Any, where: str) -> str:
+    if value not in TRANSFER_MODES:
+        raise SpecError(f"{where}: {value!r} is not a transfer mode ({', '.join(TRANSFER_MODES)})")
+    return str(value)
+
+
+def _positive_duration(value: Any, where: str) -> float:
+    seconds = _duration(value, where)
+    if seconds <= 0:
+        raise SpecError(f"{where}: must be more than 0")
+    return seconds
 
 
 def _autoscaler(raw: Any) -> AutoscalerConfig:
@@ -221,16 +257,9 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
         elif key in ("concurrency", "min_scale", "max_scale", "initial_scale"):
             values[key] = _integer(value, at, low=0)
         elif key == "transfer":
-            if value not in TRANSFER_MODES:
-                raise SpecError(
-                    f"{at}: {value!r} is not a transfer mode ({', '.join(TRANSFER_MODES)})"
-                )
-            values[key] = value
+            values[key] = _mode(value, at)
         elif key == "timeout":
-            seconds = _duration(value, at)
-            if seconds <= 0:
-                raise SpecError(f"{at}: must be more than 0")
-            values[key] = seconds
+            values[key] = _positive_duration(value, at)
         elif key == "tenant":
             values[key] = _string(value, at)
         elif key == "env":
@@ -295,15 +324,15 @@ def _duration(value: Any, where: str) -> float:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def _size(value: Any, where: str) -> int:
+def _size(value: Any, where: str, *, low: int = 1) -> int:
     try:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError
         size = value if isinstance(value, int) else parse_size(value)
     except ValueError:
         raise SpecError(f"{where}: not a size: {value!r} (e.g. 6MiB, 1GiB)") from None
-    if size < 1:
-        raise SpecError(f"{where}: must be at least 1 byte, got {value!r}")
+    if size < low:
+        raise SpecError(f"{where}: must be at least {low} byte(s), got {value!r}")
     return size
 
 

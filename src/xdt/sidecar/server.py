@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
@@ -26,18 +27,21 @@ from aiohttp import web
 from .._errors import (
     BadRequest,
     FunctionNotFound,
+    InstanceFailed,
     InvocationTimeout,
     Overloaded,
     XdtError,
 )
-from .._http import ERROR_HEADER, error_response, read_body
+from .._http import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER, error_response, read_body
 from .._httpclient import ConnectionPool, PeerGone
 from .._names import is_function_name
+from ..modes.base import StoreSettings
 from ..objects import ObjectStore, StoreConfig
 from ..refs import DEFAULT_TENANT, KeyRing
 from ..transfer import ObjectServer, PullClient, ServerConfig
 from .breaker import Breaker, BreakerFull
 from .stats import RequestStats
+from .transfers import Transfers
 from .upstream import Answer, HttpUpstream, RuntimeUpstream, Upstream
 
 __all__ = ["Sidecar", "SidecarConfig"]
@@ -55,6 +59,14 @@ class SidecarConfig:
     inline_limit: int = 6 << 20
     object_quota: int = 1 << 30
     ingress_socket: str | None = None  # also serve ingress here: the activator's short way in
+    instance: str = "sidecar"  # names this sidecar's objects in S3
+    transfer: str = "xdt"  # the function's transfer mode (see transfers.py)
+    xdt_threshold: int = 64 << 10
+    object_ttl: float = 60.0
+    redis_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "xdt-transfers"
+    s3_region: str = "us-east-1"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -87,6 +99,22 @@ class Sidecar:
         self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota))
         self.objects = ObjectServer(self.store, keyring, ServerConfig(host=config.host))
         self.pulls = PullClient(keyring, tenant=config.tenant)
+        self.transfers = Transfers(
+            function=config.function,
+            mode=config.transfer,
+            tenant=config.tenant,
+            keyring=keyring,
+            store=self.store,
+            server=self.objects,
+            client=self.pulls,
+            stores=StoreSettings(
+                config.redis_url, config.s3_endpoint_url, config.s3_bucket, config.s3_region
+            ),
+            sender=config.instance,
+            inline_limit=config.inline_limit,
+            xdt_threshold=config.xdt_threshold,
+            ttl=config.object_ttl,
+        )
         self.requests_total = 0
         self.rejected_total = 0
         self.ingress_port = 0
@@ -106,6 +134,7 @@ class Sidecar:
         for runner in self._runners:
             await runner.cleanup()
         self._activator.close()
+        await self.transfers.close()
         await self.upstream.close()
         await self.pulls.close()
         await self.objects.close()
@@ -151,27 +180,39 @@ class Sidecar:
     async def _invoke(self, request: web.Request) -> web.StreamResponse:
         self.stats.request_in()  # before the breaker: queued requests are demand too
         self.requests_total += 1
+        by_reference = request.headers.get(TRANSFER_HEADER) == "ref"
+        answer_by_reference = request.headers.get(ACCEPT_HEADER) == "ref"
         try:
             body = await read_body(request, self.config.inline_limit, function=self.config.function)
-            answer = await self._admit(body)
+
+            async def work() -> Answer:
+                payload = await self.transfers.inbound(body, by_reference)
+                return await self.upstream.invoke(payload)
+
+            answer = await self._admit(work)
+            headers = {"Content-Type": answer.content_type}
+            answer_body = answer.body
+            if answer_by_reference and answer.status == 200:
+                answer_body, as_reference = await self.transfers.outbound(
+                    answer.body, what="the answer"
+                )
+                if as_reference:
+                    headers[TRANSFER_HEADER] = "ref"
         except XdtError as exc:
             return error_response(exc, function=self.config.function)
         finally:
             self.stats.request_out()
-        return web.Response(
-            status=answer.status,
-            body=answer.body,
-            content_type=None,
-            headers={"Content-Type": answer.content_type},
-        )
+        return web.Response(status=answer.status, body=answer_body, headers=headers)
 
-    async def _admit(self, body: bytes) -> Answer:
+    async def _admit(self, work: Callable[[], Awaitable[Answer]]) -> Answer:
+        """Run ``work`` (resolve the payload, call the function) once the breaker admits it,
+        within the function's timeout."""
         try:
             async with asyncio.timeout(self.config.timeout):
                 if self.breaker is None:
-                    return await self.upstream.invoke(body)
+                    return await work()
                 async with self.breaker.slot():
-                    return await self.upstream.invoke(body)
+                    return await work()
         except BreakerFull as exc:
             self.rejected_total += 1
             raise Overloaded(
@@ -208,12 +249,13 @@ class Sidecar:
         return web.json_response(self.snapshot())
 
     async def _held(self, request: web.Request) -> web.Response:
-        """What draining waits on, without resetting the autoscaler's report."""
+        """What draining waits on, without resetting the autoscaler's report: requests in
+        flight, live objects here, and objects put in S3 that nobody has taken yet."""
         store = self.store.stats
         return web.json_response(
             {
                 "concurrency": self.stats.concurrency,
-                "objects": store.objects,
+                "objects": store.objects + await self.transfers.unclaimed(),
                 "bytes_held": store.bytes_held,
             }
         )
@@ -244,9 +286,12 @@ class Sidecar:
         app.router.add_post("/invoke/{function}", self._invoke_out)
         app.router.add_post("/objects", self._put)
         app.router.add_post("/objects/get", self._get)
+        app.router.add_post("/objects/release", self._release)
         return app
 
     async def _invoke_out(self, request: web.Request) -> web.StreamResponse:
+        """The function invokes another: its payload goes by this function's mode (or as the
+        reference it passed, ``X-Xdt-Transfer: ref``), the answer comes back as bytes."""
         target = request.match_info["function"]
         if not is_function_name(target):
             return error_response(
@@ -255,46 +300,69 @@ class Sidecar:
                     function=None,
                 )
             )
+        headers = {ACCEPT_HEADER: "ref"}
         try:
-            body = await read_body(request, self.config.inline_limit, function=self.config.function)
+            payload = await read_body(
+                request, max(self.config.inline_limit, self.config.object_quota), function=target
+            )
+            if request.headers.get(TRANSFER_HEADER) == "ref":
+                body, as_reference = payload, True  # a reference the function forwards
+            else:
+                body, as_reference = await self.transfers.outbound(payload)
+            if as_reference:
+                headers[TRANSFER_HEADER] = "ref"
+            try:
+                answer = await self._activator.post(f"/invoke/{target}", body, headers)
+            except PeerGone as exc:
+                raise InstanceFailed(
+                    f"the activator is unreachable: {exc}", function=target
+                ) from None
+            answer_body = answer.body
+            if answer.status == 200 and answer.header(TRANSFER_HEADER) == "ref":
+                answer_body = await self.transfers.inbound(answer.body, True)
         except XdtError as exc:
             return error_response(exc, function=target)
-        headers = {"X-Xdt-Caller": self.config.function}
-        try:
-            answer = await self._activator.post(f"/invoke/{target}", body, headers)
-        except PeerGone as exc:
-            return web.json_response(
-                {"error": "instance_failed", "message": f"the activator is unreachable: {exc}"},
-                status=502,
-                headers={ERROR_HEADER: "instance_failed"},
-            )
         passed = {name: value for name in _PASSED_HEADERS if (value := answer.header(name))}
-        return web.Response(status=answer.status, body=answer.body, headers=passed)
+        return web.Response(status=answer.status, body=answer_body, headers=passed)
 
     async def _put(self, request: web.Request) -> web.Response:
         try:
             pulls_text = request.query.get("pulls", "1")
             pulls = None if pulls_text in ("", "none", "unlimited") else int(pulls_text)
             ttl = float(request.query["ttl"]) if "ttl" in request.query else None
+            if (pulls is not None and pulls < 1) or (ttl is not None and not 0 < ttl < 86400):
+                raise ValueError
         except ValueError:
             return error_response(
-                BadRequest("pulls must be a whole number or 'unlimited', ttl a number of seconds")
+                BadRequest(
+                    "pulls must be a whole number ≥ 1 or 'unlimited', ttl a number of seconds "
+                    "between 0 and 86400"
+                )
             )
         try:
             body = await read_body(request, self.config.object_quota, limit_name="the object quota")
-            obj = await self.store.put(body, tenant=self.config.tenant, pulls=pulls, ttl=ttl)
+            token = await self.transfers.put(body, pulls=pulls, ttl=ttl)
         except XdtError as exc:
             return error_response(exc)
-        return web.Response(status=201, text=self.objects.seal(obj))
+        return web.Response(status=201, text=token)
 
     async def _get(self, request: web.Request) -> web.Response:
-        token = (await request.text()).strip()
         try:
-            pulled = await self.pulls.pull(token)
+            return web.Response(body=await self.transfers.get(await _token(request)))
         except XdtError as exc:
             return error_response(exc)
-        with pulled:
-            return web.Response(body=pulled.tobytes())
+
+    async def _release(self, request: web.Request) -> web.Response:
+        try:
+            released = await self.transfers.release(await _token(request))
+        except XdtError as exc:
+            return error_response(exc)
+        return web.json_response({"released": released})
 
 
-_PASSED_HEADERS = frozenset({"Content-Type", ERROR_HEADER})
+async def _token(request: web.Request) -> str:
+    # Any length: an inline-mode "reference" is its bytes (the egress app caps the body).
+    return (await request.read()).decode("ascii", errors="replace").strip()
+
+
+_PASSED_HEADERS = ("Content-Type", ERROR_HEADER)

@@ -29,6 +29,7 @@ class Answer:
     body: bytes
     content_type: str = "application/octet-stream"
     error: str | None = None  # the X-Xdt-Error code of a platform-made error answer
+    by_reference: bool = False  # the body is a sealed reference (X-Xdt-Transfer: ref)
 
 
 class Upstream(Protocol):

@@ -1,0 +1,174 @@
+"""The storage modes' servers, for a platform whose spec names none.
+
+When a function runs with ``transfer: elasticache`` and the spec gives no ``redis_url``,
+``xdt up`` starts a local ``redis-server`` (Debian's package); with ``transfer: s3`` and no
+``s3_endpoint_url``, moto's S3-compatible server (``moto[server]``, an emulator of S3, not S3).
+Both listen on free loopback ports, keep nothing on disk, die with the platform and are
+stopped when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from .._errors import XdtError
+from ..modes.base import StoreSettings
+from ._process import die_with_parent, free_port
+from .spec import Spec
+
+__all__ = ["EmbeddedStores", "StoreStartError"]
+
+START_TIMEOUT = 30.0
+
+
+class StoreStartError(XdtError):
+    """An embedded Redis or S3 server could not be started."""
+
+
+class EmbeddedStores:
+    """Starts what the spec needs; :attr:`settings` says where everything is."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        settings = spec.platform
+        self.settings = StoreSettings(
+            settings.redis_url, settings.s3_endpoint_url, settings.s3_bucket, settings.s3_region
+        )
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.started: list[str] = []  # what was started, for the user
+        self.moto_started = False
+
+    async def start(self) -> StoreSettings:
+        modes = self.spec.modes()
+        redis_url, s3_url = self.settings.redis_url, self.settings.s3_endpoint_url
+        if "elasticache" in modes and redis_url is None:
+            redis_url = await self._start_redis()
+        if "s3" in modes and s3_url is None:
+            s3_url = await self._start_moto()
+        self.settings = StoreSettings(
+            redis_url, s3_url, self.settings.s3_bucket, self.settings.s3_region
+        )
+        if "s3" in modes:
+            await asyncio.to_thread(self._ensure_bucket)
+        return self.settings
+
+    async def close(self) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    async with asyncio.timeout(5):
+                        await process.wait()
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+        self.processes.clear()
+
+    async def _start_redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StoreStartError(
+                "transfer: elasticache needs a Redis server: install Debian's redis-server "
+                "(make does), or set platform.redis_url"
+            )
+        port = free_port()
+        await self._spawn(
+            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+            "no", "--protected-mode", "yes", "--loglevel", "warning",
+        )  # fmt: skip
+        await _wait_for(lambda: _redis_answers(port), f"redis-server on port {port}")
+        self.started.append(f"redis-server at 127.0.0.1:{port}")
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def _start_moto(self) -> str:
+        try:
+            import moto.server  # noqa: F401 - only checks it is installed
+        except ImportError:
+            raise StoreStartError(
+                "transfer: s3 with no s3_endpoint_url starts moto's S3 emulator, which is not "
+                "installed: pip install 'xdt[s3-emulator]', or set platform.s3_endpoint_url"
+            ) from None
+        port = free_port()
+        await self._spawn(sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port))
+        url = f"http://127.0.0.1:{port}"
+        await _wait_for(lambda: _http_answers(url), f"moto's S3 server on port {port}")
+        self.started.append(f"moto S3 emulator at {url}")
+        self.moto_started = True
+        return url
+
+    async def _spawn(self, *argv: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        self.processes.append(process)
+
+    def _ensure_bucket(self) -> None:
+        import boto3
+        import botocore.exceptions
+
+        credentials = {k.lower(): v for k, v in embedded_credentials().items()}
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.settings.s3_endpoint_url,
+            region_name=self.settings.s3_region,
+            **(credentials if self.moto_started else {}),
+        )
+        try:
+            client.head_bucket(Bucket=self.settings.s3_bucket)
+        except botocore.exceptions.ClientError:
+            try:
+                client.create_bucket(Bucket=self.settings.s3_bucket)
+            except botocore.exceptions.ClientError as exc:
+                raise StoreStartError(
+                    f"cannot create S3 bucket {self.settings.s3_bucket!r}: {exc}"
+                ) from None
+        finally:
+            client.close()
+
+
+async def _wait_for(check: object, what: str) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise StoreStartError(f"{what} did not start within {START_TIMEOUT:g} s")
+        await asyncio.sleep(0.05)
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+            probe.sendall(b"PING\r\n")
+            return probe.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _http_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True  # any HTTP answer: it is up
+    except OSError:
+        return False
+
+
+def embedded_credentials() -> dict[str, str]:
+    """Credentials for an emulator that checks none, unless real ones are set."""
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return {}
+    return {"AWS_ACCESS_KEY_ID": "xdt-embedded", "AWS_SECRET_ACCESS_KEY": "xdt-embedded"}
