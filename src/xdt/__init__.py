@@ -60,11 +60,12 @@ __version__ = "0.1.0"
 
 # The SDK loads on first use (PEP 562): a function that makes no calls does not pay for
 # importing the HTTP client.
-_SDK = ("broadcast", "gather", "get", "invoke", "put", "release", "scatter")
+_SDK = ("broadcast", "buffer", "gather", "get", "invoke", "put", "release", "scatter")
 
 if TYPE_CHECKING:
     from . import sync as sync
     from .sdk import broadcast as broadcast
+    from .sdk import buffer as buffer
     from .sdk import gather as gather
     from .sdk import get as get
     from .sdk import invoke as invoke
@@ -128,6 +129,7 @@ __all__ = [
     "XdtError",
     "__version__",
     "broadcast",
+    "buffer",
     "gather",
     "get",
     "invoke",

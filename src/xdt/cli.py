@@ -102,6 +102,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     platform.add_argument("--cold-starts", type=int, default=5, help="cold starts to time")
     platform.add_argument("--json", type=Path, default=None, help="write the results here")
+
+    micro = benches.add_parser(
+        "micro",
+        help="every transfer mode × pattern × size, function to function",
+        description="Runs each transfer mode on the platform and times, inside a driver "
+        "function, 1to1, scatter, gather and broadcast (4) at each size, with the peak RSS "
+        "of all platform processes. Writes tables, --json records and a --plot PNG.",
+    )
+    micro.add_argument("--quick", action="store_true", help="1 KiB, 1 MiB, 64 MiB; 3 runs")
+    micro.add_argument("--sizes", type=_sizes, default=None, help="comma-separated sizes")
+    micro.add_argument("--runs", type=int, default=None, help="timed runs per case (default 5)")
+    micro.add_argument("--modes", default=None, help="comma-separated modes (default all four)")
+    micro.add_argument("--patterns", default=None, help="comma-separated patterns (default all)")
+    micro.add_argument("--json", type=Path, default=None, help="write one record per case")
+    micro.add_argument("--plot", type=Path, default=None, help="write a PNG: time vs size")
     return parser
 
 
@@ -122,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench_transfer(args, console)
         if args.command == "bench" and args.bench == "platform":
             return _bench_platform(args, console)
+        if args.command == "bench" and args.bench == "micro":
+            return _bench_micro(args, console)
     except KeyRingError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
@@ -263,6 +280,94 @@ def _bench_platform(args: argparse.Namespace, console: Console) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(bench.records(), indent=2) + "\n")
         console.print(f"wrote {len(bench.records())} records to {args.json}")
+    return 0
+
+
+def _bench_micro(args: argparse.Namespace, console: Console) -> int:
+    from .bench.micro import (
+        DEFAULT_SIZES,
+        INLINE_LIMIT,
+        MODES,
+        PATTERNS,
+        QUICK_SIZES,
+        MicroCase,
+        describe_targets,
+        plot,
+        run_micro_bench,
+    )  # fmt: skip
+
+    modes = args.modes.split(",") if args.modes else list(MODES)
+    patterns = args.patterns.split(",") if args.patterns else list(PATTERNS)
+    unknown = [m for m in modes if m not in MODES] + [p for p in patterns if p not in PATTERNS]
+    if unknown:
+        console.print(
+            f"[red]error:[/red] unknown {', '.join(unknown)}; modes: {', '.join(MODES)}; "
+            f"patterns: {', '.join(PATTERNS)}"
+        )
+        return 2
+    sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
+    runs = args.runs or (3 if args.quick else 5)
+    total = sum(
+        1 for m in modes for _ in patterns for s in sizes if m != "inline" or s <= INLINE_LIMIT
+    )
+    console.print(
+        f"xdt bench micro: {len(modes)} modes × {len(patterns)} patterns × {len(sizes)} sizes "
+        f"({total} cases), {runs} runs each"
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("starting", total=total)
+
+        def done(case: MicroCase) -> None:
+            progress.update(
+                task, advance=1,
+                description=f"{case.mode} {case.pattern} {format_size(case.size_bytes)}",
+            )  # fmt: skip
+
+        cases = run_micro_bench(
+            modes=modes, patterns=patterns, sizes=sizes, runs=runs, on_case=done,
+            on_start=lambda what: progress.update(task, description=what),
+        )  # fmt: skip
+    for pattern in patterns:
+        table = Table(
+            title=f"{pattern}: median end-to-end time (GB/s; peak RSS of the platform)",
+            title_justify="left",
+        )
+        table.add_column("size", justify="right")
+        for mode in modes:
+            table.add_column(mode, justify="right")
+        for size in sizes:
+            row = [format_size(size)]
+            for mode in modes:
+                case = next(
+                    (
+                        c
+                        for c in cases
+                        if (c.mode, c.pattern, c.size_bytes) == (mode, pattern, size)
+                    ),
+                    None,
+                )
+                row.append(
+                    f"{format_duration(case.median_s)} ({case.gb_per_s:.2f}; "
+                    f"{format_size(case.peak_rss_bytes)})"
+                    if case
+                    else "over limit"
+                )
+            table.add_row(*row)
+        console.print(table)
+    for what, reached, wanted, met in describe_targets(cases):
+        mark = "[green]met[/green]" if met else "[yellow]not met[/yellow]"
+        bound = "≥" if "speed-up" in what else "≤"
+        console.print(f"target: {what} {bound} {wanted:g}, reached {reached:.2f} … {mark}")
+    if args.json is not None:
+        records = [c.record() for c in cases]
+        args.json.write_text(json.dumps(records, indent=2) + "\n")
+        console.print(f"wrote {len(records)} records to {args.json}")
+    if args.plot is not None:
+        plot(cases, args.plot)
+        console.print(f"wrote the plot to {args.plot}")
     return 0
 
 

@@ -246,6 +246,38 @@ class ObjectStore:
             raise
         return Allocation(self, buffer, size, tenant, pulls, ttl)
 
+    async def adopt(
+        self,
+        buffer: Buffer,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        pulls: int | None = 1,
+        ttl: float | None = None,
+        timeout: float | None = None,
+    ) -> StoredObject:
+        """Publish a buffer that is already filled — a sealed memfd a local function passed —
+        without copying it. Takes ownership of ``buffer`` (closed on failure too)."""
+        try:
+            self._check_open()
+            ttl = self.config.default_ttl if ttl is None else ttl
+            if pulls is not None and pulls < 1:
+                raise ValueError("pulls must be >= 1, or None for unlimited pulls until expiry")
+            if not 0 < ttl <= self.config.max_ttl:
+                raise ValueError(f"ttl must be > 0 and <= {self.config.max_ttl:g} seconds")
+            if buffer.size > self.config.quota_bytes:
+                self._counters.quota_timeouts += 1
+                raise QuotaExceeded(
+                    f"an object of {format_size(buffer.size)} can never fit this store's quota "
+                    f"of {format_size(self.config.quota_bytes)}; raise the quota or split it"
+                )
+            await self._reserve(
+                buffer.size, self.config.put_timeout if timeout is None else timeout
+            )
+        except BaseException:
+            buffer.close()
+            raise
+        return self._publish(buffer, tenant, pulls, ttl)
+
     async def put(
         self,
         data: bytes | bytearray | memoryview,

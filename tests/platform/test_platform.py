@@ -136,7 +136,7 @@ def test_the_function_process_never_sees_the_key(start_platform: Start) -> None:
     status, _, body = platform.invoke(name)
     assert status == 200
     seen = json.loads(body)
-    assert seen["xdt_names"] == ["XDT_EGRESS", "XDT_FUNCTION", "XDT_INSTANCE"]
+    assert seen["xdt_names"] == ["XDT_EGRESS", "XDT_EGRESS_SOCKET", "XDT_FUNCTION", "XDT_INSTANCE"]
     (instance,) = platform.function(name)["instances"]
     with open(f"/proc/{instance['sidecar_pid']}/environ", "rb") as raw:
         sidecar_environ = raw.read().decode(errors="replace")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .._buffers import Buffer
 from ..refs import Reference, TransferMode
 
 __all__ = ["DataPath", "StoreSettings"]
@@ -39,13 +40,14 @@ class DataPath(Protocol):
     mode: TransferMode
 
     async def put(
-        self, data: bytes | memoryview, *, tenant: str, pulls: int | None, ttl: float
+        self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
     ) -> str:
         """Store ``data``; its sealed reference. ``pulls=None``: unlimited until expiry."""
         ...
 
-    async def get(self, ref: Reference, token: str) -> bytes:
-        """The bytes of an opened reference; counts one pull. Raises typed xdt errors."""
+    async def get(self, ref: Reference, token: str) -> bytes | Buffer:
+        """The bytes of an opened reference (or a sealed memfd holding them, which the caller
+        then owns); counts one pull. Raises typed xdt errors."""
         ...
 
     async def release(self, ref: Reference) -> bool:

@@ -48,7 +48,7 @@ class RedisPath:
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
     async def put(
-        self, data: bytes | memoryview, *, tenant: str, pulls: int | None, ttl: float
+        self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
     ) -> str:
         from ..objects import checksum
 

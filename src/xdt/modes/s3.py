@@ -57,7 +57,7 @@ class S3Path:
         return f"xdt/{sender or self.sender}/{object_id.hex()}"
 
     async def put(
-        self, data: bytes | memoryview, *, tenant: str, pulls: int | None, ttl: float
+        self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
     ) -> str:
         from ..objects import checksum
 

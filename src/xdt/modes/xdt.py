@@ -3,6 +3,7 @@ pulls it straight from here (:mod:`xdt.transfer`)."""
 
 from __future__ import annotations
 
+from .._buffers import Buffer
 from ..objects import ObjectStore
 from ..refs import Reference, TransferMode
 from ..transfer import ObjectServer, PullClient
@@ -17,13 +18,21 @@ class XdtPath:
         self.store, self.server, self.client = store, server, client
 
     async def put(
-        self, data: bytes | memoryview, *, tenant: str, pulls: int | None, ttl: float
+        self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
     ) -> str:
         obj = await self.store.put(data, tenant=tenant, pulls=pulls, ttl=ttl)
         return self.server.seal(obj)
 
-    async def get(self, ref: Reference, token: str) -> bytes:
-        with await self.client.pull(token, tenant=ref.tenant) as pulled:
+    async def adopt(self, buffer: Buffer, *, tenant: str, pulls: int | None, ttl: float) -> str:
+        """Publish a sealed memfd a local function passed, without copying it."""
+        obj = await self.store.adopt(buffer, tenant=tenant, pulls=pulls, ttl=ttl)
+        return self.server.seal(obj)
+
+    async def get(self, ref: Reference, token: str) -> bytes | Buffer:
+        pulled = await self.client.pull(token, tenant=ref.tenant)
+        if pulled.sealed_buffer() is not None:
+            return pulled.detach()  # a same-host pull: the sender's memfd, passed on as is
+        with pulled:
             return pulled.tobytes()
 
     async def release(self, ref: Reference) -> bool:

@@ -84,6 +84,7 @@ class Instance:
     egress_url: str = ""
     objects_address: str = ""
     upstream: str = ""
+    egress_socket: str = ""  # the Python SDK's same-host way to its sidecar
     function_port: int | None = None
     restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -171,6 +172,7 @@ class InstanceManager:
         # Sockets are named by number: a Unix socket path must stay under 108 bytes.
         number = instance.id.rpartition("-")[2]
         ingress_socket = str(self.run_dir / f"{number}.in.sock")
+        instance.egress_socket = str(self.run_dir / f"{number}.out.sock")
         if function.handler is not None:
             instance.upstream = f"unix:{self.run_dir / (number + '.sock')}"
         else:
@@ -187,6 +189,7 @@ class InstanceManager:
             inline_limit=self.platform.inline_limit,
             object_quota=self.platform.object_quota,
             ingress_socket=ingress_socket,
+            egress_socket=instance.egress_socket,
             instance=instance.id,
             transfer=self.platform.transfer or function.transfer,
             xdt_threshold=self.platform.xdt_threshold,
@@ -233,6 +236,7 @@ class InstanceManager:
         env.update(function.env)
         env.update(
             XDT_EGRESS=instance.egress_url,
+            XDT_EGRESS_SOCKET=instance.egress_socket,
             XDT_FUNCTION=function.name,
             XDT_INSTANCE=instance.id,
             PYTHONUNBUFFERED="1",

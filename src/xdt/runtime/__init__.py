@@ -1,5 +1,6 @@
 """The Python function runtime: loads a ``module:function`` handler and serves it to the
-instance's sidecar over a Unix socket (the protocol in :mod:`xdt.runtime._protocol`).
+instance's sidecar over a Unix socket (the same-host wire of :mod:`xdt._local`: big payloads
+arrive and leave as sealed memfds, not through the socket).
 
 A handler takes the request body as bytes and returns bytes; it may be ``async def`` (run on
 the runtime's event loop) or plain ``def`` (run in a worker thread, so a slow sync handler does
@@ -17,17 +18,17 @@ import contextlib
 import importlib
 import inspect
 import os
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ._protocol import Kind, read_message, write_message
+from .._local import Channel, Kind
 
 __all__ = ["Handler", "HandlerError", "load_handler", "serve"]
 
 Handler = Callable[[bytes], Any]
-MAX_MESSAGE = 1 << 40  # the sidecar enforces the real request limit; this only stops garbage
 
 
 class HandlerError(Exception):
@@ -53,30 +54,40 @@ async def serve(handler: Handler, socket_path: str, *, threads: int = 64) -> Non
     ``threads`` (the function's concurrency), not the loop's small default pool."""
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
     call = _caller(handler, executor)
+    loop = asyncio.get_running_loop()
+    connections: set[asyncio.Task[None]] = set()
 
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def connection(channel: Channel) -> None:
         try:
             while True:
-                kind, payload = await read_message(reader, max_size=MAX_MESSAGE)
-                if kind is Kind.PING:
-                    await write_message(writer, Kind.PONG)
+                message = await channel.receive()
+                if message.kind is Kind.PING:
+                    await channel.send(Kind.PONG)
                     continue
+                body = message.data()
                 try:
-                    result = _as_bytes(await call(payload))
+                    result = _as_bytes(await call(body))
                 except Exception as exc:  # the user's code: report, never crash
-                    await write_message(writer, Kind.FAILED, _describe(exc).encode())
+                    await channel.send(Kind.FAILED, {"error": _describe(exc)})
                 else:
-                    await write_message(writer, Kind.RESULT, result)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the sidecar closed the connection
+                    await channel.send(Kind.RESULT, None, result)
+        except (ConnectionError, ValueError):
+            pass  # the sidecar closed the connection, or sent garbage
         finally:
-            writer.close()
+            channel.close()
 
-    server = await asyncio.start_unix_server(connection, path=socket_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    listener.listen(1024)
+    listener.setblocking(False)
     try:
-        async with server:
-            await server.serve_forever()
+        while True:
+            sock, _ = await loop.sock_accept(listener)
+            task = asyncio.create_task(connection(Channel(sock)))
+            connections.add(task)
+            task.add_done_callback(connections.discard)
     finally:
+        listener.close()
         executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -6,6 +6,12 @@
         thumbnails = await xdt.scatter("resize", split(body))   # N invocations at once
         return merge(thumbnails)
 
+Inside the xdt Python runtime the SDK reaches its sidecar on a Unix socket
+(``$XDT_EGRESS_SOCKET``), big payloads passed as sealed memfds, so no byte is streamed between
+the function and its sidecar; elsewhere (or from any language) the same calls are plain HTTP
+to ``$XDT_EGRESS``. A producer that can write its payload in place asks for :func:`buffer`
+and passes it instead of bytes: then not even one copy is made on the way out.
+
 The same code moves its data inline, through Redis, through S3 or directly sidecar to sidecar:
 the function's ``transfer`` setting decides, never the code. Calls:
 
@@ -31,13 +37,17 @@ from collections.abc import Sequence
 
 import aiohttp
 
+from .._buffers import Buffer
 from .._errors import InstanceFailed, XdtError
-from .._http import TRANSFER_HEADER, error_from_answer
+from .._http import ERROR_HEADER, TRANSFER_HEADER, error_from_answer
+from .._local import Channel, Kind, as_bytes
 
 __all__ = [
     "EGRESS_ENV",
+    "EGRESS_SOCKET_ENV",
     "aclose",
     "broadcast",
+    "buffer",
     "egress_url",
     "gather",
     "get",
@@ -48,8 +58,12 @@ __all__ = [
 ]
 
 EGRESS_ENV = "XDT_EGRESS"
+EGRESS_SOCKET_ENV = "XDT_EGRESS_SOCKET"
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+_channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Channel]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -64,37 +78,46 @@ def egress_url() -> str:
     return url.rstrip("/")
 
 
-async def invoke(function: str, data: bytes | bytearray | memoryview = b"") -> bytes:
+Data = bytes | bytearray | memoryview | Buffer
+
+
+def buffer(size: int) -> Buffer:
+    """A memfd-backed buffer of ``size`` bytes to fill in place — ``buffer.writable()[:size]``
+    — then pass to :func:`invoke`, :func:`put` (or :func:`scatter`) instead of bytes: it goes
+    to the sidecar as is, sealed, without a copy. It belongs to the call it is passed to."""
+    made = Buffer(max(size, 1), name="xdt-payload")
+    made.size = size
+    return made
+
+
+async def invoke(function: str, data: Data = b"") -> bytes:
     """Invoke ``function`` with ``data`` as its request body; its answer body."""
-    return await _post(f"/invoke/{function}", bytes(data), function=function)
+    return await _call("invoke", {"function": function}, data, function=function)
 
 
-async def scatter(function: str, items: Sequence[bytes | bytearray | memoryview]) -> list[bytes]:
+async def scatter(function: str, items: Sequence[Data]) -> list[bytes]:
     """Invoke ``function`` once per item, concurrently; the answers in order."""
     return list(await asyncio.gather(*(invoke(function, item) for item in items)))
 
 
-async def put(
-    data: bytes | bytearray | memoryview, *, pulls: int | None = 1, ttl: float | None = None
-) -> str:
+async def put(data: Data, *, pulls: int | None = 1, ttl: float | None = None) -> str:
     """Store ``data`` for someone else to :func:`get`; the reference (an opaque string).
     ``pulls``: how many gets it allows (None: any number until it expires or is released);
     ``ttl``: seconds until it expires (default: the platform's ``object_ttl``)."""
-    query = {"pulls": "unlimited" if pulls is None else str(pulls)}
+    meta: dict[str, object] = {"pulls": pulls}
     if ttl is not None:
-        query["ttl"] = repr(float(ttl))
-    reference = await _post(f"/objects?{urllib.parse.urlencode(query)}", bytes(data))
-    return reference.decode()
+        meta["ttl"] = float(ttl)
+    return (await _call("put", meta, data)).decode()
 
 
 async def get(reference: str) -> bytes:
     """The bytes behind a reference (counts one of its pulls)."""
-    return await _post("/objects/get", reference.encode())
+    return await _call("get", {}, reference.encode())
 
 
 async def release(reference: str) -> None:
     """Free the object behind a reference now, rather than at its last pull or expiry."""
-    await _post("/objects/release", reference.encode())
+    await _call("release", {}, reference.encode())
 
 
 async def gather(references: Sequence[str]) -> list[bytes]:
@@ -102,25 +125,70 @@ async def gather(references: Sequence[str]) -> list[bytes]:
     return list(await asyncio.gather(*(get(reference) for reference in references)))
 
 
-async def broadcast(function: str, data: bytes | bytearray | memoryview, n: int) -> list[bytes]:
+async def broadcast(function: str, data: Data, n: int) -> list[bytes]:
     """Invoke ``function`` ``n`` times on the same ``data``, stored once (one object, one
     buffer, n pulls); the answers in order. The object is released when all have answered."""
     reference = await put(data, pulls=None)
     try:
-        calls = (
-            _post(f"/invoke/{function}", reference.encode(), function=function, by_reference=True)
-            for _ in range(n)
-        )
+        meta = {"function": function, "forwarded": True}
+        calls = (_call("invoke", meta, reference.encode(), function=function) for _ in range(n))
         return list(await asyncio.gather(*calls))
     finally:
         await release(reference)
 
 
+async def _call(
+    op: str, meta: dict[str, object], data: Data, *, function: str | None = None
+) -> bytes:
+    path = os.environ.get(EGRESS_SOCKET_ENV)
+    if path is None:
+        return await _call_http(op, meta, data, function=function)
+    idle = _channels.setdefault(asyncio.get_running_loop(), [])
+    try:
+        channel = idle.pop() if idle else await Channel.connect(path)
+    except OSError as exc:
+        _close(data)
+        raise InstanceFailed(
+            f"this instance's sidecar is unreachable at {path}: {exc}", function=function
+        ) from None
+    try:
+        await channel.send(Kind.CALL, {"op": op, **meta}, data)
+        message = await channel.receive()
+    except (OSError, ValueError) as exc:
+        channel.close()
+        raise InstanceFailed(
+            f"this instance's sidecar went away mid-call: {exc}", function=function
+        ) from None
+    idle.append(channel)
+    if message.kind is Kind.RESULT:
+        return message.data()
+    message.close()
+    error = message.meta
+    headers = {ERROR_HEADER: error["code"]} if error.get("code") else {}
+    body = str(error.get("body", "")).encode()
+    raise error_from_answer(int(error.get("status", 500)), headers, body, function=function)
+
+
+async def _call_http(
+    op: str, meta: dict[str, object], data: Data, *, function: str | None
+) -> bytes:
+    body = as_bytes(data) if isinstance(data, Buffer) else bytes(data)
+    if op == "invoke":
+        headers = {TRANSFER_HEADER: "ref"} if meta.get("forwarded") else None
+        return await _post(f"/invoke/{meta['function']}", body, function=function, headers=headers)
+    if op == "put":
+        pulls = meta.get("pulls")
+        query = {"pulls": "unlimited" if pulls is None else str(pulls)}
+        if meta.get("ttl") is not None:
+            query["ttl"] = repr(meta["ttl"])
+        return await _post(f"/objects?{urllib.parse.urlencode(query)}", body)
+    return await _post(f"/objects/{op}", body)
+
+
 async def _post(
-    path: str, body: bytes, *, function: str | None = None, by_reference: bool = False
+    path: str, body: bytes, *, function: str | None = None, headers: dict[str, str] | None = None
 ) -> bytes:
     url = f"{egress_url()}{path}"
-    headers = {TRANSFER_HEADER: "ref"} if by_reference else None
     try:
         async with _session().post(url, data=body, headers=headers) as response:
             answer = await response.read()
@@ -135,11 +203,18 @@ async def _post(
         ) from None
 
 
+def _close(data: Data) -> None:
+    if isinstance(data, Buffer):
+        data.close()
+
+
 async def aclose() -> None:
-    """Close this event loop's connection pool (optional; for tidy shutdowns and tests)."""
+    """Close this event loop's connections (optional; for tidy shutdowns and tests)."""
     session = _sessions.pop(asyncio.get_running_loop(), None)
     if session is not None:
         await session.close()
+    for channel in _channels.pop(asyncio.get_running_loop(), []):
+        channel.close()
 
 
 def _session() -> aiohttp.ClientSession:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -32,8 +34,17 @@ from .._errors import (
     Overloaded,
     XdtError,
 )
-from .._http import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER, error_response, read_body
+from .._http import (
+    ACCEPT_HEADER,
+    ERROR_HEADER,
+    TRANSFER_HEADER,
+    error_code,
+    error_response,
+    read_body,
+    status_for,
+)
 from .._httpclient import ConnectionPool, PeerGone
+from .._local import Channel, Kind, Message, as_bytes
 from .._names import is_function_name
 from ..modes.base import StoreSettings
 from ..objects import ObjectStore, StoreConfig
@@ -41,7 +52,7 @@ from ..refs import DEFAULT_TENANT, KeyRing
 from ..transfer import ObjectServer, PullClient, ServerConfig
 from .breaker import Breaker, BreakerFull
 from .stats import RequestStats
-from .transfers import Transfers
+from .transfers import Payload, Transfers, close
 from .upstream import Answer, HttpUpstream, RuntimeUpstream, Upstream
 
 __all__ = ["Sidecar", "SidecarConfig"]
@@ -60,6 +71,7 @@ class SidecarConfig:
     object_quota: int = 1 << 30
     ingress_socket: str | None = None  # also serve ingress here: the activator's short way in
     instance: str = "sidecar"  # names this sidecar's objects in S3
+    egress_socket: str | None = None  # the Python SDK's same-host way out (memfd fast path)
     transfer: str = "xdt"  # the function's transfer mode (see transfers.py)
     xdt_threshold: int = 64 << 10
     object_ttl: float = 60.0
@@ -120,6 +132,9 @@ class Sidecar:
         self.ingress_port = 0
         self.egress_port = 0
         self._runners: list[web.AppRunner] = []
+        self._local_server: asyncio.Task[None] | None = None
+        self._local_tasks: set[asyncio.Task[None]] = set()
+        self._local_listener: socket.socket | None = None
         activator = urllib.parse.urlsplit(config.activator_url)
         self._activator = ConnectionPool(activator.hostname or "127.0.0.1", activator.port or 80)
 
@@ -129,8 +144,17 @@ class Sidecar:
         await self.objects.start()
         self.ingress_port = await self._serve(self._ingress_app(), self.config.ingress_socket)
         self.egress_port = await self._serve(self._egress_app())
+        if self.config.egress_socket is not None:
+            self._local_server = asyncio.create_task(self._serve_local(self.config.egress_socket))
 
     async def close(self) -> None:
+        for task in [self._local_server, *self._local_tasks]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in [self._local_server, *self._local_tasks] if t is not None),
+            return_exceptions=True,
+        )
         for runner in self._runners:
             await runner.cleanup()
         self._activator.close()
@@ -191,13 +215,14 @@ class Sidecar:
 
             answer = await self._admit(work)
             headers = {"Content-Type": answer.content_type}
-            answer_body = answer.body
             if answer_by_reference and answer.status == 200:
                 answer_body, as_reference = await self.transfers.outbound(
                     answer.body, what="the answer"
                 )
                 if as_reference:
                     headers[TRANSFER_HEADER] = "ref"
+            else:
+                answer_body = as_bytes(answer.body)
         except XdtError as exc:
             return error_response(exc, function=self.config.function)
         finally:
@@ -289,41 +314,108 @@ class Sidecar:
         app.router.add_post("/objects/release", self._release)
         return app
 
-    async def _invoke_out(self, request: web.Request) -> web.StreamResponse:
-        """The function invokes another: its payload goes by this function's mode (or as the
-        reference it passed, ``X-Xdt-Transfer: ref``), the answer comes back as bytes."""
-        target = request.match_info["function"]
+    async def call(
+        self, target: str, payload: Payload, *, forwarded: bool = False
+    ) -> tuple[int, dict[str, str], Payload]:
+        """Invoke ``target`` for this function: its payload goes by this function's mode (or,
+        ``forwarded``, is a reference the function passes on); (status, headers, answer)."""
         if not is_function_name(target):
-            return error_response(
-                FunctionNotFound(
-                    f"{target!r} is not a function name (lower-case letters, digits and '-')",
-                    function=None,
-                )
+            close(payload)
+            raise FunctionNotFound(
+                f"{target!r} is not a function name (lower-case letters, digits and '-')"
             )
         headers = {ACCEPT_HEADER: "ref"}
+        if forwarded:
+            body, as_reference = as_bytes(payload), True
+        else:
+            body, as_reference = await self.transfers.outbound(payload)
+        if as_reference:
+            headers[TRANSFER_HEADER] = "ref"
+        try:
+            answer = await self._activator.post(f"/invoke/{target}", body, headers)
+        except PeerGone as exc:
+            raise InstanceFailed(f"the activator is unreachable: {exc}", function=target) from None
+        passed = {name: value for name in _PASSED_HEADERS if (value := answer.header(name))}
+        if answer.status == 200 and answer.header(TRANSFER_HEADER) == "ref":
+            return answer.status, passed, await self.transfers.inbound(answer.body, True)
+        return answer.status, passed, answer.body
+
+    async def _invoke_out(self, request: web.Request) -> web.StreamResponse:
+        """``POST /invoke/<fn>`` from the function (any language): the answer as bytes."""
+        target = request.match_info["function"]
         try:
             payload = await read_body(
                 request, max(self.config.inline_limit, self.config.object_quota), function=target
             )
-            if request.headers.get(TRANSFER_HEADER) == "ref":
-                body, as_reference = payload, True  # a reference the function forwards
-            else:
-                body, as_reference = await self.transfers.outbound(payload)
-            if as_reference:
-                headers[TRANSFER_HEADER] = "ref"
-            try:
-                answer = await self._activator.post(f"/invoke/{target}", body, headers)
-            except PeerGone as exc:
-                raise InstanceFailed(
-                    f"the activator is unreachable: {exc}", function=target
-                ) from None
-            answer_body = answer.body
-            if answer.status == 200 and answer.header(TRANSFER_HEADER) == "ref":
-                answer_body = await self.transfers.inbound(answer.body, True)
+            forwarded = request.headers.get(TRANSFER_HEADER) == "ref"
+            status, headers, answer = await self.call(target, payload, forwarded=forwarded)
         except XdtError as exc:
             return error_response(exc, function=target)
-        passed = {name: value for name in _PASSED_HEADERS if (value := answer.header(name))}
-        return web.Response(status=answer.status, body=answer_body, headers=passed)
+        return web.Response(status=status, body=as_bytes(answer), headers=headers)
+
+    # -- the local egress: the Python SDK's memfd fast path ----------------------------------
+
+    async def _serve_local(self, path: str) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(1024)
+        listener.setblocking(False)
+        self._local_listener = listener
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                sock, _ = await loop.sock_accept(listener)
+                task = asyncio.create_task(self._local_connection(Channel(sock)))
+                self._local_tasks.add(task)
+                task.add_done_callback(self._local_tasks.discard)
+        finally:
+            listener.close()
+
+    async def _local_connection(self, channel: Channel) -> None:
+        try:
+            while True:
+                message = await channel.receive()
+                try:
+                    kind, meta, payload = await self._local_call(message)
+                except XdtError as exc:
+                    kind, payload = Kind.ERROR, b""
+                    meta = {"status": status_for(exc), "code": error_code(exc), "body": str(exc)}
+                await channel.send(kind, meta, payload)
+        except (ConnectionError, ValueError):
+            pass  # the function closed the connection, or sent garbage
+        finally:
+            channel.close()
+
+    async def _local_call(self, message: Message) -> tuple[Kind, dict[str, Any] | None, Payload]:
+        meta, op = message.meta, message.meta.get("op")
+        if message.kind is not Kind.CALL or op not in _LOCAL_OPS:
+            message.close()
+            raise BadRequest(f"not a call this sidecar knows: {message.kind.name} {op!r}")
+        if op == "invoke":
+            target = str(meta.get("function", ""))
+            status, headers, answer = await self.call(
+                target, message.payload, forwarded=bool(meta.get("forwarded"))
+            )
+            if status == 200:
+                return Kind.RESULT, None, answer
+            body = as_bytes(answer).decode(errors="replace")
+            error = {"status": status, "code": headers.get(ERROR_HEADER), "body": body}
+            return Kind.ERROR, error, b""
+        if op == "put":
+            pulls = meta.get("pulls", 1)
+            ttl = meta.get("ttl")
+            if (pulls is not None and (not isinstance(pulls, int) or pulls < 1)) or (
+                ttl is not None and not (isinstance(ttl, int | float) and 0 < ttl < 86400)
+            ):
+                message.close()
+                raise BadRequest("pulls must be a whole number ≥ 1 or None, ttl 0 to 86400 s")
+            token = await self.transfers.put(message.payload, pulls=pulls, ttl=ttl)
+            return Kind.RESULT, None, token.encode()
+        token = message.data().decode("ascii", errors="replace").strip()
+        if op == "get":
+            return Kind.RESULT, None, await self.transfers.get(token)
+        released = await self.transfers.release(token)
+        return Kind.RESULT, None, b"1" if released else b"0"
 
     async def _put(self, request: web.Request) -> web.Response:
         try:
@@ -348,7 +440,7 @@ class Sidecar:
 
     async def _get(self, request: web.Request) -> web.Response:
         try:
-            return web.Response(body=await self.transfers.get(await _token(request)))
+            return web.Response(body=as_bytes(await self.transfers.get(await _token(request))))
         except XdtError as exc:
             return error_response(exc)
 
@@ -366,3 +458,4 @@ async def _token(request: web.Request) -> str:
 
 
 _PASSED_HEADERS = ("Content-Type", ERROR_HEADER)
+_LOCAL_OPS = ("invoke", "put", "get", "release")

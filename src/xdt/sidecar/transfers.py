@@ -24,15 +24,33 @@ from __future__ import annotations
 import base64
 import binascii
 
+from .._buffers import Buffer
 from .._errors import PayloadTooLarge, ReferenceMalformed, TransferCorrupted
 from .._http import ACCEPT_HEADER, TRANSFER_HEADER
+from .._local import as_bytes
 from ..modes.base import DataPath, StoreSettings
 from ..modes.xdt import XdtPath
 from ..objects import ObjectStore, checksum
 from ..refs import KeyRing, TransferMode
 from ..transfer import ObjectServer, PullClient
 
-__all__ = ["ACCEPT_HEADER", "INLINE_PREFIX", "TRANSFER_HEADER", "Transfers"]
+__all__ = ["ACCEPT_HEADER", "INLINE_PREFIX", "TRANSFER_HEADER", "Payload", "Transfers"]
+
+Payload = bytes | Buffer  # a Buffer: a sealed memfd from or for a local process
+
+
+def size_of(payload: Payload | bytearray | memoryview) -> int:
+    return payload.size if isinstance(payload, Buffer) else len(payload)
+
+
+def close(payload: object) -> None:
+    if isinstance(payload, Buffer):
+        payload.close()
+
+
+def _plain(data: Payload | bytearray | memoryview) -> bytes | bytearray | memoryview:
+    return as_bytes(data) if isinstance(data, Buffer) else data
+
 
 INLINE_PREFIX = "inline:"
 
@@ -77,28 +95,31 @@ class Transfers:
 
     # -- the invocation path -----------------------------------------------------------------
 
-    async def outbound(self, payload: bytes, *, what: str = "the request") -> tuple[bytes, bool]:
+    async def outbound(self, payload: Payload, *, what: str = "the request") -> tuple[bytes, bool]:
         """(body to send, whether it is a reference) for a payload leaving this sidecar."""
+        size = size_of(payload)
         if self.mode == "inline":
-            if len(payload) > self.inline_limit:
+            if size > self.inline_limit:
+                close(payload)
                 raise PayloadTooLarge(
-                    f"{what} of function {self.function!r} is {len(payload)} bytes, over the "
+                    f"{what} of function {self.function!r} is {size} bytes, over the "
                     f"inline limit of {self.inline_limit} bytes (transfer: inline); deploy it "
                     "with transfer: xdt, elasticache or s3 to move bigger payloads",
                     function=self.function,
                 )
-            self.bytes_inline += len(payload)
-            return payload, False
+            self.bytes_inline += size
+            return as_bytes(payload), False
         threshold = self.xdt_threshold if self.mode == "xdt" else 0
-        if len(payload) <= threshold:
-            self.bytes_inline += len(payload)
-            return payload, False
+        if size <= threshold:
+            self.bytes_inline += size
+            return as_bytes(payload), False
         token = await self.put(payload, pulls=1)
-        self.bytes_by_reference += len(payload)
+        self.bytes_by_reference += size
         return token.encode(), True
 
-    async def inbound(self, body: bytes, by_reference: bool) -> bytes:
-        """The payload an arriving body stands for."""
+    async def inbound(self, body: bytes, by_reference: bool) -> Payload:
+        """The payload an arriving body stands for (a memfd the caller owns, after a
+        same-host pull)."""
         if not by_reference:
             return body
         try:
@@ -110,20 +131,35 @@ class Transfers:
     # -- references by hand ------------------------------------------------------------------
 
     async def put(
-        self, data: bytes | memoryview, *, pulls: int | None = 1, ttl: float | None = None
+        self,
+        data: Payload | bytearray | memoryview,
+        *,
+        pulls: int | None = 1,
+        ttl: float | None = None,
     ) -> str:
+        """Store ``data`` by this function's mode; its reference. Takes over a Buffer."""
         if self.mode == "inline":
-            if len(data) > self.inline_limit:
+            size = size_of(data)
+            if size > self.inline_limit:
+                close(data)
                 raise PayloadTooLarge(
-                    f"an inline put of {len(data)} bytes is over the inline limit of "
+                    f"an inline put of {size} bytes is over the inline limit of "
                     f"{self.inline_limit} bytes; use transfer: xdt, elasticache or s3",
                     function=self.function,
                 )
-            return INLINE_PREFIX + base64.urlsafe_b64encode(data).decode()
+            return INLINE_PREFIX + base64.urlsafe_b64encode(_plain(data)).decode()
+        ttl = ttl or self.ttl
+        if isinstance(data, Buffer):
+            if self.mode == "xdt":
+                xdt_path = self._paths[TransferMode.XDT]
+                assert isinstance(xdt_path, XdtPath)
+                return await xdt_path.adopt(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
+            data = as_bytes(data)
         path = self._path(_MODES[self.mode])
-        return await path.put(data, tenant=self.tenant, pulls=pulls, ttl=ttl or self.ttl)
+        return await path.put(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
 
-    async def get(self, token: str) -> bytes:
+    async def get(self, token: str) -> Payload:
+        """The payload behind a reference: bytes, or a sealed memfd the caller owns."""
         if token.startswith(INLINE_PREFIX):
             try:
                 return base64.urlsafe_b64decode(token[len(INLINE_PREFIX) :])
@@ -132,8 +168,10 @@ class Transfers:
         ref = self.keyring.open(token, tenant=self.tenant)
         data = await self._path(ref.mode).get(ref, token)
         # The pull protocol checks its own; the storage modes are checked here.
-        if ref.mode is not TransferMode.XDT and (
-            len(data) != ref.size or checksum(data) != ref.checksum
+        if (
+            isinstance(data, bytes)
+            and ref.mode is not TransferMode.XDT
+            and (len(data) != ref.size or checksum(data) != ref.checksum)
         ):
             raise TransferCorrupted(
                 f"object {ref.object_hex} from {ref.mode.name.lower()} has {len(data)} bytes "

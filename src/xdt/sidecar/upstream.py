@@ -1,7 +1,8 @@
 """The function behind a sidecar: one small interface, two kinds.
 
 - :class:`RuntimeUpstream`: a Python handler in the xdt runtime, over a Unix socket with the
-  runtime protocol (pooled connections, one request each at a time);
+  same-host wire of :mod:`xdt._local` (pooled connections, one request each at a time; big
+  payloads pass as sealed memfds both ways);
 - :class:`HttpUpstream`: any HTTP server on ``$PORT`` (Knative's container contract).
 
 ``invoke`` returns the function's :class:`Answer` or raises :class:`~xdt.FunctionFailed` (the
@@ -17,28 +18,29 @@ from typing import Protocol
 
 import aiohttp
 
+from .._buffers import Buffer
 from .._errors import FunctionFailed, InstanceFailed
-from ..runtime._protocol import Kind, read_message, write_message
+from .._local import Channel, Kind, as_bytes
 
-__all__ = ["Answer", "HttpUpstream", "RuntimeUpstream", "Upstream"]
+__all__ = ["Answer", "HttpUpstream", "Payload", "RuntimeUpstream", "Upstream"]
+
+
+Payload = bytes | Buffer  # a Buffer: a sealed memfd, passed between local processes as is
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     status: int
-    body: bytes
+    body: Payload
     content_type: str = "application/octet-stream"
     error: str | None = None  # the X-Xdt-Error code of a platform-made error answer
     by_reference: bool = False  # the body is a sealed reference (X-Xdt-Transfer: ref)
 
 
 class Upstream(Protocol):
-    async def invoke(self, body: bytes) -> Answer: ...
+    async def invoke(self, body: Payload) -> Answer: ...
     async def ready(self) -> bool: ...
     async def close(self) -> None: ...
-
-
-_Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class RuntimeUpstream:
@@ -46,17 +48,16 @@ class RuntimeUpstream:
         self.socket_path = socket_path
         self.function = function
         self.max_idle = max_idle
-        self._idle: list[_Stream] = []
+        self._idle: list[Channel] = []
 
-    async def invoke(self, body: bytes) -> Answer:
-        stream = await self._checkout()
-        reader, writer = stream
+    async def invoke(self, body: Payload) -> Answer:
+        channel = await self._checkout()
         try:
-            await write_message(writer, Kind.INVOKE, body)
-            kind, payload = await read_message(reader, max_size=1 << 40)
+            await channel.send(Kind.INVOKE, None, body)
+            message = await channel.receive()
         except BaseException as exc:
-            writer.close()  # mid-request state is unknown: never reuse this connection
-            if isinstance(exc, asyncio.IncompleteReadError | ConnectionError | ValueError):
+            channel.close()  # mid-request state is unknown: never reuse this connection
+            if isinstance(exc, ConnectionError | ValueError):
                 # The process is gone, and with it every pooled connection: a restarted
                 # runtime must not be reached through its predecessor's sockets.
                 self._drop_idle()
@@ -66,57 +67,56 @@ class RuntimeUpstream:
                     function=self.function,
                 ) from None
             raise
-        self._checkin(stream)
-        if kind is Kind.RESULT:
-            return Answer(200, payload)
-        if kind is Kind.FAILED:
+        self._checkin(channel)
+        if message.kind is Kind.RESULT:
+            return Answer(200, message.payload)
+        message.close()
+        if message.kind is Kind.FAILED:
             raise FunctionFailed(
-                f"function {self.function!r} raised {payload.decode(errors='replace')}",
+                f"function {self.function!r} raised {message.meta.get('error', '?')}",
                 function=self.function,
             )
-        raise InstanceFailed(f"the runtime answered {kind.name} to INVOKE", function=self.function)
+        raise InstanceFailed(
+            f"the runtime answered {message.kind.name} to INVOKE", function=self.function
+        )
 
     async def ready(self) -> bool:
         try:
-            reader, writer = await asyncio.open_unix_connection(self.socket_path)
+            channel = await Channel.connect(self.socket_path)
         except OSError:
             return False
         try:
-            await write_message(writer, Kind.PING)
-            kind, _ = await read_message(reader, max_size=0)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
+            await channel.send(Kind.PING)
+            return (await channel.receive()).kind is Kind.PONG
+        except (OSError, ValueError):
             return False
         finally:
-            writer.close()
-        return kind is Kind.PONG
+            channel.close()
 
     async def close(self) -> None:
         self._drop_idle()
 
     def _drop_idle(self) -> None:
-        for _, writer in self._idle:
-            writer.close()
+        for channel in self._idle:
+            channel.close()
         self._idle.clear()
 
-    async def _checkout(self) -> _Stream:
-        while self._idle:
-            reader, writer = self._idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer
-            writer.close()
+    async def _checkout(self) -> Channel:
+        if self._idle:
+            return self._idle.pop()
         try:
-            return await asyncio.open_unix_connection(self.socket_path)
+            return await Channel.connect(self.socket_path)
         except OSError as exc:
             raise InstanceFailed(
                 f"function {self.function!r} is not accepting connections: {exc.strerror}",
                 function=self.function,
             ) from None
 
-    def _checkin(self, stream: _Stream) -> None:
+    def _checkin(self, channel: Channel) -> None:
         if len(self._idle) < self.max_idle:
-            self._idle.append(stream)
+            self._idle.append(channel)
         else:
-            stream[1].close()
+            channel.close()
 
 
 class HttpUpstream:
@@ -126,10 +126,10 @@ class HttpUpstream:
         self.url = f"http://{host}:{port}/"
         self._session: aiohttp.ClientSession | None = None
 
-    async def invoke(self, body: bytes) -> Answer:
+    async def invoke(self, body: Payload) -> Answer:
         session = self._session_now()
         try:
-            async with session.post(self.url, data=body) as response:
+            async with session.post(self.url, data=as_bytes(body)) as response:
                 payload = await response.read()
                 content_type = response.headers.get("Content-Type", "application/octet-stream")
                 return Answer(response.status, payload, content_type)

@@ -111,6 +111,19 @@ class Pulled:
     def tobytes(self) -> bytes:
         return self._live().view().tobytes()
 
+    def detach(self) -> Buffer:
+        """Take the buffer over: the caller owns (and closes) it; this object is released."""
+        buffer = self._live()
+        self._buffer = None
+        return buffer
+
+    def sealed_buffer(self) -> Buffer | None:
+        """The underlying memfd if it is sealed read-only (a same-host pull): it can be
+        passed on to another local process without copying. Still released by
+        :meth:`release`."""
+        buffer = self._live()
+        return buffer if buffer.sealed else None
+
     def fileno(self) -> int:
         """The memfd holding the bytes (sealed read-only when ``via == "local"``)."""
         return self._live().fd

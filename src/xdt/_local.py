@@ -1,0 +1,186 @@
+"""The same-host wire between a function process and its sidecar: messages on a Unix socket,
+big payloads as sealed memfds passed alongside (SCM_RIGHTS) rather than streamed.
+
+::
+
+    kind (1) | flags (1) | meta length (4) | payload length (8) | meta | payload (unless FD)
+
+``meta`` is a little UTF-8 JSON (an operation's arguments, an error); with the ``FD`` flag the
+payload is the attached memfd — sealed read-only by the sender, checked by the receiver — of
+exactly ``payload length`` bytes. Payloads of :data:`FD_THRESHOLD` bytes and more go that
+way: no byte crosses the socket, and the receiver maps what the sender wrote.
+
+Used both ways: the sidecar invokes the Python runtime (INVOKE → RESULT / FAILED), and the
+function's SDK calls its sidecar (CALL → RESULT / ERROR). One request at a time per
+connection; each side pools connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._buffers import Buffer
+from .transfer._io import recv_fds, send_fds, sendall
+
+__all__ = [
+    "FD_THRESHOLD",
+    "Channel",
+    "ChannelClosed",
+    "Kind",
+    "Message",
+    "as_bytes",
+    "sealed_buffer",
+]
+
+HEADER = struct.Struct("!BBIQ")
+FD_THRESHOLD = 256 << 10  # below this a payload is cheaper to copy through the socket
+MAX_META = 1 << 20
+_FLAG_FD = 1
+
+
+class Kind(enum.IntEnum):
+    INVOKE = 1  # sidecar → runtime: run the handler on the payload
+    RESULT = 2  # the answer's payload
+    FAILED = 3  # the handler raised: meta {"error": text}
+    PING = 4
+    PONG = 5
+    CALL = 6  # SDK → sidecar: meta {"op": ..., args}
+    ERROR = 7  # sidecar → SDK: meta {"status", "code", "message"}
+
+
+class ChannelClosed(ConnectionError):
+    """The peer closed the connection (between or inside a message)."""
+
+
+@dataclass
+class Message:
+    kind: Kind
+    meta: dict[str, Any] = field(default_factory=dict)
+    payload: bytes | Buffer = b""
+
+    def data(self) -> bytes:
+        """The payload as bytes (a copy out of a passed memfd), releasing the memfd."""
+        self.payload = as_bytes(self.payload)
+        return self.payload
+
+    def close(self) -> None:
+        if isinstance(self.payload, Buffer):
+            self.payload.close()
+
+
+def as_bytes(payload: bytes | Buffer) -> bytes:
+    """A payload as bytes: a memfd's contents are copied out, and the memfd closed."""
+    if isinstance(payload, Buffer):
+        try:
+            return payload.view().tobytes()
+        finally:
+            payload.close()
+    return payload
+
+
+def sealed_buffer(data: bytes | bytearray | memoryview) -> Buffer:
+    """A new memfd holding ``data``, sealed read-only: ready to pass to another process."""
+    view = memoryview(data).cast("B")
+    buffer = Buffer(max(view.nbytes, 1), name="xdt-local")
+    try:
+        buffer.fill(view)
+        buffer.seal()
+    except BaseException:
+        buffer.close()
+        raise
+    return buffer
+
+
+class Channel:
+    """One connected Unix stream socket, non-blocking, on the running loop."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+
+    @classmethod
+    async def connect(cls, path: str) -> Channel:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(sock, path)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() < 0
+
+    async def send(
+        self,
+        kind: Kind,
+        meta: dict[str, Any] | None = None,
+        payload: bytes | bytearray | memoryview | Buffer = b"",
+    ) -> None:
+        """Send a message; a big payload (or a Buffer) travels as a sealed memfd. A Buffer
+        payload is taken over: it is closed once sent (the receiver has its own descriptor)."""
+        meta_bytes = json.dumps(meta).encode() if meta else b""
+        owned: Buffer | None = None
+        if isinstance(payload, Buffer):
+            owned = payload
+        elif len(payload) >= FD_THRESHOLD:
+            payload = owned = sealed_buffer(payload)
+        try:
+            if isinstance(payload, Buffer):
+                if not payload.sealed:
+                    payload.seal()
+                head = HEADER.pack(kind, _FLAG_FD, len(meta_bytes), payload.size) + meta_bytes
+                await send_fds(self.loop, self.sock, head, [payload.fd])
+            else:
+                head = HEADER.pack(kind, 0, len(meta_bytes), len(payload)) + meta_bytes
+                await sendall(self.loop, self.sock, head + bytes(payload))
+        finally:
+            if owned is not None:
+                owned.close()
+
+    async def receive(self) -> Message:
+        """The next message. Raises :class:`ChannelClosed` and ValueError (garbage)."""
+        fds: list[int] = []
+        try:
+            head = await self._exactly(HEADER.size, fds)
+            kind, flags, meta_length, payload_length = HEADER.unpack(head)
+            if meta_length > MAX_META:
+                raise ValueError(f"message metadata of {meta_length} bytes is too big")
+            meta = json.loads(await self._exactly(meta_length, fds)) if meta_length else {}
+            if flags & _FLAG_FD:
+                if len(fds) != 1:
+                    raise ValueError(f"expected one passed memfd, got {len(fds)}")
+                payload: bytes | Buffer = Buffer.from_sealed_fd(fds.pop(), payload_length)
+            else:
+                payload = await self._exactly(payload_length, fds)
+            if fds:
+                raise ValueError("unexpected file descriptors passed")
+            return Message(Kind(kind), meta, payload)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    async def _exactly(self, size: int, fds: list[int]) -> bytes:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        while got < size:
+            count, passed = await recv_fds(self.loop, self.sock, view[got:], max_fds=1)
+            fds.extend(passed)
+            if count == 0:
+                raise ChannelClosed("the peer closed the connection")
+            got += count
+        return bytes(buffer)

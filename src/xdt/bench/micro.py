@@ -1,0 +1,312 @@
+"""``xdt bench micro``: every transfer mode × pattern × size, function to function.
+
+For each mode a platform runs (``xdt up`` with ``platform.transfer`` set) with a driver
+function and the functions it calls. The bench asks the driver to run a case; the driver
+times, inside the platform, from the moment it starts the call to the moment it has the
+answer — and the answer comes only after the callee's code holds every byte (it returns a
+digest of them). Payloads are made and cached before timing. Patterns:
+
+- ``1to1``: ``invoke(sink, payload)``;
+- ``scatter``: ``scatter(sink, [4 distinct payloads])``;
+- ``gather``: four producers ``put`` their (cached) payload and answer references, one
+  consumer ``gather``s them;
+- ``broadcast``: ``broadcast(sink, payload, 4)`` (one object, four pulls).
+
+While a case runs, a sampler sums the resident memory (RSS, shared pages included) of every
+platform process every 10 ms; the peak is reported with the case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..platform.launcher import LaunchedPlatform
+
+__all__ = [
+    "DEFAULT_SIZES",
+    "MODES",
+    "PATTERNS",
+    "QUICK_SIZES",
+    "MicroCase",
+    "describe_targets",
+    "run_micro_bench",
+]
+
+MODES = ("inline", "xdt", "elasticache", "s3")
+PATTERNS = ("1to1", "scatter", "gather", "broadcast")
+DEFAULT_SIZES = (1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20)
+QUICK_SIZES = (1 << 10, 1 << 20, 64 << 20)
+INLINE_LIMIT = 6 << 20
+FAN = 4
+
+_FUNCTIONS = """
+import time
+
+import xdt
+
+_cache = {}
+
+
+def payload(size: int, index: int = 0) -> bytes:
+    key = (size, index)
+    if key not in _cache:
+        _cache.clear() if len(_cache) > 8 else None
+        _cache[key] = bytes([index % 251]) * size
+    return _cache[key]
+
+
+def sink(body: bytes) -> bytes:
+    return str(len(body)).encode()
+
+
+async def produce(body: bytes) -> bytes:
+    size, index = map(int, body.split())
+    return (await xdt.put(payload(size, index))).encode()
+
+
+async def consume(body: bytes) -> bytes:
+    parts = await xdt.gather(body.decode().split())
+    return str(sum(len(p) for p in parts)).encode()
+
+
+async def driver(body: bytes) -> bytes:
+    pattern, size_text = body.decode().split()
+    size = int(size_text)
+    data = [payload(size, i) for i in range(4)]
+    started = time.perf_counter()
+    if pattern == "1to1":
+        answers = [await xdt.invoke("sink", data[0])]
+    elif pattern == "scatter":
+        answers = await xdt.scatter("sink", data)
+    elif pattern == "broadcast":
+        answers = await xdt.broadcast("sink", data[0], 4)
+    else:  # gather
+        orders = [f"{size} {i}".encode() for i in range(4)]
+        refs = await xdt.scatter("produce", orders)
+        answers = [await xdt.invoke("consume", b" ".join(refs))]
+    elapsed = time.perf_counter() - started
+    return f"{elapsed} {' '.join(a.decode() for a in answers)}".encode()
+"""
+
+
+@dataclass(frozen=True)
+class MicroCase:
+    mode: str
+    pattern: str
+    size_bytes: int
+    median_s: float
+    min_s: float
+    max_s: float
+    runs: int
+    peak_rss_bytes: int
+
+    @property
+    def gb_per_s(self) -> float:
+        """Payload bytes that reached callees per second (×4 for the fan patterns)."""
+        moved = self.size_bytes * (1 if self.pattern == "1to1" else FAN)
+        return moved / self.median_s / 1e9
+
+    def record(self) -> dict[str, object]:
+        return {**asdict(self), "gb_per_s": round(self.gb_per_s, 4)}
+
+
+def _spec(mode: str) -> str:
+    functions = "\n".join(
+        f"  - {{name: {name}, handler: micro_functions:{name}, min_scale: 1, max_scale: 1}}"
+        for name in ("driver", "sink", "produce", "consume")
+    )
+    return (
+        f"platform:\n  transfer: {mode}\n  object_quota: 4GiB\n  inline_limit: 6MiB\n"
+        f"functions:\n{functions}\n"
+    )
+
+
+def run_micro_bench(
+    *,
+    modes: Sequence[str] = MODES,
+    patterns: Sequence[str] = PATTERNS,
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    runs: int = 5,
+    on_case: Callable[[MicroCase], None] = lambda case: None,
+    on_start: Callable[[str], None] = lambda what: None,
+) -> list[MicroCase]:
+    cases: list[MicroCase] = []
+    with tempfile.TemporaryDirectory(prefix="xdt-micro-") as folder:
+        root = Path(folder)
+        (root / "micro_functions.py").write_text(_FUNCTIONS)
+        for mode in modes:
+            on_start(f"starting the platform with transfer: {mode}")
+            (root / "xdt.yaml").write_text(_spec(mode))
+            platform = LaunchedPlatform(root / "xdt.yaml", root / f"up-{mode}.log")
+            try:
+                _wait_ready(platform.url)
+                for pattern in patterns:
+                    for size in sizes:
+                        if mode == "inline" and size > INLINE_LIMIT:
+                            continue  # over the limit by definition: refused, not measured
+                        case = _measure(platform, mode, pattern, size, runs)
+                        cases.append(case)
+                        on_case(case)
+            finally:
+                platform.stop()
+    return cases
+
+
+def _call(url: str, body: bytes, timeout: float = 600) -> bytes:
+    request = urllib.request.Request(url, data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        result: bytes = answer.read()
+        return result
+
+
+def _wait_ready(url: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/status", timeout=10) as answer:
+                functions = json.loads(answer.read())["functions"]
+            if all(f["ready"] >= 1 for f in functions.values()):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the platform's functions did not become ready in 120 s")
+        time.sleep(0.1)
+
+
+def _measure(
+    platform: LaunchedPlatform, mode: str, pattern: str, size: int, runs: int
+) -> MicroCase:
+    url = f"{platform.url}/invoke/driver"
+    order = f"{pattern} {size}".encode()
+    _call(url, order)  # warm: caches the payloads, connections and buffer pools
+    times: list[float] = []
+    sampler = _RssSampler(platform.process.pid)
+    with sampler:
+        for _ in range(runs):
+            elapsed, *answers = _call(url, order).decode().split()
+            if [int(a) for a in answers] != _expected(pattern, size):
+                raise RuntimeError(f"{mode} {pattern} {size}: callees got {answers}")
+            times.append(float(elapsed))
+    return MicroCase(
+        mode, pattern, size, statistics.median(times), min(times), max(times), runs, sampler.peak
+    )
+
+
+def _expected(pattern: str, size: int) -> list[int]:
+    if pattern == "gather":
+        return [FAN * size]
+    return [size] * (1 if pattern == "1to1" else FAN)
+
+
+class _RssSampler:
+    """Peak of the summed RSS of a process and all its descendants, sampled every 10 ms."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, sum(_rss(pid) for pid in _descendants(self.root)))
+            self._stop.wait(0.01)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, queue = [], [root]
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue.extend(children.get(pid, []))
+    return found
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def describe_targets(cases: Sequence[MicroCase]) -> list[tuple[str, float, float, bool]]:
+    """(what, reached, wanted, met) for the targets that the measured cases cover."""
+    by = {(c.mode, c.pattern, c.size_bytes): c for c in cases}
+    targets: list[tuple[str, float, float, bool]] = []
+    for other in ("elasticache", "s3"):
+        for (mode, pattern, size), case in sorted(by.items()):
+            if mode == "xdt" and size >= 64 << 20 and (other, pattern, size) in by:
+                speedup = by[(other, pattern, size)].median_s / case.median_s
+                what = f"xdt vs {other}, {pattern} {size >> 20} MiB: speed-up"
+                targets.append((what, speedup, 10.0, speedup >= 10.0))
+    for pattern in PATTERNS:
+        xdt, inline = by.get(("xdt", pattern, 1 << 10)), by.get(("inline", pattern, 1 << 10))
+        if xdt and inline:
+            ratio = xdt.median_s / inline.median_s
+            targets.append((f"xdt / inline, {pattern} 1 KiB: time ratio", ratio, 1.1, ratio <= 1.1))
+    big = by.get(("xdt", "1to1", 256 << 20))
+    if big:
+        ratio = big.peak_rss_bytes / big.size_bytes
+        targets.append(("xdt 1to1 256 MiB: peak RSS / payload", ratio, 3.0, ratio <= 3.0))
+    return targets
+
+
+def plot(cases: Sequence[MicroCase], path: Path) -> None:
+    """Time against size, one line per mode, one panel per pattern (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    patterns = [p for p in PATTERNS if any(c.pattern == p for c in cases)]
+    figure, axes = plt.subplots(1, len(patterns), figsize=(4.2 * len(patterns), 3.8), sharey=True)
+    axes_list = list(axes) if len(patterns) > 1 else [axes]
+    for axis, pattern in zip(axes_list, patterns, strict=True):
+        for mode in MODES:
+            points = sorted(
+                (c.size_bytes, c.median_s) for c in cases if c.mode == mode and c.pattern == pattern
+            )
+            if points:
+                axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mode)
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_title(pattern)
+        axis.set_xlabel("payload (bytes)")
+        axis.grid(True, which="both", alpha=0.3)
+    axes_list[0].set_ylabel("median end-to-end time (s)")
+    axes_list[0].legend()
+    figure.suptitle("xdt bench micro: function-to-function transfer time by mode")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
