@@ -25,6 +25,7 @@ __all__ = ["DEFAULT_POOL_LIMITS", "Buffer", "BufferPool", "PoolLimits", "size_cl
 PAGE = mmap.PAGESIZE
 _SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 READ_ONLY_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+FIXED_SIZE_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW  # writable, but never truncated
 
 
 def size_class(size: int) -> int:
@@ -38,13 +39,14 @@ def size_class(size: int) -> int:
 class Buffer:
     """A memfd of ``capacity`` bytes, mapped shared and writable, holding ``size`` bytes."""
 
-    __slots__ = ("_map", "_view", "capacity", "fd", "idle_since", "sealed", "size")
+    __slots__ = ("_map", "_view", "capacity", "fd", "idle_since", "lent", "sealed", "size")
 
     def __init__(self, capacity: int, *, name: str = "xdt-object") -> None:
         self.capacity = capacity
         self.size = 0
         self.idle_since = 0.0
         self.sealed = False
+        self.lent = False  # another process's memfd, mapped for a moment: copy, never keep
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(self.fd, capacity)
@@ -63,7 +65,7 @@ class Buffer:
         holds exactly ``size`` bytes. Takes ownership of ``fd`` (closed on failure too)."""
         buffer = cls.__new__(cls)
         buffer.fd, buffer.capacity, buffer.size = fd, size, size
-        buffer.idle_since, buffer.sealed = 0.0, True
+        buffer.idle_since, buffer.sealed, buffer.lent = 0.0, True, False
         buffer._map, buffer._view = None, None
         try:
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
@@ -80,6 +82,35 @@ class Buffer:
             buffer.close()
             raise
         return buffer
+
+    @classmethod
+    def from_lent_fd(cls, fd: int, size: int) -> Buffer:
+        """Map the first ``size`` bytes of a memfd another local process lends us (it keeps
+        writing to it later), read-only. The memfd must be sealed against shrinking, so the
+        lender cannot pull the pages from under us (SIGBUS); its contents may still change,
+        so copy them out before answering. Takes ownership of ``fd``."""
+        buffer = cls.__new__(cls)
+        buffer.fd, buffer.capacity, buffer.size = fd, size, size
+        buffer.idle_since, buffer.sealed, buffer.lent = 0.0, False, True
+        buffer._map, buffer._view = None, None
+        try:
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+            if seals & FIXED_SIZE_SEALS != FIXED_SIZE_SEALS:
+                raise ValueError("a lent memfd must be sealed against shrinking and growing")
+            if os.fstat(fd).st_size < size:
+                raise ValueError(f"the memfd holds {os.fstat(fd).st_size} bytes, not {size}")
+            if size:
+                buffer._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                buffer._view = memoryview(buffer._map)
+        except BaseException:
+            buffer.close()
+            raise
+        return buffer
+
+    def fix_size(self) -> None:
+        """Seal the memfd against shrinking and growing (it stays writable): it can then be
+        lent to another process, which may map it safely, again and again."""
+        fcntl.fcntl(self.fd, fcntl.F_ADD_SEALS, FIXED_SIZE_SEALS)
 
     @property
     def closed(self) -> bool:

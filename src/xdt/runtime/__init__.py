@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .._buffers import BufferPool
+from .._heap import keep_warm
 from .._local import Channel, Kind
 
 __all__ = ["Handler", "HandlerError", "load_handler", "serve"]
@@ -56,6 +58,7 @@ async def serve(handler: Handler, socket_path: str, *, threads: int = 64) -> Non
     call = _caller(handler, executor)
     loop = asyncio.get_running_loop()
     connections: set[asyncio.Task[None]] = set()
+    pool = BufferPool(name="xdt-result")  # warm buffers big answers are lent to the sidecar in
 
     async def connection(channel: Channel) -> None:
         try:
@@ -83,7 +86,7 @@ async def serve(handler: Handler, socket_path: str, *, threads: int = 64) -> Non
     try:
         while True:
             sock, _ = await loop.sock_accept(listener)
-            task = asyncio.create_task(connection(Channel(sock)))
+            task = asyncio.create_task(connection(Channel(sock, pool)))
             connections.add(task)
             task.add_done_callback(connections.discard)
     finally:
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with contextlib.suppress(FileNotFoundError):
         os.unlink(args.socket)
+    keep_warm()  # each request's payload becomes a fresh bytes object: reuse its pages
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(handler, args.socket, threads=args.threads))
     return 0

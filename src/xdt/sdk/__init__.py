@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from .._buffers import Buffer
+from .._buffers import Buffer, BufferPool
 from .._errors import InstanceFailed, XdtError
 from .._http import ERROR_HEADER, TRANSFER_HEADER, error_from_answer
 from .._local import Channel, Kind, as_bytes
@@ -63,6 +63,7 @@ EGRESS_SOCKET_ENV = "XDT_EGRESS_SOCKET"
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
 )
+_POOL = BufferPool(name="xdt-sdk")  # warm buffers big payloads are lent to the sidecar in
 _channels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Channel]] = (
     weakref.WeakKeyDictionary()
 )
@@ -145,7 +146,7 @@ async def _call(
         return await _call_http(op, meta, data, function=function)
     idle = _channels.setdefault(asyncio.get_running_loop(), [])
     try:
-        channel = idle.pop() if idle else await Channel.connect(path)
+        channel = idle.pop() if idle else await Channel.connect(path, _POOL)
     except OSError as exc:
         _close(data)
         raise InstanceFailed(

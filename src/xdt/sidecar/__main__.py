@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 
+from .._heap import keep_warm
 from ..refs import KEYRING_ENV, KeyRing
 from .server import Sidecar, SidecarConfig
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     # Not dumpable: other processes of the same user (the function's) cannot read this one's
     # memory or environment through /proc.
     ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0)
+    keep_warm()
     if args.keyring_stdin:
         keyring = KeyRing.from_text(sys.stdin.read(), origin="stdin")
     else:

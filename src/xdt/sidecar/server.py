@@ -88,10 +88,10 @@ class SidecarConfig:
         return cls(**json.loads(text))
 
 
-def _make_upstream(config: SidecarConfig) -> Upstream:
+def _make_upstream(config: SidecarConfig, store: ObjectStore) -> Upstream:
     kind, _, where = config.upstream.partition(":")
     if kind == "unix":
-        return RuntimeUpstream(where, function=config.function)
+        return RuntimeUpstream(where, function=config.function, keep=store.pool)
     if kind == "http":
         return HttpUpstream(int(where), function=config.function, host=config.host)
     raise ValueError(f"upstream {config.upstream!r} is neither unix:PATH nor http:PORT")
@@ -101,14 +101,14 @@ class Sidecar:
     def __init__(self, config: SidecarConfig, keyring: KeyRing) -> None:
         self.config = config
         self.keyring = keyring
-        self.upstream = _make_upstream(config)
+        self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota))
+        self.upstream = _make_upstream(config, self.store)
         self.stats = RequestStats()
         self.breaker = (
             Breaker(queue_depth=10 * config.concurrency, max_concurrency=config.concurrency)
             if config.concurrency > 0
             else None
         )
-        self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota))
         self.objects = ObjectServer(self.store, keyring, ServerConfig(host=config.host))
         self.pulls = PullClient(keyring, tenant=config.tenant)
         self.transfers = Transfers(

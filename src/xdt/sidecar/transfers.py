@@ -150,10 +150,18 @@ class Transfers:
             return INLINE_PREFIX + base64.urlsafe_b64encode(_plain(data)).decode()
         ttl = ttl or self.ttl
         if isinstance(data, Buffer):
-            if self.mode == "xdt":
+            if self.mode == "xdt" and not data.lent:
+                # Ours (sealed by a local function, or a buffer of our store's pool): the
+                # object is that buffer, not a copy of it.
                 xdt_path = self._paths[TransferMode.XDT]
                 assert isinstance(xdt_path, XdtPath)
                 return await xdt_path.adopt(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
+            if self.mode == "xdt":  # lent: copy it into the store, and give it back
+                try:
+                    path = self._path(TransferMode.XDT)
+                    return await path.put(data.view(), tenant=self.tenant, pulls=pulls, ttl=ttl)
+                finally:
+                    data.close()
             data = as_bytes(data)
         path = self._path(_MODES[self.mode])
         return await path.put(data, tenant=self.tenant, pulls=pulls, ttl=ttl)

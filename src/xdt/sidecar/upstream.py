@@ -18,7 +18,7 @@ from typing import Protocol
 
 import aiohttp
 
-from .._buffers import Buffer
+from .._buffers import Buffer, BufferPool
 from .._errors import FunctionFailed, InstanceFailed
 from .._local import Channel, Kind, as_bytes
 
@@ -44,10 +44,24 @@ class Upstream(Protocol):
 
 
 class RuntimeUpstream:
-    def __init__(self, socket_path: str, *, function: str, max_idle: int = 64) -> None:
+    """``lend``: warm buffers to lend the runtime big payloads from; ``keep``: where a big
+    answer the runtime lends us is copied to (the object store's pool: an answer that goes
+    on by reference is adopted from there without another copy)."""
+
+    def __init__(
+        self,
+        socket_path: str,
+        *,
+        function: str,
+        lend: BufferPool | None = None,
+        keep: BufferPool | None = None,
+        max_idle: int = 64,
+    ) -> None:
         self.socket_path = socket_path
         self.function = function
         self.max_idle = max_idle
+        self.lend = lend or BufferPool(name="xdt-lend")
+        self.keep = keep or BufferPool(name="xdt-answer")
         self._idle: list[Channel] = []
 
     async def invoke(self, body: Payload) -> Answer:
@@ -67,9 +81,17 @@ class RuntimeUpstream:
                     function=self.function,
                 ) from None
             raise
+        payload = message.payload
+        if isinstance(payload, Buffer) and payload.lent:
+            # Copy it out before the channel can carry another request: the runtime reuses
+            # what it lent once its next message arrives.
+            kept = self.keep.acquire(payload.size)
+            kept.fill(payload.view())
+            payload.close()
+            message.payload = payload = kept
         self._checkin(channel)
         if message.kind is Kind.RESULT:
-            return Answer(200, message.payload)
+            return Answer(200, payload)
         message.close()
         if message.kind is Kind.FAILED:
             raise FunctionFailed(
@@ -105,7 +127,7 @@ class RuntimeUpstream:
         if self._idle:
             return self._idle.pop()
         try:
-            return await Channel.connect(self.socket_path)
+            return await Channel.connect(self.socket_path, self.lend)
         except OSError as exc:
             raise InstanceFailed(
                 f"function {self.function!r} is not accepting connections: {exc.strerror}",
