@@ -7,6 +7,7 @@ S3 server that the tests start and read counters from.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,9 +29,12 @@ PATTERN_FUNCTIONS = [
         ("consume-refs", "consume_refs"), ("gather", "gather"), ("mapper", "mapper"),
         ("reducer", "reducer"), ("shuffle", "shuffle"), ("put-get", "put_get"),
         ("try-get", "try_get"), ("put-only", "put_only"),
+        ("filled-in-place", "filled_in_place"), ("sync-patterns", "sync_patterns"),
+        ("via-http", "via_http"),
     ]
 ] + [
     {"name": "other-tenant", "handler": "patterns:try_get", "tenant": "someone-else"},
+    {"name": "http-digest", "command": [sys.executable, "http_digest_server.py"]},
 ]  # fmt: skip
 
 
@@ -119,6 +123,28 @@ def test_every_pattern_gives_the_same_answer_in_every_mode(
             break
         time.sleep(0.2)
     assert leftovers == (0, [], 0)
+
+
+def test_sync_handlers_command_functions_and_filled_buffers_behave_the_same(
+    platform: RunningPlatform,
+) -> None:
+    size = MiB
+    data = make(size, 70)
+    expected = describe(data)
+    # The writable buffer API: filled in place, handed over without a copy.
+    status, _, body = platform.invoke(
+        "filled-in-place", json.dumps({"size": size, "seed": 70}).encode()
+    )
+    assert (status, body.decode()) == (200, expected)
+    # A plain def handler through xdt.sync: every call, same answers.
+    one, many, got, gathered, wide = call(platform, "sync-patterns", {"size": size, "seed": 70})
+    assert one == got == expected
+    assert many == [expected, describe(data[::-1])]
+    assert gathered == [expected, describe(data[::-1])]
+    assert wide == [expected] * 3
+    # A command function gets an ordinary body, and its plain-HTTP call goes by the mode too.
+    status, _, body = platform.invoke("via-http", json.dumps({"size": size, "seed": 70}).encode())
+    assert (status, body.decode()) == (200, f"{expected} {expected}")
 
 
 def test_references_cannot_be_forged_reused_outlived_or_carried_across_tenants(

@@ -121,3 +121,32 @@ async def put_only(body: bytes) -> bytes:
     order = json.loads(body)
     data = make(order["size"], order["seed"])
     return (await xdt.put(data, pulls=order.get("pulls", 1), ttl=order.get("ttl"))).encode()
+
+
+async def filled_in_place(body: bytes) -> bytes:
+    """The writable buffer API: the payload is written straight into a memfd."""
+    order = json.loads(body)
+    size = order["size"]
+    payload = xdt.buffer(size)
+    payload.writable()[:size] = make(size, order["seed"])
+    return await xdt.invoke("digest", payload)
+
+
+def sync_patterns(body: bytes) -> bytes:
+    """A plain def handler: the same calls through xdt.sync."""
+    from xdt import sync
+
+    order = json.loads(body)
+    data = make(order["size"], order["seed"])
+    one = sync.invoke("digest", data).decode()
+    many = [a.decode() for a in sync.scatter("digest", [data, data[::-1]])]
+    got = describe(sync.get(sync.put(data)))
+    gathered = [describe(d) for d in sync.gather([sync.put(data), sync.put(data[::-1])])]
+    wide = [a.decode() for a in sync.broadcast("digest", data, 3)]
+    return json.dumps([one, many, got, gathered, wide]).encode()
+
+
+async def via_http(body: bytes) -> bytes:
+    """Sends a big payload to a `command` function (any HTTP server)."""
+    order = json.loads(body)
+    return await xdt.invoke("http-digest", make(order["size"], order["seed"]))

@@ -1,0 +1,137 @@
+"""The same-host wire between a function and its sidecar: messages, given and lent memfds."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from xdt._buffers import Buffer, BufferPool
+from xdt._local import FD_THRESHOLD, HEADER, Channel, ChannelClosed, Kind, sealed_buffer
+
+BIG = FD_THRESHOLD + 12345
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Channel, Channel]]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left, right = Channel(a, BufferPool(name="test-lend")), Channel(b, BufferPool(name="test"))
+    yield left, right
+    left.close()
+    right.close()
+
+
+async def test_small_payloads_and_metadata_travel_inline(pair: tuple[Channel, Channel]) -> None:
+    left, right = pair
+    await left.send(Kind.CALL, {"op": "get", "n": 3}, b"hello")
+    message = await right.receive()
+    assert (message.kind, message.meta, message.payload) == (
+        Kind.CALL,
+        {"op": "get", "n": 3},
+        b"hello",
+    )
+
+
+async def test_big_bytes_are_lent_and_come_back_to_the_pool_after_the_answer(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, right = pair
+    data = os.urandom(BIG)
+    await left.send(Kind.INVOKE, None, data)
+    message = await right.receive()
+    assert isinstance(message.payload, Buffer) and message.payload.lent
+    assert message.payload.view() == data
+    lent = left._lent
+    assert lent is not None  # still the receiver's to read
+    # The lent memfd cannot be shrunk under the reader, nor grown.
+    with pytest.raises(PermissionError):
+        os.ftruncate(lent.fd, 0)
+    assert message.data() == data  # copied out; the mapping is gone
+    await right.send(Kind.RESULT, None, b"ok")
+    assert (await left.receive()).payload == b"ok"
+    assert left._lent is None  # answered: the buffer is back in the pool, warm
+    again = left.pool.acquire(BIG) if left.pool else None
+    assert again is lent
+
+
+async def test_big_bytes_without_a_pool_and_buffers_are_given_sealed() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left, right = Channel(a), Channel(b)
+    try:
+        data = os.urandom(BIG)
+        await left.send(Kind.RESULT, None, data)
+        given = (await right.receive()).payload
+        assert isinstance(given, Buffer) and given.sealed and not given.lent
+        assert given.view() == data
+        with pytest.raises(PermissionError):  # sealed: nobody can write to it any more
+            os.pwrite(given.fd, b"x", 0)
+        given.close()
+
+        mine = Buffer(BIG)
+        mine.fill(data)
+        await left.send(Kind.INVOKE, None, mine)
+        assert mine.closed  # given away
+        assert (await right.receive()).data() == data
+    finally:
+        left.close()
+        right.close()
+
+
+async def test_a_lent_memfd_that_could_shrink_is_refused() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b)
+    try:
+        unsafe = Buffer(BIG)  # no seals at all: its owner could truncate it mid-read
+        head = HEADER.pack(Kind.INVOKE, 2, 0, BIG)
+        socket.send_fds(a, [head], [unsafe.fd])
+        with pytest.raises(ValueError, match="sealed against shrinking"):
+            await receiver.receive()
+        unsafe.close()
+    finally:
+        a.close()
+        receiver.close()
+
+
+async def test_a_given_memfd_that_is_not_sealed_is_refused() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b)
+    try:
+        writable = Buffer(BIG)
+        socket.send_fds(a, [HEADER.pack(Kind.INVOKE, 1, 0, BIG)], [writable.fd])
+        with pytest.raises(ValueError, match="not sealed read-only"):
+            await receiver.receive()
+        writable.close()
+        sealed = sealed_buffer(b"z" * BIG)
+        assert fcntl.fcntl(sealed.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
+        sealed.close()
+    finally:
+        a.close()
+        receiver.close()
+
+
+async def test_a_peer_that_goes_away_mid_message_is_channel_closed() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b)
+    try:
+        a.sendall(HEADER.pack(Kind.INVOKE, 0, 0, 100) + b"only part")
+        a.close()
+        with pytest.raises(ChannelClosed):
+            await asyncio.wait_for(receiver.receive(), 5)
+    finally:
+        receiver.close()
+
+
+async def test_garbage_is_refused() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b)
+    try:
+        a.sendall(bytes([99]) + b"\x00" * (HEADER.size - 1))
+        with pytest.raises(ValueError):
+            await asyncio.wait_for(receiver.receive(), 5)
+    finally:
+        a.close()
+        receiver.close()
