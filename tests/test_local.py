@@ -71,11 +71,22 @@ async def test_big_bytes_without_a_pool_and_buffers_are_given_sealed() -> None:
             os.pwrite(given.fd, b"x", 0)
         given.close()
 
-        mine = Buffer(BIG)
+        sealed = sealed_buffer(data)
+        await left.send(Kind.INVOKE, None, sealed)
+        assert sealed.closed  # given away
+        again = (await right.receive()).payload
+        assert isinstance(again, Buffer) and again.sealed and again.view() == data
+        again.close()
+
+        mine = Buffer(BIG)  # one of ours, not sealed: lent as it is, no copy
         mine.fill(data)
         await left.send(Kind.INVOKE, None, mine)
-        assert mine.closed  # given away
-        assert (await right.receive()).data() == data
+        lent = await right.receive()
+        assert isinstance(lent.payload, Buffer) and lent.payload.lent
+        assert lent.data() == data
+        await right.send(Kind.RESULT)
+        await left.receive()
+        assert mine.closed  # no pool on this channel: closed once answered
     finally:
         left.close()
         right.close()

@@ -131,10 +131,21 @@ class Channel:
         self.sock.close()
         self._return_lent()
 
+    async def _lend(self, kind: Kind, meta_bytes: bytes, buffer: Buffer) -> None:
+        self._return_lent()
+        self._lent = buffer
+        buffer.fix_size()
+        head = HEADER.pack(kind, _FLAG_LENT, len(meta_bytes), buffer.size) + meta_bytes
+        await send_fds(self.loop, self.sock, head, [buffer.fd])
+
     def _return_lent(self) -> None:
         lent, self._lent = self._lent, None
-        if lent is not None and self.pool is not None:
+        if lent is None:
+            return
+        if self.pool is not None:
             self.pool.release(lent)
+        else:
+            lent.close()
 
     @property
     def closed(self) -> bool:
@@ -146,19 +157,21 @@ class Channel:
         meta: dict[str, Any] | None = None,
         payload: bytes | bytearray | memoryview | Buffer = b"",
     ) -> None:
-        """Send a message; a big payload (or a Buffer) travels as a sealed memfd. A Buffer
-        payload is taken over: it is closed once sent (the receiver has its own descriptor)."""
+        """Send a message. A big payload travels as a memfd: bytes are lent from the pool (or
+        given sealed, without one); a Buffer is taken over — a sealed one is given (and closed
+        here), one of ours is lent as is (and returns to the pool after the answer)."""
         meta_bytes = json.dumps(meta).encode() if meta else b""
         owned: Buffer | None = None
+        if isinstance(payload, Buffer) and not payload.sealed and not payload.lent:
+            # One of our own warm buffers: lend it as it is, no copy.
+            await self._lend(kind, meta_bytes, payload)
+            return
         if isinstance(payload, Buffer):
             owned = payload
         elif len(payload) >= FD_THRESHOLD and self.pool is not None:
-            self._return_lent()
-            lent = self._lent = self.pool.acquire(len(payload))
-            lent.fix_size()
+            lent = self.pool.acquire(len(payload))
             lent.fill(payload)
-            head = HEADER.pack(kind, _FLAG_LENT, len(meta_bytes), lent.size) + meta_bytes
-            await send_fds(self.loop, self.sock, head, [lent.fd])
+            await self._lend(kind, meta_bytes, lent)
             return
         elif len(payload) >= FD_THRESHOLD:
             payload = owned = sealed_buffer(payload)

@@ -152,6 +152,8 @@ async def _call(
         raise InstanceFailed(
             f"this instance's sidecar is unreachable at {path}: {exc}", function=function
         ) from None
+    if isinstance(data, Buffer) and not data.sealed:
+        data.seal()  # xdt.buffer(): given to the sidecar, which keeps it without a copy
     try:
         await channel.send(Kind.CALL, {"op": op, **meta}, data)
         message = await channel.receive()

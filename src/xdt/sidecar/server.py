@@ -26,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._buffers import BufferPool
 from .._errors import (
     BadRequest,
     FunctionNotFound,
@@ -88,10 +89,10 @@ class SidecarConfig:
         return cls(**json.loads(text))
 
 
-def _make_upstream(config: SidecarConfig, store: ObjectStore) -> Upstream:
+def _make_upstream(config: SidecarConfig, store: ObjectStore, inbound: BufferPool) -> Upstream:
     kind, _, where = config.upstream.partition(":")
     if kind == "unix":
-        return RuntimeUpstream(where, function=config.function, keep=store.pool)
+        return RuntimeUpstream(where, function=config.function, lend=inbound, keep=store.pool)
     if kind == "http":
         return HttpUpstream(int(where), function=config.function, host=config.host)
     raise ValueError(f"upstream {config.upstream!r} is neither unix:PATH nor http:PORT")
@@ -102,7 +103,10 @@ class Sidecar:
         self.config = config
         self.keyring = keyring
         self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota))
-        self.upstream = _make_upstream(config, self.store)
+        self.pulls = PullClient(keyring, tenant=config.tenant)
+        # Pulled payloads are lent on to the function from this pool, and come back to it:
+        # it only ever holds this function's own inbound data.
+        self.upstream = _make_upstream(config, self.store, self.pulls.pool)
         self.stats = RequestStats()
         self.breaker = (
             Breaker(queue_depth=10 * config.concurrency, max_concurrency=config.concurrency)
@@ -110,7 +114,6 @@ class Sidecar:
             else None
         )
         self.objects = ObjectServer(self.store, keyring, ServerConfig(host=config.host))
-        self.pulls = PullClient(keyring, tenant=config.tenant)
         self.transfers = Transfers(
             function=config.function,
             mode=config.transfer,
@@ -365,7 +368,7 @@ class Sidecar:
         try:
             while True:
                 sock, _ = await loop.sock_accept(listener)
-                task = asyncio.create_task(self._local_connection(Channel(sock)))
+                task = asyncio.create_task(self._local_connection(Channel(sock, self.pulls.pool)))
                 self._local_tasks.add(task)
                 task.add_done_callback(self._local_tasks.discard)
         finally:
