@@ -34,11 +34,12 @@ test: lint typecheck unit
 
 demo: $(STAMP) system-deps
 	$(BIN)/xdt demo -f examples/wordcount/xdt.yaml
-	$(BIN)/xdt bench transfer --sizes 1KiB,64KiB,1MiB,16MiB,64MiB
+	$(BIN)/xdt bench micro --quick --plot micro-quick.png
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(BIN)/xdt bench transfer --json bench-transfer.json
 	$(BIN)/xdt bench platform --json bench-platform.json
+	$(BIN)/xdt bench micro --json bench-micro.json --plot bench-micro.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -115,3 +115,31 @@ def test_demo_runs_the_example_and_stops_everything() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"top": [["the", 240]' in result.stdout  # the workflow's real answer
     assert "wordcount-1" in result.stdout and "stopped everything" in result.stdout
+
+
+def test_bench_micro_writes_records_and_a_plot(tmp_path: Path) -> None:
+    out, picture = tmp_path / "micro.json", tmp_path / "micro.png"
+    result = subprocess.run(
+        [sys.executable, "-m", "xdt", "bench", "micro", "--modes", "inline,xdt",
+         "--patterns", "1to1,broadcast", "--sizes", "1KiB,8MiB", "--runs", "2",
+         "--json", str(out), "--plot", str(picture)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json.loads(out.read_text())
+    # inline stops at its 6 MiB limit: refused by definition, so not measured.
+    assert {(r["mode"], r["pattern"], r["size_bytes"]) for r in records} == {
+        ("inline", "1to1", 1024), ("inline", "broadcast", 1024),
+        ("xdt", "1to1", 1024), ("xdt", "broadcast", 1024),
+        ("xdt", "1to1", 8 << 20), ("xdt", "broadcast", 8 << 20),
+    }  # fmt: skip
+    for record in records:
+        assert record["runs"] == 2 and 0 < record["min_s"] <= record["median_s"] <= record["max_s"]
+        assert record["peak_rss_bytes"] >= record["peak_pss_bytes"] > 0
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "xdt / inline, 1to1 1 KiB" in result.stdout
+
+
+def test_bench_micro_rejects_unknown_modes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "micro", "--modes", "carrier-pigeon"]) == 2
+    assert "unknown carrier-pigeon" in capsys.readouterr().out

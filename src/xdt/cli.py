@@ -307,6 +307,7 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
         return 2
     sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
     runs = args.runs or (3 if args.quick else 5)
+    failures: list[str] = []
     total = sum(
         1 for m in modes for _ in patterns for s in sizes if m != "inline" or s <= INLINE_LIMIT
     )
@@ -326,9 +327,14 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
                 description=f"{case.mode} {case.pattern} {format_size(case.size_bytes)}",
             )  # fmt: skip
 
+        def failed(what: str) -> None:
+            failures.append(what)
+            progress.update(task, advance=1)
+
         cases = run_micro_bench(
             modes=modes, patterns=patterns, sizes=sizes, runs=runs, on_case=done,
             on_start=lambda what: progress.update(task, description=what),
+            on_failure=failed,
         )  # fmt: skip
     for pattern in patterns:
         table = Table(
@@ -357,6 +363,8 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
                 )
             table.add_row(*row)
         console.print(table)
+    for failure in failures:
+        console.print(f"[red]failed:[/red] {escape(failure)}")
     for what, reached, wanted, met in describe_targets(cases):
         mark = "[green]met[/green]" if met else "[yellow]not met[/yellow]"
         bound = "≥" if "speed-up" in what else "≤"
@@ -368,7 +376,7 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
     if args.plot is not None:
         plot(cases, args.plot)
         console.print(f"wrote the plot to {args.plot}")
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from ._errors import InstanceFailed
 from ._http import TRANSFER_HEADER, error_from_answer
-from .sdk import egress_url
+from .sdk import SMALL_PAYLOAD, egress_url
 
 __all__ = ["broadcast", "gather", "get", "invoke", "put", "release", "scatter"]
 
@@ -56,6 +56,8 @@ def gather(references: Sequence[str]) -> list[bytes]:
 
 
 def broadcast(function: str, data: bytes | bytearray | memoryview, n: int) -> list[bytes]:
+    if len(data) <= SMALL_PAYLOAD:  # as in xdt.sdk: small payloads are simply sent n times
+        return scatter(function, [bytes(data)] * n)
     reference = put(data, pulls=None)
     try:
         return list(

@@ -7,9 +7,11 @@ S3 server that the tests start and read counters from.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +207,66 @@ def _objects_held(platform: RunningPlatform) -> int:
         for instance in function["instances"]:
             held += instance["objects"]
     return held
+
+
+def test_xdt_up_starts_redis_and_an_s3_emulator_when_none_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)  # the embedded emulator needs none
+    platform = RunningPlatform(
+        tmp_path,
+        {
+            "functions": [
+                {"name": "digest", "handler": "patterns:digest", "transfer": "elasticache"},
+                {"name": "produce", "handler": "patterns:produce", "transfer": "s3"},
+                {"name": "one-to-one", "handler": "patterns:one_to_one", "transfer": "s3"},
+            ]
+        },
+    )
+    try:
+        stores = platform.status()["stores"]
+        assert [s.split()[0] for s in stores] == ["redis-server", "moto"]
+        ports = [int(s.rsplit(":", 1)[1]) for s in stores]
+        expected = describe(make(MiB, 3))
+        assert call(platform, "one-to-one", {"size": MiB, "seed": 3}) == [expected, expected]
+        servers = _listening_pids(ports)
+        assert len(servers) == 2
+    finally:
+        log = platform.stop()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in servers), log
+
+
+def _listening_pids(ports: list[int]) -> list[int]:
+    """The processes listening on these loopback ports (from /proc/net/tcp and fds)."""
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if port in ports and fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            links = {
+                os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")
+            }
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            pids.append(int(entry))
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

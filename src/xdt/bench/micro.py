@@ -18,12 +18,14 @@ platform process every 10 ms; the peak is reported with the case.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +38,7 @@ __all__ = [
     "MODES",
     "PATTERNS",
     "QUICK_SIZES",
+    "CaseFailed",
     "MicroCase",
     "describe_targets",
     "run_micro_bench",
@@ -140,6 +143,7 @@ def run_micro_bench(
     runs: int = 5,
     on_case: Callable[[MicroCase], None] = lambda case: None,
     on_start: Callable[[str], None] = lambda what: None,
+    on_failure: Callable[[str], None] = lambda what: None,
 ) -> list[MicroCase]:
     cases: list[MicroCase] = []
     with tempfile.TemporaryDirectory(prefix="xdt-micro-") as folder:
@@ -155,7 +159,11 @@ def run_micro_bench(
                     for size in sizes:
                         if mode == "inline" and size > INLINE_LIMIT:
                             continue  # over the limit by definition: refused, not measured
-                        case = _measure(platform, mode, pattern, size, runs)
+                        try:
+                            case = _measure(platform, mode, pattern, size, runs)
+                        except CaseFailed as failure:
+                            on_failure(f"{mode} {failure}")
+                            continue
                         cases.append(case)
                         on_case(case)
             finally:
@@ -163,11 +171,21 @@ def run_micro_bench(
     return cases
 
 
+class CaseFailed(RuntimeError):
+    """The driver could not run a case; the message has the platform's answer."""
+
+
 def _call(url: str, body: bytes, timeout: float = 600) -> bytes:
     request = urllib.request.Request(url, data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        result: bytes = answer.read()
-        return result
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            result: bytes = answer.read()
+            return result
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            detail = json.loads(detail)["message"]
+        raise CaseFailed(f"{body.decode()}: HTTP {error.code}: {detail}") from None
 
 
 def _wait_ready(url: str) -> None:

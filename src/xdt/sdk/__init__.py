@@ -59,6 +59,7 @@ __all__ = [
 
 EGRESS_ENV = "XDT_EGRESS"
 EGRESS_SOCKET_ENV = "XDT_EGRESS_SOCKET"
+SMALL_PAYLOAD = 64 << 10  # xdt's default inline threshold
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
@@ -128,7 +129,13 @@ async def gather(references: Sequence[str]) -> list[bytes]:
 
 async def broadcast(function: str, data: Data, n: int) -> list[bytes]:
     """Invoke ``function`` ``n`` times on the same ``data``, stored once (one object, one
-    buffer, n pulls); the answers in order. The object is released when all have answered."""
+    buffer, n pulls); the answers in order. The object is released when all have answered.
+    A payload small enough to travel inline (64 KiB) is simply sent n times: storing it would
+    cost a round trip more than it saves."""
+    size = data.size if isinstance(data, Buffer) else len(data)
+    if size <= SMALL_PAYLOAD:
+        small = as_bytes(data) if isinstance(data, Buffer) else bytes(data)
+        return await scatter(function, [small] * n)
     reference = await put(data, pulls=None)
     try:
         meta = {"function": function, "forwarded": True}
