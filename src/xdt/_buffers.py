@@ -63,25 +63,7 @@ class Buffer:
     def from_sealed_fd(cls, fd: int, size: int) -> Buffer:
         """Adopt a memfd another process passed us, after checking it is sealed read-only and
         holds exactly ``size`` bytes. Takes ownership of ``fd`` (closed on failure too)."""
-        buffer = cls.__new__(cls)
-        buffer.fd, buffer.capacity, buffer.size = fd, size, size
-        buffer.idle_since, buffer.sealed, buffer.lent = 0.0, True, False
-        buffer._map, buffer._view = None, None
-        try:
-            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-            if seals & READ_ONLY_SEALS != READ_ONLY_SEALS:
-                raise ValueError("the memfd is not sealed read-only")
-            if os.fstat(fd).st_size != size:
-                raise ValueError(f"the memfd holds {os.fstat(fd).st_size} bytes, not {size}")
-            if size:
-                buffer._map = mmap.mmap(
-                    fd, size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, prot=mmap.PROT_READ
-                )
-                buffer._view = memoryview(buffer._map)
-        except BaseException:
-            buffer.close()
-            raise
-        return buffer
+        return cls._from_fd(fd, size, lent=False)
 
     @classmethod
     def from_lent_fd(cls, fd: int, size: int) -> Buffer:
@@ -89,18 +71,26 @@ class Buffer:
         writing to it later), read-only. The memfd must be sealed against shrinking, so the
         lender cannot pull the pages from under us (SIGBUS); its contents may still change,
         so copy them out before answering. Takes ownership of ``fd``."""
+        return cls._from_fd(fd, size, lent=True)
+
+    @classmethod
+    def _from_fd(cls, fd: int, size: int, *, lent: bool) -> Buffer:
         buffer = cls.__new__(cls)
         buffer.fd, buffer.capacity, buffer.size = fd, size, size
-        buffer.idle_since, buffer.sealed, buffer.lent = 0.0, False, True
+        buffer.idle_since, buffer.sealed, buffer.lent = 0.0, not lent, lent
         buffer._map, buffer._view = None, None
         try:
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-            if seals & FIXED_SIZE_SEALS != FIXED_SIZE_SEALS:
+            held = os.fstat(fd).st_size
+            if lent and seals & FIXED_SIZE_SEALS != FIXED_SIZE_SEALS:
                 raise ValueError("a lent memfd must be sealed against shrinking and growing")
-            if os.fstat(fd).st_size < size:
-                raise ValueError(f"the memfd holds {os.fstat(fd).st_size} bytes, not {size}")
+            if not lent and seals & READ_ONLY_SEALS != READ_ONLY_SEALS:
+                raise ValueError("the memfd is not sealed read-only")
+            if held < size or (held != size and not lent):
+                raise ValueError(f"the memfd holds {held} bytes, not {size}")
             if size:
-                buffer._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                flags = mmap.MAP_SHARED if lent else mmap.MAP_SHARED | mmap.MAP_POPULATE
+                buffer._map = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
                 buffer._view = memoryview(buffer._map)
         except BaseException:
             buffer.close()

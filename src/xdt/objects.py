@@ -224,21 +224,7 @@ class ObjectStore:
         timeout: float | None = None,
     ) -> Allocation:
         """Reserve room for ``size`` bytes, waiting up to ``timeout`` for the quota."""
-        self._check_open()
-        ttl = self.config.default_ttl if ttl is None else ttl
-        if size < 0:
-            raise ValueError("size must be >= 0")
-        if pulls is not None and pulls < 1:
-            raise ValueError("pulls must be >= 1, or None for unlimited pulls until expiry")
-        if not 0 < ttl <= self.config.max_ttl:
-            raise ValueError(f"ttl must be > 0 and <= {self.config.max_ttl:g} seconds")
-        if size > self.config.quota_bytes:
-            self._counters.quota_timeouts += 1
-            raise QuotaExceeded(
-                f"an object of {format_size(size)} can never fit this store's quota of "
-                f"{format_size(self.config.quota_bytes)}; raise the quota or split the object"
-            )
-        await self._reserve(size, self.config.put_timeout if timeout is None else timeout)
+        ttl = await self._admit(size, pulls, ttl, timeout)
         try:
             buffer = self.pool.acquire(size)
         except BaseException:
@@ -258,25 +244,32 @@ class ObjectStore:
         """Publish a buffer that is already filled — a sealed memfd a local function passed —
         without copying it. Takes ownership of ``buffer`` (closed on failure too)."""
         try:
-            self._check_open()
-            ttl = self.config.default_ttl if ttl is None else ttl
-            if pulls is not None and pulls < 1:
-                raise ValueError("pulls must be >= 1, or None for unlimited pulls until expiry")
-            if not 0 < ttl <= self.config.max_ttl:
-                raise ValueError(f"ttl must be > 0 and <= {self.config.max_ttl:g} seconds")
-            if buffer.size > self.config.quota_bytes:
-                self._counters.quota_timeouts += 1
-                raise QuotaExceeded(
-                    f"an object of {format_size(buffer.size)} can never fit this store's quota "
-                    f"of {format_size(self.config.quota_bytes)}; raise the quota or split it"
-                )
-            await self._reserve(
-                buffer.size, self.config.put_timeout if timeout is None else timeout
-            )
+            ttl = await self._admit(buffer.size, pulls, ttl, timeout)
         except BaseException:
             buffer.close()
             raise
         return self._publish(buffer, tenant, pulls, ttl)
+
+    async def _admit(
+        self, size: int, pulls: int | None, ttl: float | None, timeout: float | None
+    ) -> float:
+        """Check a new object's terms and reserve its room in the quota; its ttl."""
+        self._check_open()
+        ttl = self.config.default_ttl if ttl is None else ttl
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        if pulls is not None and pulls < 1:
+            raise ValueError("pulls must be >= 1, or None for unlimited pulls until expiry")
+        if not 0 < ttl <= self.config.max_ttl:
+            raise ValueError(f"ttl must be > 0 and <= {self.config.max_ttl:g} seconds")
+        if size > self.config.quota_bytes:
+            self._counters.quota_timeouts += 1
+            raise QuotaExceeded(
+                f"an object of {format_size(size)} can never fit this store's quota of "
+                f"{format_size(self.config.quota_bytes)}; raise the quota or split the object"
+            )
+        await self._reserve(size, self.config.put_timeout if timeout is None else timeout)
+        return ttl
 
     async def put(
         self,

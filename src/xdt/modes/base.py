@@ -17,13 +17,37 @@ s3            an S3 bucket (put_object)            the last pull, release, or th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from .._buffers import Buffer
 from ..refs import Reference, TransferMode
 
-__all__ = ["DataPath", "StoreSettings"]
+__all__ = ["DataPath", "StoreSettings", "stored_reference"]
+
+
+def stored_reference(
+    object_id: bytes,
+    data: bytes | bytearray | memoryview,
+    *,
+    source: str,
+    tenant: str,
+    ttl: float,
+    mode: TransferMode,
+) -> Reference:
+    """The reference to ``data``, stored under ``object_id`` by a storage mode."""
+    from ..objects import checksum
+
+    return Reference(
+        object_id=object_id,
+        source=source,
+        size=len(data),
+        checksum=checksum(data),
+        expires_at=time.time() + ttl,
+        tenant=tenant,
+        mode=mode,
+    )
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Any
 
 from .._errors import ObjectNotFound, SourceUnavailable
 from ..refs import KeyRing, Reference, TransferMode
+from .base import stored_reference
 
 __all__ = ["RedisPath"]
 
@@ -50,8 +50,6 @@ class RedisPath:
     async def put(
         self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
     ) -> str:
-        from ..objects import checksum
-
         object_id = os.urandom(16)
         key, budget = _keys(object_id)
         ttl_ms = max(1, math.ceil(ttl * 1000))
@@ -63,14 +61,8 @@ class RedisPath:
                 await pipe.execute()
         except self._errors as exc:
             raise SourceUnavailable(f"Redis at {self.url} refused the put: {exc}") from None
-        ref = Reference(
-            object_id=object_id,
-            source="redis",
-            size=len(data),
-            checksum=checksum(data),
-            expires_at=time.time() + ttl,
-            tenant=tenant,
-            mode=self.mode,
+        ref = stored_reference(
+            object_id, data, source="redis", tenant=tenant, ttl=ttl, mode=self.mode
         )
         return self.keyring.seal(ref)
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import time
 from typing import Any
 
 from .._errors import ObjectNotFound, SourceUnavailable
 from ..refs import KeyRing, Reference, TransferMode
-from .base import StoreSettings
+from .base import StoreSettings, stored_reference
 
 __all__ = ["MULTIPART_THRESHOLD", "S3Path"]
 
@@ -59,8 +58,6 @@ class S3Path:
     async def put(
         self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
     ) -> str:
-        from ..objects import checksum
-
         object_id = os.urandom(16)
         key = self._key(object_id)
         budget = "unlimited" if pulls is None else str(pulls)
@@ -77,14 +74,8 @@ class S3Path:
             raise SourceUnavailable(f"S3 bucket {self.bucket!r} refused the put: {exc}") from None
         loop = asyncio.get_running_loop()
         self._sweeps[key] = loop.call_later(ttl, self._sweep, key)
-        ref = Reference(
-            object_id=object_id,
-            source=self.sender,
-            size=len(data),
-            checksum=checksum(data),
-            expires_at=time.time() + ttl,
-            tenant=tenant,
-            mode=self.mode,
+        ref = stored_reference(
+            object_id, data, source=self.sender, tenant=tenant, ttl=ttl, mode=self.mode
         )
         return self.keyring.seal(ref)
 
