@@ -146,3 +146,44 @@ async def test_garbage_is_refused() -> None:
     finally:
         a.close()
         receiver.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_what_an_untrusted_peer_sends_is_checked_before_anything_is_allocated() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b, max_payload=1 << 20)
+    try:
+        before = _open_fds()
+        # A header claiming 2 GiB inline: refused at once, nothing allocated.
+        a.sendall(HEADER.pack(Kind.CALL, 0, 0, 2 << 30))
+        with pytest.raises(ValueError, match="over the 1048576 allowed"):
+            await asyncio.wait_for(receiver.receive(), 5)
+        # An unknown kind with a memfd attached: refused, and the descriptor is not kept.
+        sparse = Buffer(4096)
+        socket.send_fds(a, [HEADER.pack(99, 1, 0, 4096)], [sparse.fd])
+        with pytest.raises(ValueError, match="unknown message kind"):
+            await asyncio.wait_for(receiver.receive(), 5)
+        # Metadata that is not a JSON object.
+        a.sendall(HEADER.pack(Kind.CALL, 0, 2, 0) + b"[]")
+        with pytest.raises(ValueError, match="JSON object"):
+            await asyncio.wait_for(receiver.receive(), 5)
+        sparse.close()
+        assert _open_fds() <= before
+    finally:
+        a.close()
+        receiver.close()
+
+
+async def test_a_lent_buffer_is_not_reused_when_the_channel_closes_unanswered(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, _ = pair
+    await left.send(Kind.INVOKE, None, os.urandom(BIG))
+    lent = left._lent
+    assert lent is not None
+    left.close()  # e.g. a timeout: the peer may still be reading it
+    assert lent.closed
+    assert left.pool is not None and left.pool.acquire(BIG) is not lent

@@ -88,9 +88,8 @@ class Buffer:
                 raise ValueError("the memfd is not sealed read-only")
             if held < size or (held != size and not lent):
                 raise ValueError(f"the memfd holds {held} bytes, not {size}")
-            if size:
-                flags = mmap.MAP_SHARED if lent else mmap.MAP_SHARED | mmap.MAP_POPULATE
-                buffer._map = mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ)
+            if size:  # no MAP_POPULATE: a peer's sparse memfd must not cost us its pages
+                buffer._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
                 buffer._view = memoryview(buffer._map)
         except BaseException:
             buffer.close()

@@ -61,6 +61,9 @@ class Kind(enum.IntEnum):
     ERROR = 7  # sidecar → SDK: meta {"status", "code", "message"}
 
 
+_KINDS = frozenset(Kind)
+
+
 class ChannelClosed(ConnectionError):
     """The peer closed the connection (between or inside a message)."""
 
@@ -109,11 +112,18 @@ class Channel:
     big bytes payloads are lent from it (see above); the lent buffer returns to the pool when
     the next message arrives (the peer's answer, or its next request) or the channel closes."""
 
-    def __init__(self, sock: socket.socket, pool: BufferPool | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        pool: BufferPool | None = None,
+        *,
+        max_payload: int | None = None,
+    ) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         self.pool = pool
+        self.max_payload = max_payload  # what a peer we do not trust may send us, at most
         self._lent: Buffer | None = None
 
     @classmethod
@@ -129,7 +139,11 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
-        self._return_lent()
+        # Closed before the peer answered: it may still be reading what we lent, so that
+        # buffer is not reused for anything else.
+        lent, self._lent = self._lent, None
+        if lent is not None:
+            lent.close()
 
     async def _lend(self, kind: Kind, meta_bytes: bytes, buffer: Buffer) -> None:
         self._return_lent()
@@ -189,14 +203,24 @@ class Channel:
                 owned.close()
 
     async def receive(self) -> Message:
-        """The next message. Raises :class:`ChannelClosed` and ValueError (garbage)."""
+        """The next message. Raises :class:`ChannelClosed`, and ValueError for garbage (an
+        unknown kind, metadata that is not a JSON object, a payload over ``max_payload``),
+        before anything of the payload is allocated or mapped."""
         fds: list[int] = []
         try:
             head = await self._exactly(HEADER.size, fds)
             kind, flags, meta_length, payload_length = HEADER.unpack(head)
+            if kind not in _KINDS:
+                raise ValueError(f"unknown message kind {kind}")
             if meta_length > MAX_META:
                 raise ValueError(f"message metadata of {meta_length} bytes is too big")
+            if self.max_payload is not None and payload_length > self.max_payload:
+                raise ValueError(
+                    f"a payload of {payload_length} bytes is over the {self.max_payload} allowed"
+                )
             meta = json.loads(await self._exactly(meta_length, fds)) if meta_length else {}
+            if not isinstance(meta, dict):
+                raise ValueError("message metadata must be a JSON object")
             if flags & (_FLAG_FD | _FLAG_LENT):
                 if len(fds) != 1:
                     raise ValueError(f"expected one passed memfd, got {len(fds)}")
@@ -205,12 +229,14 @@ class Channel:
             else:
                 payload = await self._exactly(payload_length, fds)
             if fds:
+                if isinstance(payload, Buffer):
+                    payload.close()
                 raise ValueError("unexpected file descriptors passed")
-            return Message(Kind(kind), meta, payload)
         finally:
             for fd in fds:
                 os.close(fd)
-            self._return_lent()  # the peer has read what we lent: it is answering
+        self._return_lent()  # a whole message came back: the peer is done with what we lent
+        return Message(Kind(kind), meta, payload)
 
     async def _exactly(self, size: int, fds: list[int]) -> bytes:
         buffer = bytearray(size)

@@ -37,6 +37,7 @@ PATTERN_FUNCTIONS = [
 ] + [
     {"name": "other-tenant", "handler": "patterns:try_get", "tenant": "someone-else"},
     {"name": "http-digest", "command": [sys.executable, "http_digest_server.py"]},
+    {"name": "env", "handler": "fns:environment"},
 ]  # fmt: skip
 
 
@@ -144,6 +145,10 @@ def test_sync_handlers_command_functions_and_filled_buffers_behave_the_same(
     assert many == [expected, describe(data[::-1])]
     assert gathered == [expected, describe(data[::-1])]
     assert wide == [expected] * 3
+    # Store credentials stay with the sidecars: a function reaches Redis or S3 only through
+    # references its sidecar resolves.
+    status, _, body = platform.invoke("env")
+    assert status == 200 and "AWS_" not in json.loads(body)["environ"]
     # A command function gets an ordinary body, and its plain-HTTP call goes by the mode too.
     status, _, body = platform.invoke("via-http", json.dumps({"size": size, "seed": 70}).encode())
     assert (status, body.decode()) == (200, f"{expected} {expected}")

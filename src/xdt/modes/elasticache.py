@@ -38,11 +38,12 @@ def _keys(object_id: bytes) -> tuple[str, str]:
 class RedisPath:
     mode = TransferMode.ELASTICACHE
 
-    def __init__(self, url: str, keyring: KeyRing) -> None:
+    def __init__(self, url: str, keyring: KeyRing, sender: str) -> None:
         import redis.asyncio  # only sidecars that use this mode load the client
 
         self.url = url
         self.keyring = keyring
+        self.sender = sender  # sealed into its references: only it may release them early
         self._redis: Any = redis.asyncio.Redis.from_url(url)
         self._pull = self._redis.register_script(_PULL)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -62,7 +63,7 @@ class RedisPath:
         except self._errors as exc:
             raise SourceUnavailable(f"Redis at {self.url} refused the put: {exc}") from None
         ref = stored_reference(
-            object_id, data, source="redis", tenant=tenant, ttl=ttl, mode=self.mode
+            object_id, data, source=self.sender, tenant=tenant, ttl=ttl, mode=self.mode
         )
         return self.keyring.seal(ref)
 
@@ -79,6 +80,8 @@ class RedisPath:
         return bytes(value)
 
     async def release(self, ref: Reference) -> bool:
+        if ref.source != self.sender:
+            return False  # only its sender frees it early; the last pull or expiry does
         try:
             removed: int = await self._redis.delete(*_keys(ref.object_id))
         except self._errors as exc:

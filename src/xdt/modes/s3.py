@@ -98,6 +98,8 @@ class S3Path:
         return data
 
     async def release(self, ref: Reference) -> bool:
+        if ref.source != self.sender:
+            return False  # only its sender frees it early; a receiver's pull or expiry does
         key = self._key(ref.object_id, ref.source)
         sweep = self._sweeps.pop(key, None)
         if sweep is not None:

@@ -232,7 +232,9 @@ class InstanceManager:
 
     async def _start_function(self, instance: Instance) -> None:
         function = instance.function
-        env = {k: v for k, v in os.environ.items() if not k.startswith("XDT_")}
+        # Nothing of the platform's: no xdt settings, and no store credentials (a function
+        # reaches Redis or S3 only through references its sidecar resolves).
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDT_", "AWS_"))}
         env.update(function.env)
         env.update(
             XDT_EGRESS=instance.egress_url,

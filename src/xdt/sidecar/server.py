@@ -92,7 +92,13 @@ class SidecarConfig:
 def _make_upstream(config: SidecarConfig, store: ObjectStore, inbound: BufferPool) -> Upstream:
     kind, _, where = config.upstream.partition(":")
     if kind == "unix":
-        return RuntimeUpstream(where, function=config.function, lend=inbound, keep=store.pool)
+        return RuntimeUpstream(
+            where,
+            function=config.function,
+            lend=inbound,
+            keep=store.pool,
+            max_answer=max(config.inline_limit, config.object_quota),
+        )
     if kind == "http":
         return HttpUpstream(int(where), function=config.function, host=config.host)
     raise ValueError(f"upstream {config.upstream!r} is neither unix:PATH nor http:PORT")
@@ -368,7 +374,9 @@ class Sidecar:
         try:
             while True:
                 sock, _ = await loop.sock_accept(listener)
-                task = asyncio.create_task(self._local_connection(Channel(sock, self.pulls.pool)))
+                limit = max(self.config.inline_limit, self.config.object_quota)
+                channel = Channel(sock, self.pulls.pool, max_payload=limit)
+                task = asyncio.create_task(self._local_connection(channel))
                 self._local_tasks.add(task)
                 task.add_done_callback(self._local_tasks.discard)
         finally:
@@ -383,6 +391,10 @@ class Sidecar:
                 except XdtError as exc:
                     kind, payload = Kind.ERROR, b""
                     meta = {"status": status_for(exc), "code": error_code(exc), "body": str(exc)}
+                except (TypeError, KeyError, AttributeError) as exc:  # a malformed call
+                    message.close()
+                    kind, payload = Kind.ERROR, b""
+                    meta = {"status": 400, "code": "bad_request", "body": f"bad call: {exc}"}
                 await channel.send(kind, meta, payload)
         except (ConnectionError, ValueError):
             pass  # the function closed the connection, or sent garbage

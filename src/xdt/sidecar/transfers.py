@@ -221,7 +221,7 @@ class Transfers:
                 )
             from ..modes.elasticache import RedisPath
 
-            return RedisPath(self.stores.redis_url, self.keyring)
+            return RedisPath(self.stores.redis_url, self.keyring, self.sender)
         if mode is TransferMode.S3:
             from ..modes.s3 import S3Path
 

@@ -55,6 +55,7 @@ class RuntimeUpstream:
         function: str,
         lend: BufferPool | None = None,
         keep: BufferPool | None = None,
+        max_answer: int | None = None,
         max_idle: int = 64,
     ) -> None:
         self.socket_path = socket_path
@@ -62,10 +63,16 @@ class RuntimeUpstream:
         self.max_idle = max_idle
         self.lend = lend or BufferPool(name="xdt-lend")
         self.keep = keep or BufferPool(name="xdt-answer")
+        self.max_answer = max_answer  # the biggest answer taken from the function
         self._idle: list[Channel] = []
 
     async def invoke(self, body: Payload) -> Answer:
-        channel = await self._checkout()
+        try:
+            channel = await self._checkout()
+        except BaseException:
+            if isinstance(body, Buffer):
+                body.close()
+            raise
         try:
             await channel.send(Kind.INVOKE, None, body)
             message = await channel.receive()
@@ -127,7 +134,9 @@ class RuntimeUpstream:
         if self._idle:
             return self._idle.pop()
         try:
-            return await Channel.connect(self.socket_path, self.lend)
+            channel = await Channel.connect(self.socket_path, self.lend)
+            channel.max_payload = self.max_answer
+            return channel
         except OSError as exc:
             raise InstanceFailed(
                 f"function {self.function!r} is not accepting connections: {exc.strerror}",

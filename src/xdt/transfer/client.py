@@ -17,14 +17,13 @@ Every failure is a typed error, and nothing partial is ever returned::
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .._buffers import DEFAULT_POOL_LIMITS, READ_ONLY_SEALS, Buffer, BufferPool, PoolLimits
+from .._buffers import DEFAULT_POOL_LIMITS, Buffer, BufferPool, PoolLimits
 from .._errors import (
     ProtocolError,
     ReferenceRejected,
@@ -388,26 +387,13 @@ class PullClient:
         return Pulled(ref, buffer, self.pool, "local" if conn.local else "tcp")
 
     def _adopt_fd(self, conn: _Connection, ref: Reference) -> Pulled:
-        """The object's memfd came with the OBJECT frame. Sealed read-only, it is ours to keep;
-        lent (sealed only against resizing), it is copied into a warm buffer of our pool
-        before the DONE lets the source reuse it."""
         fds, conn.fds = conn.fds or [], []
         if len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             raise ProtocolError(f"source {ref.source} passed {len(fds)} descriptors, not 1")
         try:
-            sealed = fcntl.fcntl(fds[0], fcntl.F_GET_SEALS) & READ_ONLY_SEALS == READ_ONLY_SEALS
-            if sealed:
-                buffer = Buffer.from_sealed_fd(fds[0], ref.size)
-                pool: BufferPool | None = None
-            else:
-                lent = Buffer.from_lent_fd(fds[0], ref.size)
-                try:
-                    buffer, pool = self.pool.acquire(ref.size), self.pool
-                    buffer.fill(lent.view())
-                finally:
-                    lent.close()
+            buffer = Buffer.from_sealed_fd(fds[0], ref.size)
         except (OSError, ValueError) as exc:
             raise TransferCorrupted(
                 f"object {ref.object_hex} from {ref.source} came as an unusable memfd: {exc}"
@@ -416,7 +402,7 @@ class PullClient:
             buffer.close()
             raise TransferCorrupted(f"object {ref.object_hex} memfd has a wrong checksum")
         self.stats.pulls_local += 1
-        return Pulled(ref, buffer, pool, "local")
+        return Pulled(ref, buffer, None, "local")
 
     @staticmethod
     def _gone(ref: Reference, exc: OSError | None, got: int | None = None) -> SourceUnavailable:

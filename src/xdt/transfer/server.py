@@ -218,15 +218,18 @@ class ObjectServer:
         buffer = pull.object.buffer
         size = pull.object.size
         if want_fd and size >= self.config.fd_threshold:
-            # Lent, not sealed: the receiver maps our memfd and copies out of it before its
-            # DONE; the buffer then goes back to our pool warm. Sealing gave the memfd away
-            # for good, so every object cost a fresh one (~55 ms per 64 MiB here, against ~7
-            # ms for the copy). Sealed against resizing, so the mapping is safe.
-            if not buffer.sealed:  # a sealed one (adopted from a local function) is given
-                buffer.fix_size()
-            header = encode_object(ObjectHeader(size=size, fd_attached=True))
-            await _io.send_fds(loop, sock, header, [buffer.fd])
-            return True
+            # Sealed read-only first, so that the receiver (whoever can reach this socket)
+            # can never write into it. Lending the writable memfd instead was faster (no
+            # fresh pages per object) but let any local process that connects here write into
+            # live objects and into the pool's later ones: refused in review.
+            try:
+                buffer.seal()
+            except OSError:
+                pass  # a writable view is still out: stream this one instead
+            else:
+                header = encode_object(ObjectHeader(size=size, fd_attached=True))
+                await _io.send_fds(loop, sock, header, [buffer.fd])
+                return True
         header = encode_object(ObjectHeader(size=size))
         if size <= SMALL_OBJECT:  # one send, header and bytes together
             await _io.sendall(loop, sock, header + buffer.view().tobytes())
