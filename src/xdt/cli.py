@@ -355,12 +355,15 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
                     ),
                     None,
                 )
-                row.append(
-                    f"{format_duration(case.median_s)} ({case.gb_per_s:.2f}; "
-                    f"{format_size(case.peak_rss_bytes)})"
-                    if case
-                    else "over limit"
-                )
+                if case is not None:
+                    row.append(
+                        f"{format_duration(case.median_s)} ({case.gb_per_s:.2f}; "
+                        f"{format_size(case.peak_rss_bytes)})"
+                    )
+                else:
+                    row.append(
+                        "over limit" if mode == "inline" and size > INLINE_LIMIT else "failed"
+                    )
             table.add_row(*row)
         console.print(table)
     for failure in failures:
