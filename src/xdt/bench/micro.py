@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._units import format_size
 from ..platform.launcher import LaunchedPlatform
 
 __all__ = [
@@ -332,8 +333,11 @@ def plot(cases: Sequence[MicroCase], path: Path) -> None:
                 axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mode)
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
+        sizes = sorted({c.size_bytes for c in cases})
+        axis.set_xticks(sizes, [format_size(size).replace(" ", "") for size in sizes])
+        axis.tick_params(axis="x", labelrotation=45)
         axis.set_title(pattern)
-        axis.set_xlabel("payload (bytes)")
+        axis.set_xlabel("payload")
         axis.grid(True, which="both", alpha=0.3)
     axes_list[0].set_ylabel("median end-to-end time (s)")
     axes_list[0].legend()
