@@ -44,7 +44,9 @@ class RedisPath:
         self.url = url
         self.keyring = keyring
         self.sender = sender  # sealed into its references: only it may release them early
-        self._redis: Any = redis.asyncio.Redis.from_url(url)
+        # No socket timeout (redis-py's default is 5 s, which a few hundred MiB outlast):
+        # the invocation's own timeout bounds every call.
+        self._redis: Any = redis.asyncio.Redis.from_url(url, socket_timeout=None)
         self._pull = self._redis.register_script(_PULL)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
