@@ -175,32 +175,32 @@ class Channel:
         given sealed, without one); a Buffer is taken over — a sealed one is given (and closed
         here), one of ours is lent as is (and returns to the pool after the answer)."""
         meta_bytes = json.dumps(meta).encode() if meta else b""
-        owned: Buffer | None = None
-        if isinstance(payload, Buffer) and not payload.sealed and not payload.lent:
-            # One of our own warm buffers: lend it as it is, no copy.
-            await self._lend(kind, meta_bytes, payload)
-            return
         if isinstance(payload, Buffer):
-            owned = payload
-        elif len(payload) >= FD_THRESHOLD and self.pool is not None:
+            if payload.sealed:
+                await self._give(kind, meta_bytes, payload)
+                return
+            if not payload.lent:  # one of our own warm buffers: lent as it is, no copy
+                await self._lend(kind, meta_bytes, payload)
+                return
+            payload = as_bytes(payload)  # another process's memory is never passed on
+        if len(payload) >= FD_THRESHOLD:
+            if self.pool is None:
+                await self._give(kind, meta_bytes, sealed_buffer(payload))
+                return
             lent = self.pool.acquire(len(payload))
             lent.fill(payload)
             await self._lend(kind, meta_bytes, lent)
             return
-        elif len(payload) >= FD_THRESHOLD:
-            payload = owned = sealed_buffer(payload)
+        head = HEADER.pack(kind, 0, len(meta_bytes), len(payload)) + meta_bytes
+        await sendall(self.loop, self.sock, head + bytes(payload))
+
+    async def _give(self, kind: Kind, meta_bytes: bytes, buffer: Buffer) -> None:
+        """Pass a sealed memfd for the peer to keep; ours is closed once sent."""
         try:
-            if isinstance(payload, Buffer):
-                if not payload.sealed:
-                    payload.seal()
-                head = HEADER.pack(kind, _FLAG_FD, len(meta_bytes), payload.size) + meta_bytes
-                await send_fds(self.loop, self.sock, head, [payload.fd])
-            else:
-                head = HEADER.pack(kind, 0, len(meta_bytes), len(payload)) + meta_bytes
-                await sendall(self.loop, self.sock, head + bytes(payload))
+            head = HEADER.pack(kind, _FLAG_FD, len(meta_bytes), buffer.size) + meta_bytes
+            await send_fds(self.loop, self.sock, head, [buffer.fd])
         finally:
-            if owned is not None:
-                owned.close()
+            buffer.close()
 
     async def receive(self) -> Message:
         """The next message. Raises :class:`ChannelClosed`, and ValueError for garbage (an

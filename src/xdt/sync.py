@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from ._errors import InstanceFailed
 from ._http import TRANSFER_HEADER, error_from_answer
-from .sdk import SMALL_PAYLOAD, egress_url
+from .sdk import SMALL_PAYLOAD, egress_url, put_path
 
 __all__ = ["broadcast", "gather", "get", "invoke", "put", "release", "scatter"]
 
@@ -37,10 +37,7 @@ def scatter(function: str, items: Sequence[bytes | bytearray | memoryview]) -> l
 def put(
     data: bytes | bytearray | memoryview, *, pulls: int | None = 1, ttl: float | None = None
 ) -> str:
-    query = {"pulls": "unlimited" if pulls is None else str(pulls)}
-    if ttl is not None:
-        query["ttl"] = repr(float(ttl))
-    return _post(f"/objects?{urllib.parse.urlencode(query)}", bytes(data)).decode()
+    return _post(put_path(pulls, ttl), bytes(data)).decode()
 
 
 def get(reference: str) -> bytes:

@@ -48,9 +48,7 @@ class RunningPlatform:
             return answer.code, dict(answer.headers.items()), answer.read()
 
     def status(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.url}/status", timeout=10) as answer:
-            status: dict[str, Any] = json.loads(answer.read())
-            return status
+        return self._launched.status()
 
     def function(self, name: str) -> dict[str, Any]:
         function: dict[str, Any] = self.status()["functions"][name]

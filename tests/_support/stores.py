@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,10 @@ from typing import Any
 import boto3
 import redis
 
+from xdt.platform._process import free_port
+
 BUCKET = "xdt-test"
 _CREDENTIALS = {"AWS_ACCESS_KEY_ID": "xdt-test", "AWS_SECRET_ACCESS_KEY": "xdt-test"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _wait(check: Any, what: str) -> None:
@@ -48,13 +42,13 @@ class Stores:
         os.environ.update({k: _CREDENTIALS[k] for k in self._added_env})
         redis_server = shutil.which("redis-server")
         assert redis_server, "redis-server is not installed (make test installs it)"
-        self.redis_port = _free_port()
+        self.redis_port = free_port()
         self.redis_process = subprocess.Popen(
             [redis_server, "--port", str(self.redis_port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        self.s3_port = _free_port()
+        self.s3_port = free_port()
         self.recording = folder / "moto_recording"
         self.moto_process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.s3_port)],

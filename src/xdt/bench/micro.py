@@ -24,7 +24,6 @@ import os
 import statistics
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -155,7 +154,7 @@ def run_micro_bench(
             (root / "xdt.yaml").write_text(_spec(mode))
             platform = LaunchedPlatform(root / "xdt.yaml", root / f"up-{mode}.log")
             try:
-                _wait_ready(platform.url)
+                platform.wait_ready()
                 for pattern in patterns:
                     for size in sizes:
                         if mode == "inline" and size > INLINE_LIMIT:
@@ -187,21 +186,6 @@ def _call(url: str, body: bytes, timeout: float = 600) -> bytes:
         with contextlib.suppress(ValueError, KeyError, TypeError):
             detail = json.loads(detail)["message"]
         raise CaseFailed(f"{body.decode()}: HTTP {error.code}: {detail}") from None
-
-
-def _wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/status", timeout=10) as answer:
-                functions = json.loads(answer.read())["functions"]
-            if all(f["ready"] >= 1 for f in functions.values()):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("the platform's functions did not become ready in 120 s")
-        time.sleep(0.1)
 
 
 def _measure(

@@ -3,13 +3,16 @@ process of its own (so that their own event loop does not share its CPU time).""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 __all__ = ["LaunchedPlatform"]
 
@@ -43,6 +46,20 @@ class LaunchedPlatform:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"xdt up did not start in {timeout:g} s:\n{self.log_path.read_text()}")
+
+    def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The platform's ``/status``."""
+        with urllib.request.urlopen(f"{self.url}/status", timeout=timeout) as answer:
+            status: dict[str, Any] = json.loads(answer.read())
+            return status
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Until every function has at least one ready instance."""
+        deadline = time.monotonic() + timeout
+        while not all(f["ready"] >= 1 for f in self.status()["functions"].values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the functions did not become ready in {timeout:g} s")
+            time.sleep(0.1)
 
     def stop(self, timeout: float = 30.0) -> str:
         """Stop the platform (as Ctrl-C does); what it printed."""

@@ -187,11 +187,9 @@ async def _call_http(
         headers = {TRANSFER_HEADER: "ref"} if meta.get("forwarded") else None
         return await _post(f"/invoke/{meta['function']}", body, function=function, headers=headers)
     if op == "put":
-        pulls = meta.get("pulls")
-        query = {"pulls": "unlimited" if pulls is None else str(pulls)}
-        if meta.get("ttl") is not None:
-            query["ttl"] = repr(meta["ttl"])
-        return await _post(f"/objects?{urllib.parse.urlencode(query)}", body)
+        pulls, ttl = meta.get("pulls"), meta.get("ttl")
+        assert (pulls is None or isinstance(pulls, int)) and (ttl is None or isinstance(ttl, float))
+        return await _post(put_path(pulls, ttl), body)
     return await _post(f"/objects/{op}", body)
 
 
@@ -211,6 +209,14 @@ async def _post(
         raise InstanceFailed(
             f"this instance's sidecar is unreachable at {url}: {exc}", function=function
         ) from None
+
+
+def put_path(pulls: int | None, ttl: float | None) -> str:
+    """The egress path of a put over HTTP (``xdt.sdk`` without its socket, ``xdt.sync``)."""
+    query = {"pulls": "unlimited" if pulls is None else str(pulls)}
+    if ttl is not None:
+        query["ttl"] = repr(float(ttl))
+    return f"/objects?{urllib.parse.urlencode(query)}"
 
 
 def _close(data: Data) -> None:

@@ -417,13 +417,12 @@ class Sidecar:
             error = {"status": status, "code": headers.get(ERROR_HEADER), "body": body}
             return Kind.ERROR, error, b""
         if op == "put":
-            pulls = meta.get("pulls", 1)
-            ttl = meta.get("ttl")
-            if (pulls is not None and (not isinstance(pulls, int) or pulls < 1)) or (
-                ttl is not None and not (isinstance(ttl, int | float) and 0 < ttl < 86400)
-            ):
+            pulls, ttl = meta.get("pulls", 1), meta.get("ttl")
+            try:
+                self._check_put_terms(pulls, ttl)
+            except BadRequest:
                 message.close()
-                raise BadRequest("pulls must be a whole number ≥ 1 or None, ttl 0 to 86400 s")
+                raise
             token = await self.transfers.put(message.payload, pulls=pulls, ttl=ttl)
             return Kind.RESULT, None, token.encode()
         token = message.data().decode("ascii", errors="replace").strip()
@@ -435,23 +434,35 @@ class Sidecar:
     async def _put(self, request: web.Request) -> web.Response:
         try:
             pulls_text = request.query.get("pulls", "1")
-            pulls = None if pulls_text in ("", "none", "unlimited") else int(pulls_text)
+            pulls = None if pulls_text in ("", "none", "unlimited") else _whole(pulls_text)
             ttl = float(request.query["ttl"]) if "ttl" in request.query else None
-            if (pulls is not None and pulls < 1) or (ttl is not None and not 0 < ttl < 86400):
-                raise ValueError
         except ValueError:
-            return error_response(
-                BadRequest(
-                    "pulls must be a whole number ≥ 1 or 'unlimited', ttl a number of seconds "
-                    "between 0 and 86400"
-                )
-            )
+            return error_response(BadRequest(self._put_terms_message()))
         try:
+            self._check_put_terms(pulls, ttl)
             body = await read_body(request, self.config.object_quota, limit_name="the object quota")
             token = await self.transfers.put(body, pulls=pulls, ttl=ttl)
         except XdtError as exc:
             return error_response(exc)
         return web.Response(status=201, text=token)
+
+    def _check_put_terms(self, pulls: object, ttl: object) -> None:
+        """Raises BadRequest unless ``pulls`` is None or a whole number ≥ 1 and ``ttl`` None
+        or seconds within the store's limit (both faces of the egress take these)."""
+        good_pulls = pulls is None or (type(pulls) is int and pulls >= 1)
+        good_ttl = ttl is None or (
+            isinstance(ttl, int | float)
+            and not isinstance(ttl, bool)
+            and 0 < ttl <= self.store.config.max_ttl
+        )
+        if not (good_pulls and good_ttl):
+            raise BadRequest(self._put_terms_message())
+
+    def _put_terms_message(self) -> str:
+        return (
+            "pulls must be a whole number ≥ 1 or unlimited, ttl a number of seconds above 0 and "
+            f"at most {self.store.config.max_ttl:g}"
+        )
 
     async def _get(self, request: web.Request) -> web.Response:
         try:
@@ -465,6 +476,12 @@ class Sidecar:
         except XdtError as exc:
             return error_response(exc)
         return web.json_response({"released": released})
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"not a whole number: {text!r}")
+    return int(text)
 
 
 async def _token(request: web.Request) -> str:
