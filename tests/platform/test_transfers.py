@@ -155,7 +155,7 @@ def test_sync_handlers_command_functions_and_filled_buffers_behave_the_same(
 
 
 def test_references_cannot_be_forged_reused_outlived_or_carried_across_tenants(
-    platform: RunningPlatform,
+    platform: RunningPlatform, stores: Stores
 ) -> None:
     mode: str = platform.mode  # type: ignore[attr-defined]
     if mode == "inline":
@@ -183,6 +183,15 @@ def test_references_cannot_be_forged_reused_outlived_or_carried_across_tenants(
     short = platform.invoke("put-only", json.dumps({**order, "ttl": 0.5}).encode())[2].decode()
     time.sleep(1.0)
     assert attempt("try-get", short)["error"] == "ReferenceExpired"
+    # An unclaimed object does not outlive its reference: Redis expires its key (PX), the
+    # sender's sweeper deletes it from S3, the sidecar frees it from memory.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leftovers = (stores.redis_keys(), stores.s3_objects(), _objects_held(platform))
+        if leftovers == (0, [], 0):
+            break
+        time.sleep(0.2)
+    assert leftovers == (0, [], 0)
     assert attempt("try-get", "not a reference")["error"] == "ReferenceMalformed"
     assert call(platform, "put-get", {"size": 1000, "seed": 1})[0] == describe(make(1000, 1))
 
