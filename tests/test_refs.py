@@ -530,3 +530,17 @@ def test_rotating_twice_keeps_every_key_in_order() -> None:
     ref = make_ref()
     for ring in (first, second, third):
         assert third.open(ring.seal(ref), now=NOW) == ref
+
+
+def test_a_vouch_is_bound_to_the_key_ring_and_the_token() -> None:
+    ring = KeyRing.generate()
+    token = ring.seal(make_ref())
+    other_token = ring.seal(make_ref())
+    assert ring.vouched(token, ring.vouch(token))
+    assert not ring.vouched(other_token, ring.vouch(token))
+    assert not ring.vouched(token, ring.vouch(token)[:-1] + b"\x00")
+    stranger = KeyRing.generate()
+    assert not stranger.vouched(token, ring.vouch(token))  # cannot even open its key id
+    assert not ring.vouched("not a token", b"\x00" * 16)
+    rotated = ring.rotated()  # older references are still vouched for after a rotation
+    assert rotated.vouched(token, ring.vouch(token))

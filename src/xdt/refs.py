@@ -23,6 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
+import hmac
 import os
 import re
 import struct
@@ -58,6 +60,8 @@ KEYRING_ENV = "XDT_KEYRING"
 _HEADER = struct.Struct("!B4s12s")  # version, key id, nonce
 _BODY = struct.Struct("!B16sQQQ")  # mode, object id, size, checksum, expires_at (unix ms)
 _TAG_LEN = 16
+VOUCH_LEN = 16
+_VOUCH_LABEL = b"xdt sidecar vouch v1"
 _KEY_LEN = 32
 _MAX_TEXT_FIELD = 255  # tenant and source are length-prefixed with one byte
 _MIN_SEALED = _HEADER.size + _BODY.size + 2 + _TAG_LEN
@@ -117,12 +121,13 @@ class KeyRing:
     Only sidecars and the platform hold a key ring; function code never does.
     """
 
-    __slots__ = ("_aeads", "_keys", "_primary")
+    __slots__ = ("_aeads", "_keys", "_primary", "_vouch_keys")
 
     def __init__(self, keys: Iterable[tuple[bytes, bytes]]) -> None:
         """``keys`` are ``(key id, key)`` pairs, the primary first."""
         self._keys: dict[bytes, bytes] = {}
         self._aeads: dict[bytes, ChaCha20Poly1305] = {}
+        self._vouch_keys: dict[bytes, bytes] = {}
         primary: bytes | None = None
         for key_id, key in keys:
             if len(key_id) != 4 or len(key) != _KEY_LEN:
@@ -131,6 +136,8 @@ class KeyRing:
                 raise KeyRingError(f"key id {key_id.hex()} appears twice in the key ring")
             self._keys[key_id] = bytes(key)
             self._aeads[key_id] = ChaCha20Poly1305(key)
+            # A key of its own for vouching, derived so that no MAC ever uses the AEAD key.
+            self._vouch_keys[key_id] = hmac.digest(key, _VOUCH_LABEL, hashlib.sha256)
             primary = key_id if primary is None else primary
         if primary is None:
             raise KeyRingError("the key ring holds no key; make one with `xdt keygen`")
@@ -272,6 +279,27 @@ class KeyRing:
                 "make the object with a longer ttl or pull it sooner"
             )
         return ref
+
+    # -- vouching ----------------------------------------------------------------------------
+
+    def vouch(self, token: str) -> bytes:
+        """Proof that whoever asks with ``token`` holds this key ring — a sidecar, never
+        function code, which may hold the token itself. Sources hand memory (a memfd) only to
+        pulls that carry it. Raises like :meth:`open` for a token it could not open."""
+        sealed = _decode_token(token)
+        _, key_id, _ = _HEADER.unpack_from(sealed)
+        key = self._vouch_keys.get(key_id)
+        if key is None:
+            raise ReferenceTampered(f"reference is sealed under unknown key {key_id.hex()}")
+        return hmac.digest(key, sealed, hashlib.sha256)[:VOUCH_LEN]
+
+    def vouched(self, token: str, proof: bytes) -> bool:
+        """Whether ``proof`` is :meth:`vouch` of ``token`` under this key ring."""
+        try:
+            expected = self.vouch(token)
+        except (ReferenceMalformed, ReferenceTampered):
+            return False
+        return hmac.compare_digest(expected, proof)
 
 
 def _decode_token(token: str) -> bytes:

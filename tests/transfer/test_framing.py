@@ -136,8 +136,30 @@ def test_pull_round_trip(request_: PullRequest) -> None:
 
 def test_pull_flag_is_one_bit() -> None:
     payload = encode_pull(PullRequest(token="t", tenant="x"))[HEADER.size :]
-    assert decode_pull(b"\xfe" + payload[1:]).want_fd is False
+    assert decode_pull(b"\xfc" + payload[1:]).want_fd is False
     assert decode_pull(b"\x01" + payload[1:]).want_fd is True
+
+
+def test_pull_carries_a_vouch_between_tenant_and_token() -> None:
+    request = PullRequest(token="tok", tenant="acme", want_fd=True, vouch=bytes(range(16)))
+    assert decode_pull(encode_pull(request)[HEADER.size :]) == request
+
+
+def test_pull_with_a_cut_vouch_is_truncated() -> None:
+    payload = encode_pull(PullRequest(token="", tenant="x", vouch=b"v" * 16))[HEADER.size :]
+    with pytest.raises(ProtocolError, match="truncated"):
+        decode_pull(payload[:-1])
+
+
+def test_pull_rejects_a_vouch_of_the_wrong_length() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        encode_pull(PullRequest(token="t", tenant="x", vouch=b"short"))
+
+
+def test_object_lent_flag_needs_the_fd_flag() -> None:
+    lent = encode_object(ObjectHeader(size=5, fd_attached=True, fd_lent=True))[HEADER.size :]
+    assert decode_object(lent) == ObjectHeader(size=5, fd_attached=True, fd_lent=True)
+    assert decode_object(lent[:-1] + b"\x02").fd_lent is False  # lent without an fd: nothing
 
 
 def test_pull_rejects_long_tenant() -> None:
@@ -291,7 +313,13 @@ def test_decode_pull_garbage_raises_only_protocol_error(payload: bytes) -> None:
     try:
         request = decode_pull(payload)
     except ProtocolError:
-        assert len(payload) < 2 or len(payload) < 2 + payload[1] or not payload[2:].isascii()
+        vouch = 16 if len(payload) >= 1 and payload[0] & 0x02 else 0
+        assert (
+            len(payload) < 2
+            or len(payload) < 2 + payload[1] + vouch
+            or not payload[2 + payload[1] + vouch :].isascii()
+            or not payload[2:].isascii()
+        )
     else:
         assert isinstance(request.token, str)
         assert request.token.isascii()

@@ -463,3 +463,85 @@ async def test_source_offering_the_wrong_size_is_refused(keyring: KeyRing) -> No
         await asyncio.wait_for(serving, 5)
     finally:
         listener.close()
+
+
+# -- same-host memory goes only to sidecars ----------------------------------------------------
+
+
+async def pull_locally(server: ObjectServer, request: PullRequest) -> tuple[ObjectHeader, int]:
+    """One raw PULL on the server's abstract Unix socket: the OBJECT header and how many
+    descriptors came with it (closed here), after reading any streamed bytes and saying DONE."""
+    from xdt.transfer._framing import decode_object, encode_done
+    from xdt.transfer.server import local_name
+
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    fds: list[int] = []
+    try:
+        await loop.sock_connect(sock, local_name(server.address))
+        await loop.sock_sendall(sock, encode_pull(request))
+        reader = FrameReader(1 << 20)
+        frame = await read_frame(loop, sock, reader, fds)
+        assert frame is not None and frame[0] is FrameType.OBJECT, frame
+        header = decode_object(frame[1])
+        if not header.fd_attached:
+            got = reader.buffered
+            while got < header.size:
+                got += len(await loop.sock_recv(sock, 1 << 20))
+        await loop.sock_sendall(sock, encode_done())
+        return header, len(fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+        sock.close()
+
+
+@pytest.mark.parametrize("vouch", ["none", "forged", "other key ring"])
+async def test_local_pull_without_a_sidecars_vouch_gets_no_memory(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing, vouch: str
+) -> None:
+    """A function holds references but not the key ring: on the abstract socket, which any
+    local process can reach, it gets the bytes streamed, never a descriptor of our buffers."""
+    token = server.seal(await store.put(os.urandom(1 << 20)))
+    proof = b"" if vouch == "none" else os.urandom(16)
+    if vouch == "other key ring":  # a well-made vouch, by a ring that is not the platform's
+        other = KeyRing.generate()
+        proof = other.vouch(other.seal(keyring.open(token)))
+    request = PullRequest(token=token, tenant="default", want_fd=True, vouch=proof)
+    header, descriptors = await pull_locally(server, request)
+    assert (header.fd_attached, descriptors) == (False, 0)
+    assert header.size == 1 << 20
+    await eventually(lambda: store.stats.pulls == 1)
+
+
+async def test_vouched_local_pull_borrows_the_buffer_and_keeps_a_copy(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    """A sidecar's pull is lent the source's warm buffer and copies it: the buffer goes back to
+    the pool for the next object (no fresh pages), and what was pulled does not change."""
+    first, second = b"\x01" * (4 << 20), b"\x02" * (4 << 20)
+    async with PullClient(keyring, LOCAL) as client:
+        with await client.pull(server.seal(await store.put(first))) as pulled:
+            await eventually(lambda: store.stats.objects == 0)
+            reused = store.pool.reused
+            token = server.seal(await store.put(second))  # into the buffer just lent
+            assert store.pool.reused == reused + 1
+            assert pulled.view() == first
+        with await client.pull(token) as again:
+            assert again.view() == second
+    assert client.stats.bytes_received == 0  # neither crossed the socket
+    await eventually(lambda: server.stats.pulls_local == 2)
+
+
+async def test_vouched_pull_of_a_sealed_object_is_given(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    """An object that is a local function's sealed memfd may be kept by anyone: it is given."""
+    from xdt._local import sealed_buffer
+
+    data = os.urandom(1 << 20)
+    token = server.seal(await store.adopt(sealed_buffer(data)))
+    request = PullRequest(token=token, tenant="default", want_fd=True, vouch=keyring.vouch(token))
+    header, descriptors = await pull_locally(server, request)
+    assert (header.fd_attached, header.fd_lent, descriptors) == (True, False, 1)

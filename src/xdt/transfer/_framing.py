@@ -4,11 +4,16 @@ Every frame starts with an 8-byte header: ``b"XD"``, protocol version, frame typ
 length (u32, big-endian). A pull on one persistent connection::
 
     receiver                                   source
-      PULL(flags, tenant, sealed reference) ──►
+      PULL(flags, tenant, [vouch], sealed reference) ──►
                                            ◄── OBJECT(size, flags) + `size` raw bytes   (TCP)
                                            ◄── OBJECT(size, flags) + memfd in SCM_RIGHTS (local)
                                            ◄── ERROR(code, message)        (and nothing else)
       DONE ──►                              (bytes checked: the pull counts)
+
+On the same host the memfd is either *given* (sealed read-only: the receiver may keep it) or
+*lent* (the source's own warm buffer: the receiver copies out before DONE, after which the
+source reuses it). Only a pull that carries a *vouch* — proof that the receiver holds the key
+ring, i.e. is a sidecar (:meth:`xdt.refs.KeyRing.vouch`) — is ever lent memory.
 
 Control payloads are small (at most :data:`MAX_CONTROL_PAYLOAD` bytes), so a peer can never make
 the other buffer more than that; anything else is a :class:`~xdt.ProtocolError`.
@@ -21,6 +26,7 @@ import struct
 from dataclasses import dataclass
 
 from .._errors import ProtocolError
+from ..refs import VOUCH_LEN
 
 __all__ = [
     "HEADER",
@@ -50,7 +56,9 @@ _OBJECT = struct.Struct("!QB")
 _ERROR = struct.Struct("!H")
 
 FLAG_WANT_FD = 0x01  # PULL: the receiver is on this host and can take a memfd
-FLAG_FD_ATTACHED = 0x01  # OBJECT: the bytes come as a sealed memfd, not on the stream
+FLAG_VOUCHED = 0x02  # PULL: a vouch (VOUCH_LEN bytes) follows the tenant
+FLAG_FD_ATTACHED = 0x01  # OBJECT: the bytes come as a memfd, not on the stream
+FLAG_FD_LENT = 0x02  # OBJECT: ... and that memfd is lent: copy out, then DONE
 
 
 class FrameType(enum.IntEnum):
@@ -65,12 +73,14 @@ class PullRequest:
     token: str
     tenant: str
     want_fd: bool = False
+    vouch: bytes = b""  # empty, or VOUCH_LEN bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectHeader:
     size: int
     fd_attached: bool = False
+    fd_lent: bool = False  # with fd_attached: the source's buffer, valid until DONE
 
 
 def _frame(frame_type: FrameType, payload: bytes = b"") -> bytes:
@@ -102,7 +112,10 @@ def encode_pull(request: PullRequest) -> bytes:
     token = request.token.encode("ascii")
     if len(tenant) > 255:
         raise ValueError("tenant is longer than 255 bytes")
-    payload = bytes((FLAG_WANT_FD if request.want_fd else 0, len(tenant))) + tenant + token
+    if request.vouch and len(request.vouch) != VOUCH_LEN:
+        raise ValueError(f"a vouch is {VOUCH_LEN} bytes")
+    flags = (FLAG_WANT_FD if request.want_fd else 0) | (FLAG_VOUCHED if request.vouch else 0)
+    payload = bytes((flags, len(tenant))) + tenant + request.vouch + token
     if len(payload) > MAX_CONTROL_PAYLOAD:
         raise ValueError("reference too long for a PULL frame")
     return _frame(FrameType.PULL, payload)
@@ -112,17 +125,27 @@ def decode_pull(payload: bytes | bytearray | memoryview) -> PullRequest:
     data = bytes(payload)
     if len(data) < 2 or len(data) < 2 + data[1]:
         raise ProtocolError("PULL frame is truncated")
-    tenant_end = 2 + data[1]
+    flags, tenant_end = data[0], 2 + data[1]
+    token_start = tenant_end + (VOUCH_LEN if flags & FLAG_VOUCHED else 0)
+    if len(data) < token_start:
+        raise ProtocolError("PULL frame is truncated")
     try:
         tenant = data[2:tenant_end].decode()
-        token = data[tenant_end:].decode("ascii")
+        token = data[token_start:].decode("ascii")
     except UnicodeDecodeError:
         raise ProtocolError("PULL frame holds text that is not valid") from None
-    return PullRequest(token=token, tenant=tenant, want_fd=bool(data[0] & FLAG_WANT_FD))
+    return PullRequest(
+        token=token,
+        tenant=tenant,
+        want_fd=bool(flags & FLAG_WANT_FD),
+        vouch=data[tenant_end:token_start],
+    )
 
 
 def encode_object(header: ObjectHeader) -> bytes:
-    flags = FLAG_FD_ATTACHED if header.fd_attached else 0
+    flags = (FLAG_FD_ATTACHED if header.fd_attached else 0) | (
+        FLAG_FD_LENT if header.fd_lent else 0
+    )
     return _frame(FrameType.OBJECT, _OBJECT.pack(header.size, flags))
 
 
@@ -130,7 +153,11 @@ def decode_object(payload: bytes | bytearray | memoryview) -> ObjectHeader:
     if len(payload) != _OBJECT.size:
         raise ProtocolError(f"OBJECT frame has {len(payload)} bytes, expected {_OBJECT.size}")
     size, flags = _OBJECT.unpack_from(payload)
-    return ObjectHeader(size=size, fd_attached=bool(flags & FLAG_FD_ATTACHED))
+    return ObjectHeader(
+        size=size,
+        fd_attached=bool(flags & FLAG_FD_ATTACHED),
+        fd_lent=bool(flags & FLAG_FD_ATTACHED and flags & FLAG_FD_LENT),
+    )
 
 
 def encode_done() -> bytes:

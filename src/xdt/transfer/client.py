@@ -3,8 +3,9 @@
 One :class:`PullClient` per sidecar keeps persistent connections per source (bounded), and
 receives straight into a warm memfd-backed buffer from its own pool, checking length and
 checksum before anything is handed over. When the source is on this host (its abstract Unix
-socket answers, from a process of our own user) the object arrives as a sealed memfd instead:
-no byte crosses a socket.
+socket answers, from a process of our own user) no byte crosses a socket: the pull carries the
+key ring's vouch, and the source lends its buffer (copied once into ours, warm) or gives a
+sealed memfd (kept as it is).
 
 Every failure is a typed error, and nothing partial is ever returned::
 
@@ -308,7 +309,10 @@ class PullClient:
     async def _pull_on(self, conn: _Connection, token: str, tenant: str, ref: Reference) -> Pulled:
         loop = asyncio.get_running_loop()
         reused, conn.used = conn.used, True
-        request = encode_pull(PullRequest(token=token, tenant=tenant, want_fd=conn.local))
+        vouch = self.keyring.vouch(token) if conn.local else b""
+        request = encode_pull(
+            PullRequest(token=token, tenant=tenant, want_fd=conn.local, vouch=vouch)
+        )
         try:
             async with asyncio.timeout(self.config.io_timeout) as deadline:
                 try:
@@ -334,7 +338,9 @@ class PullClient:
                         f"source {ref.source} offers {header.size} bytes for an object the "
                         f"reference says is {ref.size} bytes"
                     )
-                if header.fd_attached:
+                if header.fd_lent:
+                    pulled = self._copy_lent(conn, ref)
+                elif header.fd_attached:
                     pulled = self._adopt_fd(conn, ref)
                 else:
                     pulled = await self._receive(loop, conn, ref, deadline)
@@ -386,14 +392,37 @@ class PullClient:
             self.stats.pulls_tcp += 1
         return Pulled(ref, buffer, self.pool, "local" if conn.local else "tcp")
 
-    def _adopt_fd(self, conn: _Connection, ref: Reference) -> Pulled:
+    @staticmethod
+    def _passed_fd(conn: _Connection, ref: Reference) -> int:
         fds, conn.fds = conn.fds or [], []
         if len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             raise ProtocolError(f"source {ref.source} passed {len(fds)} descriptors, not 1")
+        return fds[0]
+
+    def _copy_lent(self, conn: _Connection, ref: Reference) -> Pulled:
+        """Copy a source's lent buffer into one of ours before DONE gives it back."""
         try:
-            buffer = Buffer.from_sealed_fd(fds[0], ref.size)
+            lent = Buffer.from_lent_fd(self._passed_fd(conn, ref), ref.size)
+        except (OSError, ValueError) as exc:
+            raise TransferCorrupted(
+                f"object {ref.object_hex} from {ref.source} came as an unusable memfd: {exc}"
+            ) from None
+        buffer = self.pool.acquire(ref.size)
+        try:
+            buffer.fill(lent.view())
+        finally:
+            lent.close()
+        if self.config.verify_local and checksum(buffer.view()) != ref.checksum:
+            self.pool.release(buffer)
+            raise TransferCorrupted(f"object {ref.object_hex} lent memfd has a wrong checksum")
+        self.stats.pulls_local += 1
+        return Pulled(ref, buffer, self.pool, "local")
+
+    def _adopt_fd(self, conn: _Connection, ref: Reference) -> Pulled:
+        try:
+            buffer = Buffer.from_sealed_fd(self._passed_fd(conn, ref), ref.size)
         except (OSError, ValueError) as exc:
             raise TransferCorrupted(
                 f"object {ref.object_hex} from {ref.source} came as an unusable memfd: {exc}"
