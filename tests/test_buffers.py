@@ -457,3 +457,104 @@ def test_fill_takes_any_memoryview_format() -> None:
     buf.fill(memoryview(bytearray(range(64))).cast("I"))
     assert buf.view() == bytes(range(64))
     buf.close()
+
+
+# -- loans: mappings of a peer's warm buffers, kept between loans ------------------------------
+
+
+def lend(buffer: Buffer, data: bytes) -> int:
+    """What a lender does: fill its warm buffer, seal its size, pass a new descriptor."""
+    buffer.fill(data)
+    buffer.fix_size()
+    return os.dup(buffer.fd)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_buffer_lent_again_is_not_mapped_again() -> None:
+    loans = _buffers.Loans()
+    lender = Buffer(1 << 20)
+    try:
+        first = loans.borrow(lend(lender, b"a" * 1000), 1000)
+        assert first.view() == b"a" * 1000 and first.lent
+        first.close()
+        second = loans.borrow(lend(lender, b"b" * 2000), 2000)  # more bytes in use: remapped
+        second.close()
+        third = loans.borrow(lend(lender, b"c" * 500), 500)
+        # The kept mapping shows what the lender wrote since: it is the lender's memory.
+        assert third.view() == b"c" * 500
+        third.close()
+        assert loans.hits == 1
+        assert loans.mapped_bytes == 2000
+        with pytest.raises(ValueError, match="closed"):
+            third.view()
+    finally:
+        loans.trim(everything=True)
+        lender.close()
+
+
+def test_loans_are_bounded_and_give_descriptors_back() -> None:
+    loans = _buffers.Loans(max_bytes=3 << 20)
+    lenders = [Buffer(1 << 20) for _ in range(5)]
+    before = open_descriptors()
+    try:
+        held = loans.borrow(lend(lenders[0], b"x" * (1 << 20)), 1 << 20)  # in use: stays
+        for lender in lenders[1:]:
+            loans.borrow(lend(lender, b"y" * (1 << 20)), 1 << 20).close()
+        assert loans.mapped_bytes <= 3 << 20
+        assert held.view()[:1] == b"x"
+        assert open_descriptors() - before <= 3  # unmapped ones closed their descriptors
+        held.close()
+        loans.trim(everything=True)
+        assert loans.mapped_bytes == 0
+        assert open_descriptors() == before
+    finally:
+        for lender in lenders:
+            lender.close()
+
+
+def test_idle_loans_are_unmapped_after_idle_seconds() -> None:
+    loans = _buffers.Loans(idle_seconds=0.0)
+    lenders = [Buffer(PAGE), Buffer(PAGE)]
+    try:
+        loans.borrow(lend(lenders[0], b"1"), 1).close()
+        loans.borrow(lend(lenders[1], b"2"), 1).close()  # the first is idle past 0 s by now
+        assert loans.mapped_bytes == 1
+    finally:
+        loans.trim(everything=True)
+        for lender in lenders:
+            lender.close()
+
+
+def test_a_loan_must_have_a_fixed_size() -> None:
+    loans = _buffers.Loans()
+    lender = Buffer(PAGE)
+    before = open_descriptors()
+    try:
+        lender.fill(b"data")
+        with pytest.raises(ValueError, match="shrinking"):
+            loans.borrow(os.dup(lender.fd), 4)
+        lender.fix_size()
+        with pytest.raises(ValueError, match="holds"):
+            loans.borrow(os.dup(lender.fd), PAGE + 1)
+        assert open_descriptors() == before  # refused descriptors are closed
+        assert loans.mapped_bytes == 0
+    finally:
+        lender.close()
+
+
+def test_loans_keep_at_most_max_count_mappings() -> None:
+    loans = _buffers.Loans(max_count=2)
+    lenders = [Buffer(PAGE) for _ in range(4)]
+    before = open_descriptors()
+    try:
+        for lender in lenders:
+            loans.borrow(lend(lender, b"z"), 1).close()
+        assert loans.mapped_bytes == 2  # the two most recent
+        assert open_descriptors() - before == 2
+    finally:
+        loans.trim(everything=True)
+        for lender in lenders:
+            lender.close()
