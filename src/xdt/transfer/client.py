@@ -364,19 +364,20 @@ class PullClient:
     ) -> Pulled:
         buffer = self.pool.acquire(ref.size)
         try:
-            destination = buffer.writable()[: ref.size]
-            got = conn.reader.take_into(destination)
-            self.stats.bytes_received += got
-            while got < ref.size:
-                try:
-                    count = await loop.sock_recv_into(conn.sock, destination[got:])
-                except OSError as exc:
-                    raise self._gone(ref, exc, got) from None
-                if count == 0:
-                    raise self._gone(ref, None, got)
-                got += count
-                self.stats.bytes_received += count
-                deadline.reschedule(loop.time() + self.config.io_timeout)
+            # Released on the way out, so a failed pull's traceback cannot pin the mapping.
+            with buffer.writable()[: ref.size] as destination:
+                got = conn.reader.take_into(destination)
+                self.stats.bytes_received += got
+                while got < ref.size:
+                    try:
+                        count = await loop.sock_recv_into(conn.sock, destination[got:])
+                    except OSError as exc:
+                        raise self._gone(ref, exc, got) from None
+                    if count == 0:
+                        raise self._gone(ref, None, got)
+                    got += count
+                    self.stats.bytes_received += count
+                    deadline.reschedule(loop.time() + self.config.io_timeout)
             buffer.size = ref.size
             if checksum(buffer.view()) != ref.checksum:
                 raise TransferCorrupted(
