@@ -136,6 +136,11 @@ def test_bench_micro_writes_records_and_a_plot(tmp_path: Path) -> None:
     for record in records:
         assert record["runs"] == 2 and 0 < record["min_s"] <= record["median_s"] <= record["max_s"]
         assert record["peak_rss_bytes"] >= record["peak_pss_bytes"] > 0
+        assert record["peak_memory_bytes"] >= record["idle_memory_bytes"] > 0
+    # 8 MiB through xdt cost at least the payload (the driver holds it) and the callee's copy.
+    big = next(r for r in records if (r["mode"], r["pattern"], r["size_bytes"]) == (
+        "xdt", "1to1", 8 << 20))  # fmt: skip
+    assert big["peak_memory_bytes"] - big["idle_memory_bytes"] >= 2 * (8 << 20)
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "xdt / inline, 1to1 1 KiB" in result.stdout
 

@@ -338,7 +338,10 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
         )  # fmt: skip
     for pattern in patterns:
         table = Table(
-            title=f"{pattern}: median end-to-end time (GB/s; peak RSS of the platform)",
+            title=(
+                f"{pattern}: median end-to-end time (GB/s; peak RSS of the platform; "
+                "memory the case added)"
+            ),
             title_justify="left",
         )
         table.add_column("size", justify="right")
@@ -358,7 +361,8 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
                 if case is not None:
                     row.append(
                         f"{format_duration(case.median_s)} ({case.gb_per_s:.2f}; "
-                        f"{format_size(case.peak_rss_bytes)})"
+                        f"{format_size(case.peak_rss_bytes)}; "
+                        f"+{format_size(case.case_memory_bytes)})"
                     )
                 else:
                     row.append(
