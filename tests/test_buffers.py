@@ -558,3 +558,13 @@ def test_loans_keep_at_most_max_count_mappings() -> None:
         loans.trim(everything=True)
         for lender in lenders:
             lender.close()
+
+
+def test_a_pool_keeps_no_buffer_over_its_biggest() -> None:
+    pool = BufferPool(PoolLimits(max_buffer_bytes=1 << 20))
+    small, big = pool.acquire(1 << 20), pool.acquire((1 << 20) + 1)
+    pool.release(small)
+    pool.release(big)
+    assert big.closed and not small.closed
+    assert pool.idle_bytes == small.capacity
+    pool.close()

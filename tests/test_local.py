@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
-from xdt._buffers import Buffer, BufferPool
+from xdt._buffers import Buffer, BufferPool, PoolLimits
 from xdt._local import FD_THRESHOLD, HEADER, Channel, ChannelClosed, Kind, sealed_buffer
 
 BIG = FD_THRESHOLD + 12345
@@ -187,3 +188,40 @@ async def test_a_lent_buffer_is_not_reused_when_the_channel_closes_unanswered(
     left.close()  # e.g. a timeout: the peer may still be reading it
     assert lent.closed
     assert left.pool is not None and left.pool.acquire(BIG) is not lent
+
+
+async def test_bytes_too_big_to_pool_are_given_sealed_with_their_checksum() -> None:
+    from xdt.objects import checksum
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left = Channel(a, BufferPool(PoolLimits(max_buffer_bytes=FD_THRESHOLD)))
+    right = Channel(b)
+    try:
+        data = os.urandom(BIG)  # over the pool's biggest buffer: not lent, given
+        await left.send(Kind.CALL, {"op": "put"}, data)
+        assert left._lent is None
+        message = await right.receive()
+        given = message.payload
+        assert isinstance(given, Buffer) and given.sealed and given.view() == data
+        assert given.checksum == checksum(data)  # computed by the maker, from its own bytes
+        assert message.meta == {"op": "put"}  # the checksum rode in the metadata, taken out
+        given.close()
+    finally:
+        left.close()
+        right.close()
+
+
+async def test_a_claimed_checksum_that_is_not_a_64_bit_number_is_ignored() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b)
+    try:
+        sealed = sealed_buffer(b"q" * BIG)
+        meta = json.dumps({"xdt.xxh3": -1}).encode()
+        socket.send_fds(a, [HEADER.pack(Kind.CALL, 1, len(meta), BIG) + meta], [sealed.fd])
+        sealed.close()
+        message = await receiver.receive()
+        assert isinstance(message.payload, Buffer) and message.payload.checksum is None
+        message.close()
+    finally:
+        a.close()
+        receiver.close()

@@ -58,6 +58,7 @@ class Buffer:
         "_map",
         "_view",
         "capacity",
+        "checksum",
         "fd",
         "idle_since",
         "lent",
@@ -71,6 +72,9 @@ class Buffer:
         self.idle_since = 0.0
         self.sealed = False
         self.lent = False  # another process's memfd, mapped for a moment: copy, never keep
+        # The XXH3 of the bytes as its maker claims it (see xdt._local.sealed_buffer); None
+        # when whoever needs it must compute it.
+        self.checksum: int | None = None
         self._loan: _Mapping | None = None
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
@@ -104,7 +108,7 @@ class Buffer:
         buffer = cls.__new__(cls)
         buffer.fd, buffer.capacity, buffer.size = fd, size, size
         buffer.idle_since, buffer.sealed, buffer.lent = 0.0, True, False
-        buffer._map, buffer._view, buffer._loan = None, None, None
+        buffer._map, buffer._view, buffer._loan, buffer.checksum = None, None, None, None
         try:
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
             held = os.fstat(fd).st_size
@@ -202,10 +206,18 @@ class Buffer:
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
-    """How many idle bytes a pool keeps warm, and for how long."""
+    """How many idle bytes a pool keeps warm, for how long, and the biggest buffer it keeps.
+
+    Bigger payloads do not go through pools at all: a function gives them to its sidecar as
+    one sealed memfd, written once (:func:`xdt._local.sealed_buffer`), which is the object
+    and is passed on to the receiving function as it is. Fresh pages cost more than warm
+    copies, but one such payload costs its size once more, not once per hop, and no process
+    keeps hundreds of MiB warm and idle.
+    """
 
     max_idle_bytes: int = 512 << 20
     idle_seconds: float = 30.0
+    max_buffer_bytes: int = 64 << 20
 
 
 DEFAULT_POOL_LIMITS = PoolLimits()
@@ -238,7 +250,10 @@ class BufferPool:
 
     def release(self, buffer: Buffer) -> None:
         """Take a buffer back; keep it warm if it is reusable and there is room."""
-        if buffer.sealed or buffer.closed:
+        if buffer.sealed or buffer.closed or buffer.lent:
+            buffer.close()
+            return
+        if buffer.capacity > self.limits.max_buffer_bytes:
             buffer.close()
             return
         self.trim()
@@ -316,7 +331,7 @@ class Loans:
         buffer = Buffer.__new__(Buffer)
         buffer.capacity = buffer.size = size
         buffer.idle_since, buffer.sealed, buffer.lent = 0.0, False, True
-        buffer._map, buffer._loan, buffer.fd = None, mapping, -1
+        buffer._map, buffer._loan, buffer.fd, buffer.checksum = None, mapping, -1, None
         buffer._view = memoryview(b"") if mapping is None else memoryview(mapping.map)
         return buffer
 

@@ -4,6 +4,7 @@ boundary, a real producer process (tests/_support/producer.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import socket
@@ -344,9 +345,19 @@ async def test_receiver_disconnects_mid_stream(
     await eventually(lambda: store.stats.pulls == 1)
 
 
+def memfds_named(name: str) -> int:
+    """How many memfds of that name this process holds open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir itself used
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith(f"/memfd:{name}")
+    return count
+
+
 async def test_source_killed_mid_stream(producer: Any, keyring: KeyRing) -> None:
     token, _ = producer.put(256 << 20)
     # 256 MiB take ~0.1 s to stream; the kill lands within a millisecond of the first bytes.
+    before = memfds_named("xdt-pulled")
     async with PullClient(keyring, TCP) as client:
         pull = asyncio.ensure_future(client.pull(token))
         deadline = time.monotonic() + 20
@@ -356,7 +367,9 @@ async def test_source_killed_mid_stream(producer: Any, keyring: KeyRing) -> None
         producer.kill()
         with pytest.raises((xdt.SourceUnavailable, xdt.TransferCorrupted)) as caught:
             await pull
-        assert client.pool.idle_bytes > 0  # the partial buffer went back to the pool, unread
+        # The partial buffer is kept nowhere: too big to keep warm, it went back whole.
+        assert client.pool.idle_bytes == 0
+        assert memfds_named("xdt-pulled") == before
         assert "nothing was delivered" in str(caught.value) or isinstance(
             caught.value, xdt.TransferCorrupted
         )
@@ -545,3 +558,24 @@ async def test_vouched_pull_of_a_sealed_object_is_given(
     request = PullRequest(token=token, tenant="default", want_fd=True, vouch=keyring.vouch(token))
     header, descriptors = await pull_locally(server, request)
     assert (header.fd_attached, header.fd_lent, descriptors) == (True, False, 1)
+
+
+async def test_a_makers_checksum_is_taken_and_a_wrong_one_fails_only_its_transfers(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    """A function's sealed memfd carries the checksum its SDK computed; the sidecar takes it
+    rather than faulting every page in to hash them. A lying function only breaks its own
+    object: a pull that checks (over TCP) refuses the bytes."""
+    from xdt._local import sealed_buffer
+    from xdt.objects import checksum
+
+    data = os.urandom(1 << 20)
+    honest = sealed_buffer(data)
+    assert (await store.adopt(honest)).checksum == checksum(data)
+    liar = sealed_buffer(data)
+    liar.checksum = checksum(data) ^ 1
+    token = server.seal(await store.adopt(liar))
+    async with PullClient(keyring, TCP) as client:
+        with pytest.raises(xdt.TransferCorrupted, match="wrong checksum"):
+            await client.pull(token)
+    await assert_still_serving(store, server, keyring)
