@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +22,7 @@ import aiohttp
 from .._buffers import Buffer, BufferPool
 from .._errors import FunctionFailed, InstanceFailed
 from .._local import Channel, Kind, as_bytes
+from .._peer import peer_of
 
 __all__ = ["Answer", "HttpUpstream", "Payload", "RuntimeUpstream", "Upstream"]
 
@@ -46,7 +48,9 @@ class Upstream(Protocol):
 class RuntimeUpstream:
     """``lend``: warm buffers to lend the runtime big payloads from; ``keep``: where a big
     answer the runtime lends us is copied to (the object store's pool: an answer that goes
-    on by reference is adopted from there without another copy)."""
+    on by reference is adopted from there without another copy). ``peer_uid``: the uid the
+    runtime runs under; a socket at ``socket_path`` served by any other uid is not used (the
+    function owns the folder of its socket and could put another function's there)."""
 
     def __init__(
         self,
@@ -57,8 +61,10 @@ class RuntimeUpstream:
         keep: BufferPool | None = None,
         max_answer: int | None = None,
         max_idle: int = 64,
+        peer_uid: int | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self.peer_uid = peer_uid
         self.function = function
         self.max_idle = max_idle
         self.lend = lend or BufferPool(name="xdt-lend")
@@ -111,7 +117,7 @@ class RuntimeUpstream:
 
     async def ready(self) -> bool:
         try:
-            channel = await Channel.connect(self.socket_path)
+            channel = await self._connect()
         except OSError:
             return False
         try:
@@ -134,7 +140,7 @@ class RuntimeUpstream:
         if self._idle:
             return self._idle.pop()
         try:
-            channel = await Channel.connect(self.socket_path, self.lend)
+            channel = await self._connect(self.lend)
             channel.max_payload = self.max_answer
             return channel
         except OSError as exc:
@@ -142,6 +148,20 @@ class RuntimeUpstream:
                 f"function {self.function!r} is not accepting connections: {exc.strerror}",
                 function=self.function,
             ) from None
+
+    async def _connect(self, pool: BufferPool | None = None) -> Channel:
+        channel = await Channel.connect(self.socket_path, pool)
+        if self.peer_uid is not None:
+            try:
+                uid = peer_of(channel.sock).uid
+            except OSError:
+                channel.close()
+                raise
+            if uid != self.peer_uid:
+                channel.close()
+                served = f"{self.socket_path} is served by uid {uid}"
+                raise PermissionError(errno.EPERM, f"{served}, not the function's {self.peer_uid}")
+        return channel
 
     def _checkin(self, channel: Channel) -> None:
         if len(self._idle) < self.max_idle:
