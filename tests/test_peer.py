@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xdt._peer import PeerCheck, bind_unix, peer_of
+from xdt._peer import PeerCheck, bind_unix, peer_of, tcp_listeners
 
 OTHER_UID = 2_000_000_000 + 4242  # a uid of the isolation range, held by nobody here
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running as another uid needs root")
@@ -81,12 +81,30 @@ def test_a_peer_of_another_uid_is_refused_and_logged(shared_path: Path) -> None:
     assert f"uid {OTHER_UID}: only uid {os.getuid()} may connect" in line
 
 
-def test_refusals_are_logged_once_a_second_at_most(tmp_path: Path) -> None:
+def test_refusals_are_logged_once_a_second_at_most_with_a_count_of_the_rest() -> None:
     lines: list[str] = []
-    check = PeerCheck({os.getuid() + 1}, "test socket", log=lines.append)
-    for _ in range(5):
+    now = [100.0]
+    check = PeerCheck({os.getuid() + 1}, "test socket", log=lines.append, clock=lambda: now[0])
+
+    def refuse() -> None:
         left, right = socket.socketpair(socket.AF_UNIX)
         with left, right:
             assert not check.admits(right)
+
+    for _ in range(3):
+        refuse()
+    assert len(lines) == 1 and "more refused" not in lines[0]
+    now[0] += 0.9
+    refuse()
+    assert len(lines) == 1
+    now[0] += 0.2
+    refuse()
+    assert len(lines) == 2 and lines[1].endswith("(3 more refused since the last line)")
     assert check.refused == 5
-    assert 1 <= len(lines) < 5  # the first is logged; a burst is not one line per refusal
+
+
+def test_tcp_listeners_names_the_uid_that_listens_on_a_port() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert tcp_listeners(port) == [os.getuid()]
+    assert tcp_listeners(port) == []

@@ -3,7 +3,8 @@
 The kernel records the credentials of a Unix socket's peer when it connects (or, for a
 client, of the listener when it called ``listen``): unlike anything the peer sends, they cannot
 be forged. File modes on a socket's path decide who may *try* to connect; this is the check
-that counts.
+that counts. For TCP there is no such thing, but the kernel does say which uid owns each
+listening socket (:func:`tcp_listeners`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Peer", "PeerCheck", "bind_unix", "peer_of"]
+__all__ = ["Peer", "PeerCheck", "bind_unix", "peer_of", "tcp_listeners"]
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _LOG_EVERY = 1.0  # seconds: a peer hammering a socket cannot flood the log
@@ -50,14 +51,19 @@ class PeerCheck:
     log line (at most one a second, with the count of those not logged)."""
 
     def __init__(
-        self, uids: Iterable[int], what: str, log: Callable[[str], None] = _stderr
+        self,
+        uids: Iterable[int],
+        what: str,
+        log: Callable[[str], None] = _stderr,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.uids = frozenset(uids)
         self.what = what
         self.log = log
+        self.clock = clock
         self.refused = 0
         self._unlogged = 0
-        self._logged_at = -_LOG_EVERY
+        self._logged_at: float | None = None
 
     def admits(self, sock: _HasSockopt) -> bool:
         try:
@@ -67,8 +73,8 @@ class PeerCheck:
         if peer is not None and peer.uid in self.uids:
             return True
         self.refused += 1
-        now = time.monotonic()
-        if now - self._logged_at < _LOG_EVERY:
+        now = self.clock()
+        if self._logged_at is not None and now - self._logged_at < _LOG_EVERY:
             self._unlogged += 1
             return False
         who = f"pid {peer.pid} uid {peer.uid}" if peer is not None else "an unknown peer"
@@ -104,3 +110,20 @@ def bind_unix(
         raise
     listener.setblocking(False)
     return listener
+
+
+def tcp_listeners(port: int) -> list[int]:
+    """The uids owning the sockets that listen on TCP ``port``, at any address, IPv4 or IPv6,
+    in this network namespace (from ``/proc/net/tcp*``, which every process may read)."""
+    uids: list[int] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                lines = rows.read().splitlines()[1:]
+        except OSError:
+            continue  # no IPv6 here
+        for line in lines:
+            fields = line.split()  # sl local rem st queues tr retrnsmt uid timeout inode
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                uids.append(int(fields[7]))
+    return uids

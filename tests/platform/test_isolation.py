@@ -27,6 +27,7 @@ from xdt.platform.isolation import (
     allocate,
     check_reachable,
     isolation_wanted,
+    mapped,
 )
 from xdt.platform.spec import FunctionSpec, PlatformSpec, SpecError
 
@@ -67,6 +68,17 @@ def test_each_function_and_tenant_gets_its_own_uid_from_the_range() -> None:
     assert allocate(functions, salt=b"s" * 16) == identities  # keyed by the salt
     same_name = [FunctionSpec(name="f0", handler="m:f", tenant="another")]
     assert allocate(same_name, salt=b"s" * 16)["f0"] != identities["f0"]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "usable"),
+    [("0 0 4294967295", True), ("0 1000 1\n1 100000 65536", False),
+     ("0 0 65536\n2000000000 3000000000 16777216", True),
+     ("2000000000 3000000000 16777215", False)],
+    ids=["host", "rootless", "mapped-range", "one-short"],
+)  # fmt: skip
+def test_the_uid_range_must_be_mapped_in_the_user_namespace(mapping: str, usable: bool) -> None:
+    assert mapped(UID_BASE, UID_SPAN, mapping) is usable
 
 
 @needs_root

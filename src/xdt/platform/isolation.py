@@ -48,6 +48,7 @@ __all__ = [
     "check_reachable",
     "isolation_wanted",
     "make_private_folder",
+    "mapped",
     "remove_private_folder",
     "stop_processes_of",
 ]
@@ -81,8 +82,21 @@ def isolation_wanted(platform: PlatformSpec, euid: int | None = None) -> bool:
 def allocate(
     functions: Sequence[FunctionSpec], *, salt: bytes | None = None
 ) -> dict[str, Identity]:
-    """A distinct uid (and the same gid) per function, by name."""
+    """A distinct uid (and the same gid) per function, by name. Raises
+    :class:`IsolationError` when this user namespace cannot run processes under them."""
     salt = os.urandom(16) if salt is None else salt
+    for kind in ("uid", "gid"):
+        try:
+            with open(f"/proc/self/{kind}_map") as table:
+                mapping = table.read()
+        except OSError:
+            continue  # no user namespaces here: every id is usable
+        if not mapped(UID_BASE, UID_SPAN, mapping):
+            raise IsolationError(
+                f"functions run under {kind}s {UID_BASE} … {UID_BASE + UID_SPAN - 1} "
+                f"(isolation), which this user namespace does not map (/proc/self/{kind}_map): "
+                "run xdt up where they are mapped, or set platform.isolation: off"
+            )
     busy = _ids_in_use()
     identities: dict[str, Identity] = {}
     for function in functions:
@@ -96,6 +110,16 @@ def allocate(
         busy.add(uid)
         identities[function.name] = Identity(uid, uid)
     return identities
+
+
+def mapped(first: int, count: int, mapping: str) -> bool:
+    """Whether ids ``first`` … ``first + count - 1`` all fall in one range of a
+    ``/proc/<pid>/uid_map`` (lines: inside, outside, count)."""
+    for line in mapping.splitlines():
+        inside, _, length = (int(field) for field in line.split())
+        if inside <= first and first + count <= inside + length:
+            return True
+    return False
 
 
 def _known(id_: int) -> bool:

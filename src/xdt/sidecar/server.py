@@ -101,6 +101,7 @@ class SidecarConfig:
 
 def _make_upstream(config: SidecarConfig, store: ObjectStore, inbound: BufferPool) -> Upstream:
     kind, _, where = config.upstream.partition(":")
+    function_uid = os.getuid() if config.function_uid is None else config.function_uid
     if kind == "unix":
         return RuntimeUpstream(
             where,
@@ -108,10 +109,12 @@ def _make_upstream(config: SidecarConfig, store: ObjectStore, inbound: BufferPoo
             lend=inbound,
             keep=store.pool,
             max_answer=max(config.inline_limit, config.object_quota),
-            peer_uid=os.getuid() if config.function_uid is None else config.function_uid,
+            peer_uid=function_uid,
         )
     if kind == "http":
-        return HttpUpstream(int(where), function=config.function, host=config.host)
+        return HttpUpstream(
+            int(where), function=config.function, host=config.host, peer_uid=function_uid
+        )
     raise ValueError(f"upstream {config.upstream!r} is neither unix:PATH nor http:PORT")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +23,7 @@ import aiohttp
 from .._buffers import Buffer, BufferPool
 from .._errors import FunctionFailed, InstanceFailed
 from .._local import Channel, Kind, as_bytes
-from .._peer import peer_of
+from .._peer import peer_of, tcp_listeners
 
 __all__ = ["Answer", "HttpUpstream", "Payload", "RuntimeUpstream", "Upstream"]
 
@@ -171,9 +172,17 @@ class RuntimeUpstream:
 
 
 class HttpUpstream:
-    def __init__(self, port: int, *, function: str, host: str = "127.0.0.1") -> None:
+    """``peer_uid``: the uid the function runs under. The port is ready only when sockets of
+    that uid alone listen on it: another function that took the port first would otherwise
+    get this one's requests and answer for it."""
+
+    def __init__(
+        self, port: int, *, function: str, host: str = "127.0.0.1", peer_uid: int | None = None
+    ) -> None:
         self.host, self.port = host, port
         self.function = function
+        self.peer_uid = peer_uid
+        self._warned = False
         self.url = f"http://{host}:{port}/"
         self._session: aiohttp.ClientSession | None = None
 
@@ -199,7 +208,18 @@ class HttpUpstream:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        return True
+        if self.peer_uid is None:
+            return True
+        owners = set(tcp_listeners(self.port))
+        if owners == {self.peer_uid}:
+            return True
+        if not self._warned:
+            self._warned = True
+            uids = ", ".join(str(uid) for uid in sorted(owners)) or "none"
+            print(f"xdt: port {self.port} is listened on by uid {uids}, not only by function "
+                  f"{self.function!r}'s uid {self.peer_uid}: not using it",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        return False
 
     async def close(self) -> None:
         if self._session is not None:
