@@ -25,10 +25,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+# _peer as a module: its import line stays clear of the others (merges)
+from .. import _peer
 from .._buffers import BufferPool
 from .._heap import keep_warm
 from .._local import Channel, Kind
-from .._peer import PeerCheck, bind_unix
 
 __all__ = ["Handler", "HandlerError", "load_handler", "serve"]
 
@@ -59,7 +60,7 @@ async def serve(
     """Serve ``handler`` on a Unix socket until cancelled, to peers of uid ``peer_uid`` (by
     default our own). A sync handler runs on a pool of ``threads`` (the function's
     concurrency), not the loop's small default pool."""
-    peers = PeerCheck({os.getuid() if peer_uid is None else peer_uid}, "runtime socket")
+    peers = _peer.PeerCheck({os.getuid() if peer_uid is None else peer_uid}, "runtime socket")
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
     call = _caller(handler, executor)
     loop = asyncio.get_running_loop()
@@ -85,7 +86,7 @@ async def serve(
         finally:
             channel.close()
 
-    listener = bind_unix(socket_path)
+    listener = _peer.bind_unix(socket_path)
     try:
         while True:
             sock, _ = await loop.sock_accept(listener)
