@@ -2,16 +2,21 @@
 # Each installs what it needs: a .venv with the package and its dev extras, and the Debian
 # packages listed in DEBIAN_PACKAGES (redis-server, for the elasticache transfer mode).
 
-PYTHON ?= python3
+# As root, the venv's Python must be one that any user can run: functions run under uids of
+# their own (see tools/pick-python). Say PYTHON=... to choose another.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell tools/pick-python)
+endif
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Named after the Python it was built from: another Python builds the venv afresh.
+STAMP := $(VENV)/.installed-$(subst /,_,$(PYTHON))
 DEBIAN_PACKAGES := redis-server
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(if $(wildcard $(STAMP)),,--clear) $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)

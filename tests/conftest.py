@@ -10,9 +10,17 @@ from typing import Any
 
 import pytest
 
+from _support.folders import readable_folder
 from xdt import KeyRing, ObjectServer, ObjectStore, StoreConfig
 
 SUPPORT = Path(__file__).parent / "_support"
+
+
+@pytest.fixture
+def shared_path() -> Iterator[Path]:
+    """Like ``tmp_path``, but every user can read it: for processes of other uids."""
+    with readable_folder() as folder:
+        yield folder
 
 
 @pytest.fixture

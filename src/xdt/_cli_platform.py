@@ -25,6 +25,7 @@ from ._http import error_from_answer
 from ._names import is_function_name
 from ._units import format_duration, format_size
 from .platform import Platform, Spec, SpecError, load_spec
+from .platform.isolation import isolation_wanted
 from .platform.platform import SHUTDOWN_GRACE
 
 __all__ = ["DEFAULT_URL", "invoke_command", "status_command", "up_command"]
@@ -38,6 +39,7 @@ DEFAULT_URL = os.environ.get("XDT_URL", "http://127.0.0.1:8080")
 def up_command(args: argparse.Namespace, console: Console) -> int:
     try:
         spec = load_spec(args.file)
+        isolation_wanted(spec.platform)  # isolation: on without root is the spec's error
     except SpecError as exc:
         console.print(f"[red]error in the spec:[/red] {escape(str(exc))}")
         return 2
@@ -53,7 +55,7 @@ def up_command(args: argparse.Namespace, console: Console) -> int:
         spec = replace(spec, platform=replace(settings, **overrides))
     try:
         asyncio.run(_up(spec, console))
-    except OSError as exc:
+    except (OSError, XdtError) as exc:  # XdtError: a store or a function's files (isolation)
         console.print(f"[red]error:[/red] cannot start the platform: {escape(str(exc))}")
         return 1
     return 0

@@ -78,7 +78,8 @@ def _post(
         headers[TRANSFER_HEADER] = "ref"
     connection = http.client.HTTPConnection(egress.hostname or "127.0.0.1", egress.port or 80)
     try:
-        connection.request("POST", path, body=body, headers=headers)
+        # $XDT_EGRESS has a path (the egress's secret): the calls go under it.
+        connection.request("POST", egress.path.rstrip("/") + path, body=body, headers=headers)
         response = connection.getresponse()
         answer = response.read()
     except (OSError, http.client.HTTPException) as exc:

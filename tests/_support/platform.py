@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from _support.folders import make_readable_folder
 from xdt import KeyRing
 from xdt.platform.launcher import LaunchedPlatform
 
@@ -22,19 +23,28 @@ FUNCTIONS = Path(__file__).parent.parent / "platform" / "functions"
 
 
 class RunningPlatform:
-    """``xdt up`` as a real subprocess on a free port, with its spec and functions in a
-    temporary folder. Everything it prints goes to ``up.log`` there."""
+    """``xdt up`` as a real subprocess on a free port. Its spec and functions are in
+    :attr:`code`, a folder every user can read (as root, functions run under uids of their
+    own, and pytest's ``tmp_path`` is under a folder only root may enter); the key ring, and
+    ``up.log`` with everything it prints, stay in the private ``folder``."""
 
     def __init__(self, folder: Path, spec: dict[str, Any]) -> None:
-        for source in FUNCTIONS.iterdir():
-            if source.suffix == ".py":
-                shutil.copy(source, folder / source.name)
-        self.keyring = KeyRing.generate()
-        (folder / "keys").write_text(self.keyring.to_text())
-        spec.setdefault("platform", {})["key_file"] = "keys"
-        (folder / "xdt.yaml").write_text(yaml.safe_dump(spec))
-        self.folder = folder
-        launched = LaunchedPlatform(folder / "xdt.yaml", folder / "up.log", start_timeout=30)
+        self.code = make_readable_folder()
+        try:
+            for source in FUNCTIONS.iterdir():
+                if source.suffix == ".py":
+                    shutil.copy(source, self.code / source.name)
+            self.keyring = KeyRing.generate()
+            keys = folder / "keys"
+            keys.touch(mode=0o600)
+            keys.write_text(self.keyring.to_text())
+            spec.setdefault("platform", {})["key_file"] = str(keys)
+            (self.code / "xdt.yaml").write_text(yaml.safe_dump(spec))
+            self.folder = folder
+            launched = LaunchedPlatform(self.code / "xdt.yaml", folder / "up.log", start_timeout=30)
+        except BaseException:
+            shutil.rmtree(self.code, ignore_errors=True)
+            raise
         self.process, self.url, self._launched = launched.process, launched.url, launched
 
     def invoke(
@@ -83,6 +93,7 @@ class RunningPlatform:
         kept = re.search(r"its logs are kept in (\S+)", log)
         if kept:
             shutil.rmtree(Path(kept.group(1)).parent, ignore_errors=True)
+        shutil.rmtree(self.code, ignore_errors=True)
         return log
 
 

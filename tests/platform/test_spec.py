@@ -681,6 +681,12 @@ BAD: list[tuple[str, Any, str, str]] = [
         "platform.autoscaler",
         r"max_scale_down_rate must be greater than 1 \(got nan\)",
     ),
+    (
+        "isolation-unknown",
+        with_platform(isolation="strict"),
+        "platform.isolation",
+        r"'strict' is not an isolation setting: auto .* on .* or off",
+    ),
 ]
 
 
@@ -730,3 +736,14 @@ def test_spec_error_is_an_xdt_error() -> None:
 def test_nan_duration_is_rejected(text: str) -> None:
     with pytest.raises(SpecError, match="not a duration: nan"):
         parse(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    ("written", "setting"),
+    [("", "auto"), ("isolation: auto", "auto"), ("isolation: on", "on"),
+     ("isolation: off", "off"), ("isolation: 'on'", "on"), ("isolation: false", "off")],
+)  # fmt: skip
+def test_isolation_takes_yaml_bare_on_and_off(written: str, setting: str) -> None:
+    # YAML 1.1 reads a bare on/off as a boolean: it still means the setting.
+    document = yaml.safe_load(f"platform: {{{written}}}\nfunctions: [{{name: a, handler: 'm:f'}}]")
+    assert parse(document).platform.isolation == setting

@@ -165,6 +165,7 @@ def run_micro_bench(
     shmem_before = _shmem()
     with tempfile.TemporaryDirectory(prefix="xdt-micro-") as folder:
         root = Path(folder)
+        root.chmod(0o755)  # functions run under uids of their own: they must read it
         (root / "micro_functions.py").write_text(_FUNCTIONS)
         for mode in modes:
             on_start(f"starting the platform with transfer: {mode}")

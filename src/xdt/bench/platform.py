@@ -104,6 +104,7 @@ def run_platform_bench(
 ) -> PlatformBench:
     with tempfile.TemporaryDirectory(prefix="xdt-bench-") as folder:
         root = Path(folder)
+        root.chmod(0o755)  # functions run under uids of their own: they must read it
         (root / "bench_functions.py").write_text(_FUNCTIONS)
         functions = [
             "  - {name: echo, handler: bench_functions:echo, min_scale: 1, max_scale: 1}"

@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 
-__all__ = ["die_with_parent", "free_port", "signal_group"]
+__all__ = ["die_with_parent", "free_port", "isolated_child", "signal_group"]
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -34,3 +34,15 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def isolated_child() -> None:
+    """``preexec_fn`` for a function under a uid of its own (it runs after the switch to that
+    uid, so the parent-death signal, which a change of uid clears, stays set). No new
+    privileges: a setuid binary the function runs does not give it any back."""
+    die_with_parent()
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")

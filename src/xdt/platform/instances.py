@@ -9,8 +9,12 @@ An instance's life::
         └──(cannot start / sidecar died)─────────────────────────────► FAILED ┘
 
 - The sidecar starts first on free loopback ports and prints them (one JSON line); the
-  function process then starts with ``$XDT_EGRESS`` (its sidecar's egress) and, for a
-  ``command``, ``$PORT``. Only the sidecar's environment holds the key ring.
+  function process then starts with ``$XDT_EGRESS`` (its sidecar's egress, with the secret
+  path only this function knows) and, for a ``command``, ``$PORT``. Only the sidecar holds
+  the key ring and store passwords, which it reads from a pipe.
+- Isolated (:mod:`.isolation`), the function process runs under its function's own uid, with
+  a private folder for ``$HOME`` and ``$TMPDIR`` (and the runtime's socket) that goes when the
+  instance stops; the sidecar stays under the platform's uid.
 - READY means the sidecar's ``/xdt/ready`` probe, which probes the function, passed.
 - A crashed function process is restarted in place (the sidecar and its objects stay), with a
   growing delay if it keeps crashing, like a Kubernetes container restart.
@@ -28,9 +32,10 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,7 +46,8 @@ from .._httpclient import ConnectionPool
 from ..modes.base import StoreSettings
 from ..refs import KEYRING_ENV, KeyRing
 from ..sidecar.server import SidecarConfig
-from ._process import die_with_parent, free_port, signal_group
+from ._process import die_with_parent, free_port, isolated_child, signal_group
+from .isolation import Identity, make_private_folder, remove_private_folder
 from .spec import FunctionSpec, PlatformSpec
 
 __all__ = ["Instance", "InstanceError", "InstanceManager", "State"]
@@ -77,6 +83,7 @@ class Instance:
     id: str
     function: FunctionSpec
     log_path: Path
+    identity: Identity | None = None  # the function's own uid and gid, when isolated
     state: State = State.STARTING
     sidecar: asyncio.subprocess.Process | None = None
     process: asyncio.subprocess.Process | None = None
@@ -85,6 +92,7 @@ class Instance:
     objects_address: str = ""
     upstream: str = ""
     egress_socket: str = ""  # the Python SDK's same-host way to its sidecar
+    private: Path | None = None  # isolated: the function's own folder (HOME, TMPDIR, socket)
     function_port: int | None = None
     restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -105,6 +113,7 @@ class Instance:
             "state": self.state.value,
             "sidecar_pid": self.sidecar.pid if self.sidecar else None,
             "function_pid": self.process.pid if self.process else None,
+            "uid": self.identity.uid if self.identity else None,
             "ingress": self.ingress_url,
             "objects_address": self.objects_address,
             "objects": self.objects,
@@ -129,8 +138,10 @@ class InstanceManager:
         on_event: Event,
         stores: StoreSettings | None = None,
         sidecar_env: dict[str, str] | None = None,
+        identities: Mapping[str, Identity] | None = None,
     ) -> None:
         self.platform = platform
+        self.identities = identities  # None: functions run under our uid (no isolation)
         self.stores = stores or StoreSettings()
         self.sidecar_env = sidecar_env or {}  # e.g. credentials for an embedded S3 emulator
         self.keyring = keyring
@@ -139,18 +150,23 @@ class InstanceManager:
         self.session = session
         self.on_event = on_event
         self._counter = itertools.count(1)
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # -- starting ----------------------------------------------------------------------------
 
     def create(self, function: FunctionSpec) -> Instance:
         """A new STARTING instance of ``function``; :meth:`start` brings it up."""
         instance_id = f"{function.name}-{next(self._counter)}"
-        return Instance(instance_id, function, self.run_dir / "logs" / f"{instance_id}.log")
+        identity = self.identities[function.name] if self.identities is not None else None
+        log = self.run_dir / "logs" / f"{instance_id}.log"
+        return Instance(instance_id, function, log, identity=identity)
 
     async def start(self, instance: Instance) -> None:
         """Start the processes and wait until READY. Raises :class:`InstanceError`."""
         try:
+            if instance.identity is not None:
+                instance.private = self.run_dir / instance.id.rpartition("-")[2]
+                make_private_folder(instance.private, instance.identity)
             await self._start_sidecar(instance)
             await self._start_function(instance)
             await self._wait_ready(instance)
@@ -174,7 +190,10 @@ class InstanceManager:
         ingress_socket = str(self.run_dir / f"{number}.in.sock")
         instance.egress_socket = str(self.run_dir / f"{number}.out.sock")
         if function.handler is not None:
-            instance.upstream = f"unix:{self.run_dir / (number + '.sock')}"
+            # Isolated, the runtime (under the function's uid) binds its socket in its own
+            # folder: the run folder is not writable by it.
+            where = instance.private / "runtime.sock" if instance.private else None
+            instance.upstream = f"unix:{where or self.run_dir / (number + '.sock')}"
         else:
             instance.function_port = free_port()
             instance.upstream = f"http:{instance.function_port}"
@@ -194,23 +213,27 @@ class InstanceManager:
             transfer=self.platform.transfer or function.transfer,
             xdt_threshold=self.platform.xdt_threshold,
             object_ttl=self.platform.object_ttl,
-            redis_url=self.stores.redis_url,
             s3_endpoint_url=self.stores.s3_endpoint_url,
             s3_bucket=self.stores.s3_bucket,
             s3_region=self.stores.s3_region,
+            function_uid=instance.identity.uid if instance.identity else None,
+            function_gid=instance.identity.gid if instance.identity else None,
         )
-        # The key ring goes over a pipe, not the environment: /proc/<pid>/environ keeps a
-        # process's original environment for its whole life.
+        # The key ring and the Redis URL (which may hold a password, so it is not in the
+        # config above) go over a pipe: not on the command line, which every local user can
+        # read in /proc/<pid>/cmdline, nor in the environment, which /proc/<pid>/environ keeps
+        # for the process's whole life.
+        secrets = {"keyring": self.keyring.to_text(), "redis_url": self.stores.redis_url}
         env = {k: v for k, v in os.environ.items() if k != KEYRING_ENV} | self.sidecar_env
         with _log(instance) as log:
             instance.sidecar = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xdt.sidecar", "--config", config.to_json(),
-                "--keyring-stdin", stdin=asyncio.subprocess.PIPE,
+                "--secrets-stdin", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
                 preexec_fn=die_with_parent,
             )  # fmt: skip
         assert instance.sidecar.stdin is not None
-        instance.sidecar.stdin.write(self.keyring.to_text().encode())
+        instance.sidecar.stdin.write(json.dumps(secrets).encode())
         instance.sidecar.stdin.close()
         assert instance.sidecar.stdout is not None
         try:
@@ -227,7 +250,8 @@ class InstanceManager:
         host = self.platform.instance_host
         instance.pool = ConnectionPool(host, ports["ingress"], unix_path=ingress_socket)
         instance.ingress_url = f"http://{host}:{ports['ingress']}"
-        instance.egress_url = f"http://{host}:{ports['egress']}"
+        # The secret path is the TCP egress's only credential: any local process can connect.
+        instance.egress_url = f"http://{host}:{ports['egress']}{ports['egress_path']}"
         instance.objects_address = ports["objects"]
 
     async def _start_function(self, instance: Instance) -> None:
@@ -243,12 +267,20 @@ class InstanceManager:
             XDT_INSTANCE=instance.id,
             PYTHONUNBUFFERED="1",
         )
+        options: dict[str, Any] = {"preexec_fn": die_with_parent}
+        if instance.identity is not None and instance.private is not None:
+            uid, gid = instance.identity
+            for name in ("USER", "LOGNAME", "MAIL"):  # the platform's, not this uid's
+                env.pop(name, None)
+            env.update(HOME=str(instance.private / "home"), TMPDIR=str(instance.private / "tmp"))
+            options = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077,
+                       "preexec_fn": isolated_child}  # fmt: skip
         if function.handler is not None:
             socket_path = instance.upstream.removeprefix("unix:")
             threads = function.concurrency or RUNTIME_THREADS
             argv = [sys.executable, "-m", "xdt.runtime", "--handler", function.handler,
                     "--folder", str(function.folder), "--socket", socket_path,
-                    "--threads", str(threads)]  # fmt: skip
+                    "--threads", str(threads), "--peer-uid", str(os.getuid())]  # fmt: skip
         else:
             assert function.command is not None and instance.function_port is not None
             env["PORT"] = str(instance.function_port)
@@ -257,12 +289,14 @@ class InstanceManager:
             try:
                 instance.process = await asyncio.create_subprocess_exec(
                     *argv, cwd=function.folder, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log, stderr=log, start_new_session=True, preexec_fn=die_with_parent,
+                    stdout=log, stderr=log, start_new_session=True, **options,
                 )  # fmt: skip
             except OSError as exc:
                 raise InstanceError(
                     f"{instance.id}: cannot run {argv[0]!r}: {exc.strerror}"
                 ) from None
+            except subprocess.SubprocessError as exc:  # preexec_fn failed in the child
+                raise InstanceError(f"{instance.id}: cannot start {argv[0]!r}: {exc}") from None
 
     async def _wait_ready(self, instance: Instance) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -386,10 +420,12 @@ class InstanceManager:
         self.on_event(instance, "stopped")
 
     async def _kill(self, instance: Instance) -> None:
-        """Stop the function, then the sidecar."""
+        """Stop the function, then the sidecar; then remove the function's private folder."""
         instance.stopping = True
         await self._kill_process(instance.process)
         await self._kill_process(instance.sidecar)
+        if instance.private is not None:
+            remove_private_folder(instance.private)
 
     @staticmethod
     async def _kill_process(process: asyncio.subprocess.Process | None) -> None:

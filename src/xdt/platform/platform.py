@@ -7,6 +7,10 @@ Knative's scraper does — and records the total concurrency plus the requests b
 activator; every ``tick_interval`` (2 s), just after that scrape, each function's KPA decides
 how many instances it wants, and the deployment starts or drains instances to match.
 
+Isolated (:mod:`.isolation`: as root, by default), each function runs under a uid of its own;
+the run folder (sockets, logs, the functions' private folders) is then searchable, not
+listable, by others, and its logs are the platform's alone.
+
 Use ``async with Platform(spec) as platform:`` (``platform.url`` is the gateway); ``xdt up``
 runs one in the foreground until Ctrl-C, and :class:`~xdt.platform.launcher.LaunchedPlatform`
 runs ``xdt up`` as a child process.
@@ -33,6 +37,13 @@ from .autoscaler import sample_size
 from .deployment import Deployment
 from .gateway import create_app
 from .instances import Instance, InstanceManager, State
+from .isolation import (
+    Identity,
+    allocate,
+    check_reachable,
+    isolation_wanted,
+    stop_processes_of,
+)
 from .spec import Spec
 from .stores import EmbeddedStores, embedded_credentials
 
@@ -62,6 +73,7 @@ class Platform:
         self._loops: list[asyncio.Task[None]] = []
         self.kept_logs: Path | None = None
         self.stores: EmbeddedStores | None = None
+        self.identities: dict[str, Identity] | None = None  # None: not isolated
 
     async def __aenter__(self) -> Platform:
         await self.start()
@@ -79,8 +91,17 @@ class Platform:
 
     async def _start(self) -> None:
         settings = self.spec.platform
+        if isolation_wanted(settings):
+            # Before anything starts: a function that cannot read its own files under its
+            # uid is a clear error now, not a crash loop later.
+            self.identities = allocate(self.spec.functions)
+            for function in self.spec.functions:
+                check_reachable(function, self.identities[function.name])
         # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
         self._run_dir = Path(tempfile.mkdtemp(prefix="xdt-"))
+        if self.identities is not None:
+            # Function uids must reach their sockets here by name; they may not list it.
+            self._run_dir.chmod(0o711)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=None),
@@ -109,6 +130,7 @@ class Platform:
             self._instance_event,
             stores=store_settings,
             sidecar_env=embedded_credentials() if embedded_s3 else None,
+            identities=self.identities,
         )
         for function in self.spec.functions:
             self.deployments[function.name] = Deployment(function, settings, manager, self._session)
@@ -134,6 +156,10 @@ class Platform:
                 break
             await asyncio.sleep(0.05)
         await asyncio.gather(*(d.close() for d in self.deployments.values()))
+        if self.identities is not None:
+            # What a function started and left running (a daemon outside its process group)
+            # goes too: its uid is this platform's alone.
+            stop_processes_of(identity.uid for identity in self.identities.values())
         if self.stores is not None:
             await self.stores.close()
         if self._runner is not None:
@@ -143,8 +169,12 @@ class Platform:
         if self._run_dir is not None:
             troubled = any(d.troubled for d in self.deployments.values())
             if troubled:
-                for socket_file in self._run_dir.glob("*.sock"):
-                    socket_file.unlink(missing_ok=True)
+                for leftover in self._run_dir.iterdir():  # sockets, private folders
+                    if leftover.name != "logs":
+                        if leftover.is_dir() and not leftover.is_symlink():
+                            shutil.rmtree(leftover, ignore_errors=True)
+                        else:
+                            leftover.unlink(missing_ok=True)
                 self.kept_logs = self._run_dir / "logs"
             else:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
@@ -205,6 +235,7 @@ class Platform:
             "url": self.url,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "stores": self.stores.started if self.stores is not None else [],
+            "isolation": self.identities is not None,
             "functions": {name: d.status() for name, d in self.deployments.items()},
         }
 

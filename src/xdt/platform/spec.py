@@ -38,6 +38,7 @@ from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
 
 __all__ = [
     "DEFAULT_PLATFORM_SPEC",
+    "ISOLATION_SETTINGS",
     "TRANSFER_MODES",
     "FunctionSpec",
     "PlatformSpec",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 TRANSFER_MODES = ("inline", "xdt", "elasticache", "s3")
+ISOLATION_SETTINGS = ("auto", "on", "off")  # see xdt.platform.isolation
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -99,6 +101,8 @@ class PlatformSpec:
     s3_endpoint_url: str | None = None  # None: AWS S3, or a local moto server when needed
     s3_bucket: str = "xdt-transfers"
     s3_region: str = "us-east-1"
+    # Each function under a uid of its own: "auto" when xdt up runs as root, "on" requires it.
+    isolation: str = "auto"
 
 
 DEFAULT_PLATFORM_SPEC = PlatformSpec()
@@ -183,7 +187,20 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _positive_duration(value, where)
         elif key in ("redis_url", "s3_endpoint_url", "s3_bucket", "s3_region"):
             values[key] = _string(value, where)
+        elif key == "isolation":
+            values[key] = _isolation(value, where)
     return PlatformSpec(**values)
+
+
+def _isolation(value: Any, where: str) -> str:
+    if isinstance(value, bool):  # YAML 1.1 reads a bare on/off as true/false
+        return "on" if value else "off"
+    if value not in ISOLATION_SETTINGS:
+        raise SpecError(
+            f"{where}: {value!r} is not an isolation setting: auto (each function under a uid "
+            "of its own when xdt up runs as root), on (require it) or off"
+        )
+    return str(value)
 
 
 def _mode(value: Any, where: str) -> str:

@@ -5,12 +5,18 @@ When a function runs with ``transfer: elasticache`` and the spec gives no ``redi
 ``s3_endpoint_url``, moto's S3-compatible server (``moto[server]``, an emulator of S3, not S3).
 Both listen on free loopback ports, keep nothing on disk, die with the platform and are
 stopped when it stops.
+
+Redis requires a password, random per run: functions (which never see it) cannot reach the
+data behind other functions' references directly. It is in Redis's configuration, given on
+its stdin (``redis-server -``), never on a command line, and reaches sidecars on their stdin
+inside the Redis URL. moto cannot authenticate anyone: any local process can reach it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -80,13 +86,15 @@ class EmbeddedStores:
                 "(make does), or set platform.redis_url"
             )
         port = free_port()
-        await self._spawn(
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-            "no", "--protected-mode", "yes", "--loglevel", "warning",
-        )  # fmt: skip
-        await _wait_for(lambda: _redis_answers(port), f"redis-server on port {port}")
+        password = secrets.token_urlsafe(24)
+        config = (
+            f'port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave ""\nappendonly no\n'
+            f"loglevel warning\nrequirepass {password}\n"
+        )
+        await self._spawn(binary, "-", config=config)  # "-": the configuration is on stdin
+        await _wait_for(lambda: _redis_answers(port, password), f"redis-server on port {port}")
         self.started.append(f"redis-server at 127.0.0.1:{port}")
-        return f"redis://127.0.0.1:{port}/0"
+        return f"redis://:{password}@127.0.0.1:{port}/0"
 
     async def _start_moto(self) -> str:
         try:
@@ -104,16 +112,21 @@ class EmbeddedStores:
         self.moto_started = True
         return url
 
-    async def _spawn(self, *argv: str) -> None:
+    async def _spawn(self, *argv: str, config: str | None = None) -> None:
+        """Start a server; ``config`` is written to its stdin, which is then closed."""
         process = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if config is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
         self.processes.append(process)
+        if config is not None:
+            assert process.stdin is not None
+            process.stdin.write(config.encode())
+            process.stdin.close()
 
     def _ensure_bucket(self) -> None:
         import boto3
@@ -148,11 +161,17 @@ async def _wait_for(check: object, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-def _redis_answers(port: int) -> bool:
+def _redis_answers(port: int, password: str) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-            probe.sendall(b"PING\r\n")
-            return probe.recv(64).startswith(b"+PONG")
+            probe.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+            answer = b""
+            while answer.count(b"\r\n") < 2:
+                chunk = probe.recv(64)
+                if not chunk:
+                    return False
+                answer += chunk
+            return answer == b"+OK\r\n+PONG\r\n"
     except OSError:
         return False
 

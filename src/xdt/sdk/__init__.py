@@ -22,7 +22,8 @@ the function's ``transfer`` setting decides, never the code. Calls:
 - ``gather([ref, …]) -> list[bytes]``: many references pulled at once.
 
 :mod:`xdt.sync` has the same calls for plain ``def`` handlers. The sidecar's egress address
-comes from ``$XDT_EGRESS``, which the platform sets in every function process. A failed call
+comes from ``$XDT_EGRESS``, which the platform sets in every function process; its path is a
+secret of this instance's (without it the egress answers 403), so calls go *under* it. A failed call
 raises the typed error the platform reported (:class:`~xdt.FunctionNotFound`,
 :class:`~xdt.FunctionFailed`, :class:`~xdt.ReferenceExpired`, :class:`~xdt.Overloaded`, …).
 """

@@ -1,7 +1,8 @@
 """The sidecar, the trusted process in front of each function instance (see :mod:`.server`).
 
-Run as ``python -m xdt.sidecar --config JSON`` with the key ring in ``$XDT_KEYRING``; it prints
-one JSON line with its ports once it listens.
+Run as ``python -m xdt.sidecar --config JSON`` with the key ring in ``$XDT_KEYRING`` (or, with
+``--secrets-stdin``, the key ring and store URLs as JSON on stdin); it prints one JSON line with
+its ports once it listens.
 """
 
 from .breaker import Breaker, BreakerFull

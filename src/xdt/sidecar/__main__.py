@@ -1,10 +1,17 @@
-"""``python -m xdt.sidecar --config JSON``: run one sidecar until SIGTERM or SIGINT."""
+"""``python -m xdt.sidecar --config JSON``: run one sidecar until SIGTERM or SIGINT.
+
+Secrets never go on the command line (``/proc/<pid>/cmdline`` is readable by every local user)
+nor, with ``--secrets-stdin``, in the environment (``/proc/<pid>/environ`` keeps a process's
+original environment for its whole life): the platform writes them as one JSON object on stdin,
+``{"keyring": TEXT, "redis_url": URL-with-password-or-null}``, and closes it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import ctypes
+import dataclasses
 import json
 import os
 import signal
@@ -35,19 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xdt.sidecar")
     parser.add_argument("--config", required=True, help="SidecarConfig as JSON")
     parser.add_argument(
-        "--keyring-stdin", action="store_true", help="read the key ring from stdin (not the env)"
+        "--secrets-stdin",
+        action="store_true",
+        help='read {"keyring": ..., "redis_url": ...} as JSON from stdin (not argv or the env)',
     )
     args = parser.parse_args(argv)
-    # Not dumpable: other processes of the same user (the function's) cannot read this one's
-    # memory or environment through /proc.
+    # Not dumpable: other processes of the same user (the function's, without isolation)
+    # cannot read this one's memory or environment through /proc.
     ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0)
+    os.umask(0o077)  # whatever we create (our sockets) is ours alone unless we say otherwise
     keep_warm()
-    if args.keyring_stdin:
-        keyring = KeyRing.from_text(sys.stdin.read(), origin="stdin")
+    config = SidecarConfig.from_json(args.config)
+    if args.secrets_stdin:
+        secrets = json.loads(sys.stdin.read())
+        keyring = KeyRing.from_text(secrets["keyring"], origin="stdin")
+        config = dataclasses.replace(config, redis_url=secrets.get("redis_url"))
     else:
         keyring = KeyRing.from_env()
         os.environ.pop(KEYRING_ENV, None)  # nothing this process starts should inherit it
-    asyncio.run(_run(SidecarConfig.from_json(args.config), keyring))
+    asyncio.run(_run(config, keyring))
     return 0
 
 

@@ -11,13 +11,18 @@ Three listeners, all on loopback by default:
   answers its sealed reference, ``POST /objects/get`` pulls one by reference;
 - the *object server* of the transfer core, for peer sidecars holding a reference.
 
-Only the sidecar holds the key ring; the function process never sees it.
+Only the sidecar holds the key ring; the function process never sees it. Who may connect
+(:mod:`.guard`): the ingress Unix socket admits only the sidecar's own uid (the platform's);
+the egress Unix socket also the function's uid; the TCP egress answers only under a random
+path prefix that only ``$XDT_EGRESS`` carries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -47,11 +52,13 @@ from .._http import (
 from .._httpclient import ConnectionPool, PeerGone
 from .._local import Channel, Kind, Message, as_bytes
 from .._names import is_function_name
+from .._peer import PeerCheck, bind_unix
 from ..modes.base import StoreSettings
 from ..objects import ObjectStore, StoreConfig
 from ..refs import DEFAULT_TENANT, KeyRing
 from ..transfer import ObjectServer, PullClient, ServerConfig
 from .breaker import Breaker, BreakerFull
+from .guard import PeerCheckedUnixSite, behind_secret
 from .stats import RequestStats
 from .transfers import Payload, Transfers, close
 from .upstream import Answer, HttpUpstream, RuntimeUpstream, Upstream
@@ -80,6 +87,9 @@ class SidecarConfig:
     s3_endpoint_url: str | None = None
     s3_bucket: str = "xdt-transfers"
     s3_region: str = "us-east-1"
+    # The function's own uid and gid when it runs under one (isolation); None: ours.
+    function_uid: int | None = None
+    function_gid: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -91,6 +101,7 @@ class SidecarConfig:
 
 def _make_upstream(config: SidecarConfig, store: ObjectStore, inbound: BufferPool) -> Upstream:
     kind, _, where = config.upstream.partition(":")
+    function_uid = os.getuid() if config.function_uid is None else config.function_uid
     if kind == "unix":
         return RuntimeUpstream(
             where,
@@ -98,9 +109,12 @@ def _make_upstream(config: SidecarConfig, store: ObjectStore, inbound: BufferPoo
             lend=inbound,
             keep=store.pool,
             max_answer=max(config.inline_limit, config.object_quota),
+            peer_uid=function_uid,
         )
     if kind == "http":
-        return HttpUpstream(int(where), function=config.function, host=config.host)
+        return HttpUpstream(
+            int(where), function=config.function, host=config.host, peer_uid=function_uid
+        )
     raise ValueError(f"upstream {config.upstream!r} is neither unix:PATH nor http:PORT")
 
 
@@ -140,6 +154,11 @@ class Sidecar:
         self.rejected_total = 0
         self.ingress_port = 0
         self.egress_port = 0
+        self.egress_secret = secrets.token_urlsafe(18)  # 144 bits: the TCP egress's path prefix
+        own = os.getuid()  # the platform's: it started us
+        self._ingress_check = PeerCheck({own}, "ingress socket")
+        function_uid = own if config.function_uid is None else config.function_uid
+        self._egress_check = PeerCheck({own, function_uid}, "egress socket")
         self._runners: list[web.AppRunner] = []
         self._local_server: asyncio.Task[None] | None = None
         self._local_tasks: set[asyncio.Task[None]] = set()
@@ -152,7 +171,9 @@ class Sidecar:
     async def start(self) -> None:
         await self.objects.start()
         self.ingress_port = await self._serve(self._ingress_app(), self.config.ingress_socket)
-        self.egress_port = await self._serve(self._egress_app())
+        limit = max(self.config.inline_limit, self.config.object_quota)
+        egress = behind_secret(self._egress_app(), self.egress_secret, limit=limit)
+        self.egress_port = await self._serve(egress)
         if self.config.egress_socket is not None:
             self._local_server = asyncio.create_task(self._serve_local(self.config.egress_socket))
 
@@ -177,6 +198,7 @@ class Sidecar:
         return {
             "ingress": self.ingress_port,
             "egress": self.egress_port,
+            "egress_path": f"/{self.egress_secret}",
             "objects": self.objects.address,
         }
 
@@ -187,7 +209,7 @@ class Sidecar:
         )
         await runner.setup()
         if unix_path is not None:  # skips the TCP stack: p50 774 → 705 µs in xdt bench platform
-            await web.UnixSite(runner, unix_path).start()
+            await PeerCheckedUnixSite(runner, unix_path, self._ingress_check).start()
         site = web.TCPSite(runner, self.config.host, 0)
         await site.start()
         self._runners.append(runner)
@@ -365,15 +387,16 @@ class Sidecar:
     # -- the local egress: the Python SDK's memfd fast path ----------------------------------
 
     async def _serve_local(self, path: str) -> None:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen(1024)
-        listener.setblocking(False)
+        # Owned by us, group the function's: it may connect (connecting needs write), others not.
+        listener = bind_unix(path, mode=0o660, group=self.config.function_gid)
         self._local_listener = listener
         loop = asyncio.get_running_loop()
         try:
             while True:
                 sock, _ = await loop.sock_accept(listener)
+                if not self._egress_check.admits(sock):
+                    sock.close()
+                    continue
                 limit = max(self.config.inline_limit, self.config.object_quota)
                 channel = Channel(sock, self.pulls.pool, max_payload=limit)
                 task = asyncio.create_task(self._local_connection(channel))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +23,7 @@ import aiohttp
 from .._buffers import Buffer, BufferPool
 from .._errors import FunctionFailed, InstanceFailed
 from .._local import Channel, Kind, as_bytes
+from .._peer import peer_of, tcp_listeners
 
 __all__ = ["Answer", "HttpUpstream", "Payload", "RuntimeUpstream", "Upstream"]
 
@@ -46,7 +49,9 @@ class Upstream(Protocol):
 class RuntimeUpstream:
     """``lend``: warm buffers to lend the runtime big payloads from; ``keep``: where a big
     answer the runtime lends us is copied to (the object store's pool: an answer that goes
-    on by reference is adopted from there without another copy)."""
+    on by reference is adopted from there without another copy). ``peer_uid``: the uid the
+    runtime runs under; a socket at ``socket_path`` served by any other uid is not used (the
+    function owns the folder of its socket and could put another function's there)."""
 
     def __init__(
         self,
@@ -57,8 +62,10 @@ class RuntimeUpstream:
         keep: BufferPool | None = None,
         max_answer: int | None = None,
         max_idle: int = 64,
+        peer_uid: int | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self.peer_uid = peer_uid
         self.function = function
         self.max_idle = max_idle
         self.lend = lend or BufferPool(name="xdt-lend")
@@ -111,7 +118,7 @@ class RuntimeUpstream:
 
     async def ready(self) -> bool:
         try:
-            channel = await Channel.connect(self.socket_path)
+            channel = await self._connect()
         except OSError:
             return False
         try:
@@ -134,7 +141,7 @@ class RuntimeUpstream:
         if self._idle:
             return self._idle.pop()
         try:
-            channel = await Channel.connect(self.socket_path, self.lend)
+            channel = await self._connect(self.lend)
             channel.max_payload = self.max_answer
             return channel
         except OSError as exc:
@@ -142,6 +149,20 @@ class RuntimeUpstream:
                 f"function {self.function!r} is not accepting connections: {exc.strerror}",
                 function=self.function,
             ) from None
+
+    async def _connect(self, pool: BufferPool | None = None) -> Channel:
+        channel = await Channel.connect(self.socket_path, pool)
+        if self.peer_uid is not None:
+            try:
+                uid = peer_of(channel.sock).uid
+            except OSError:
+                channel.close()
+                raise
+            if uid != self.peer_uid:
+                channel.close()
+                served = f"{self.socket_path} is served by uid {uid}"
+                raise PermissionError(errno.EPERM, f"{served}, not the function's {self.peer_uid}")
+        return channel
 
     def _checkin(self, channel: Channel) -> None:
         if len(self._idle) < self.max_idle:
@@ -151,9 +172,17 @@ class RuntimeUpstream:
 
 
 class HttpUpstream:
-    def __init__(self, port: int, *, function: str, host: str = "127.0.0.1") -> None:
+    """``peer_uid``: the uid the function runs under. The port is ready only when sockets of
+    that uid alone listen on it: another function that took the port first would otherwise
+    get this one's requests and answer for it."""
+
+    def __init__(
+        self, port: int, *, function: str, host: str = "127.0.0.1", peer_uid: int | None = None
+    ) -> None:
         self.host, self.port = host, port
         self.function = function
+        self.peer_uid = peer_uid
+        self._warned = False
         self.url = f"http://{host}:{port}/"
         self._session: aiohttp.ClientSession | None = None
 
@@ -179,7 +208,18 @@ class HttpUpstream:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
-        return True
+        if self.peer_uid is None:
+            return True
+        owners = set(tcp_listeners(self.port))
+        if owners == {self.peer_uid}:
+            return True
+        if not self._warned:
+            self._warned = True
+            uids = ", ".join(str(uid) for uid in sorted(owners)) or "none"
+            print(f"xdt: port {self.port} is listened on by uid {uids}, not only by function "
+                  f"{self.function!r}'s uid {self.peer_uid}: not using it",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        return False
 
     async def close(self) -> None:
         if self._session is not None:

@@ -84,8 +84,115 @@ def smuggle(body: bytes) -> bytes:
     from urllib.parse import urlsplit
 
     egress = urlsplit(os.environ["XDT_EGRESS"])
-    path = "/invoke/upper%20HTTP/1.1%0D%0AHost:%20x%0D%0AContent-Length:%205%0D%0A%0D%0AFIRST"
+    path = egress.path + (  # under the egress's secret path, as every call
+        "/invoke/upper%20HTTP/1.1%0D%0AHost:%20x%0D%0AContent-Length:%205%0D%0A%0D%0AFIRST"
+    )
     with socket.create_connection((egress.hostname, egress.port), timeout=10) as raw:
         raw.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".encode())
         answer = raw.recv(65536)
     return answer.split(b"\r\n", 1)[0]
+
+
+def identity(body: bytes) -> bytes:
+    """Who this function runs as, and what its private folders are like (it writes in them)."""
+    folders = {}
+    for name in ("HOME", "TMPDIR"):
+        path = os.environ.get(name, "")
+        with open(os.path.join(path, "written"), "w") as proof:
+            proof.write("mine")
+        info = os.stat(path)
+        folders[name] = {"path": path, "mode": info.st_mode & 0o7777, "owner": info.st_uid}
+    with open("/proc/self/status") as status:
+        no_new_privs = next(line.split()[1] for line in status if line.startswith("NoNewPrivs"))
+    return json.dumps(
+        {
+            "uid": os.getuid(),
+            "euid": os.geteuid(),
+            "gid": os.getgid(),
+            "groups": os.getgroups(),
+            "no_new_privs": no_new_privs,
+            "folders": folders,
+            "instance": os.environ["XDT_INSTANCE"],
+        }
+    ).encode()
+
+
+def probe(body: bytes) -> bytes:
+    """Try what a function must not be able to do to others (the test says where they are);
+    answer what happened each time, and the same for this function's own egress."""
+    import errno
+    import socket
+    import struct
+    import urllib.error
+    from urllib.parse import urlsplit
+
+    order = json.loads(body)
+
+    def frame(kind: int, meta: dict[str, object], payload: bytes) -> bytes:
+        raw = json.dumps(meta).encode() if meta else b""
+        return struct.pack("!BBIQ", kind, 0, len(raw), len(payload)) + raw + payload
+
+    hello = {  # a request each kind of socket answers when it admits the caller
+        "in": b"GET /xdt/ready HTTP/1.1\r\nHost: x\r\n\r\n",
+        "out": frame(6, {"op": "release"}, b"not-a-reference"),  # CALL
+        "runtime": frame(4, {}, b""),  # PING
+    }
+
+    def try_unix(kind: str, path: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            try:
+                sock.connect(path)
+            except OSError as exc:
+                return f"refused: {errno.errorcode.get(exc.errno or 0, exc.errno)}"
+            try:
+                sock.sendall(hello[kind])
+                return "answered" if sock.recv(1024) else "closed"
+            except (ConnectionResetError, BrokenPipeError):
+                return "closed"
+
+    def post(url: str) -> list[object]:
+        request = urllib.request.Request(url, data=b"probe", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return [answer.status, answer.read().decode()]
+        except urllib.error.HTTPError as answer:
+            return [answer.code, answer.read().decode()]
+
+    results: dict[str, object] = {
+        name: try_unix(kind, path) for name, (kind, path) in order.get("unix", {}).items()
+    }
+    results["own-out"] = try_unix("out", os.environ["XDT_EGRESS_SOCKET"])
+    egress = urlsplit(os.environ["XDT_EGRESS"])
+    port = f"http://{egress.hostname}:{egress.port}"
+    results["egress-no-secret"] = post(f"{port}/invoke/upper")
+    results["egress-wrong-secret"] = post(f"{port}/{'A' * 24}/invoke/upper")
+    results["egress-own"] = post(f"{os.environ['XDT_EGRESS']}/invoke/upper")
+    if "redis_port" in order:
+        with socket.create_connection(("127.0.0.1", order["redis_port"]), timeout=10) as redis:
+            redis.sendall(b"PING\r\n")
+            results["redis"] = redis.recv(1024).decode(errors="replace")
+    if "pid" in order:  # another function's process
+        try:
+            with open(f"/proc/{order['pid']}/environ", "rb") as environ:
+                results["environ"] = f"read {len(environ.read())} bytes"
+        except OSError as exc:
+            results["environ"] = type(exc).__name__
+        try:
+            os.kill(order["pid"], 0)
+            results["signal"] = "sent"
+        except OSError as exc:
+            results["signal"] = type(exc).__name__
+    results["environment"] = dict(os.environ)
+    return json.dumps(results).encode()
+
+
+def daemon(body: bytes) -> bytes:
+    """Leave a process behind that escaped this one's process group; answer its pid."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
+    )
+    return str(child.pid).encode()

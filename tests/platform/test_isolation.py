@@ -1,0 +1,367 @@
+"""Function isolation (``xdt.platform.isolation``): the setting, uids, the readability check,
+and end to end: `xdt up` as root runs each function under a uid of its own, and what one
+function can reach of another's — sockets, egress, processes, the embedded Redis — is refused,
+while its own calls work."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from patterns import describe, make  # tests/platform/functions (see conftest.py)
+
+from _support.platform import RunningPlatform, alive
+from xdt.platform.isolation import (
+    UID_BASE,
+    UID_SPAN,
+    Identity,
+    IsolationError,
+    allocate,
+    check_reachable,
+    isolation_wanted,
+    mapped,
+)
+from xdt.platform.spec import FunctionSpec, PlatformSpec, SpecError
+
+Start = Callable[[dict[str, Any]], RunningPlatform]
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="isolating functions needs root")
+SOMEONE = Identity(UID_BASE + 12345, UID_BASE + 12345)  # owns nothing here
+
+# -- the setting and the uids ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "euid", "isolated"),
+    [("auto", 0, True), ("auto", 1000, False), ("on", 0, True), ("off", 0, False),
+     ("off", 1000, False)],
+)  # fmt: skip
+def test_auto_isolates_when_root_and_off_never(setting: str, euid: int, isolated: bool) -> None:
+    assert isolation_wanted(PlatformSpec(isolation=setting), euid=euid) is isolated
+
+
+def test_isolation_on_without_root_is_a_spec_error_that_says_what_to_do() -> None:
+    with pytest.raises(SpecError) as info:
+        isolation_wanted(PlatformSpec(isolation="on"), euid=1000)
+    message = str(info.value)
+    assert message.startswith("platform.isolation: on")
+    assert "needs root, and xdt up runs as uid 1000" in message
+    assert "isolation: auto" in message and "off" in message
+
+
+def test_each_function_and_tenant_gets_its_own_uid_from_the_range() -> None:
+    functions = [FunctionSpec(name=f"f{i}", handler="m:f") for i in range(50)]
+    functions.append(FunctionSpec(name="f0-elsewhere", handler="m:f", tenant="another"))
+    identities = allocate(functions, salt=b"s" * 16)
+    uids = [identity.uid for identity in identities.values()]
+    assert len(set(uids)) == len(functions)
+    assert all(UID_BASE <= uid < UID_BASE + UID_SPAN for uid in uids)
+    assert all(identity.gid == identity.uid for identity in identities.values())
+    assert allocate(functions, salt=b"s" * 16) == identities  # keyed by the salt
+    same_name = [FunctionSpec(name="f0", handler="m:f", tenant="another")]
+    assert allocate(same_name, salt=b"s" * 16)["f0"] != identities["f0"]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "usable"),
+    [("0 0 4294967295", True), ("0 1000 1\n1 100000 65536", False),
+     ("0 0 65536\n2000000000 3000000000 16777216", True),
+     ("2000000000 3000000000 16777215", False)],
+    ids=["host", "rootless", "mapped-range", "one-short"],
+)  # fmt: skip
+def test_the_uid_range_must_be_mapped_in_the_user_namespace(mapping: str, usable: bool) -> None:
+    assert mapped(UID_BASE, UID_SPAN, mapping) is usable
+
+
+@needs_root
+def test_a_uid_a_running_process_holds_is_not_handed_out() -> None:
+    function = [FunctionSpec(name="busy", handler="m:f")]
+    first = allocate(function, salt=b"t" * 16)["busy"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        user=first.uid, group=first.gid, extra_groups=[],
+    )  # fmt: skip
+    try:
+        second = allocate(function, salt=b"t" * 16)["busy"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second != first and UID_BASE <= second.uid < UID_BASE + UID_SPAN
+
+
+# -- what the function's uid must be able to read ----------------------------------------------
+
+
+def test_a_readable_handler_passes_the_check(shared_path: Path) -> None:
+    (shared_path / "fns.py").write_text("def f(body): return body\n")
+    (shared_path / "fns.py").chmod(0o644)
+    check_reachable(FunctionSpec(name="f", handler="fns:f", folder=shared_path), SOMEONE)
+
+
+def test_a_folder_behind_a_closed_one_is_named_with_what_to_do(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    (closed / "app").mkdir(parents=True, mode=0o755)
+    closed.chmod(0o700)
+    function = FunctionSpec(name="f", handler="fns:f", folder=closed / "app")
+    with pytest.raises(IsolationError) as info:
+        check_reachable(function, SOMEONE)
+    message = str(info.value)
+    assert message.startswith(f"functions[f]: its folder, {closed / 'app'}, is not readable")
+    assert f"uid {SOMEONE.uid}" in message
+    blocking = next(p for p in [*reversed(closed.parents), closed] if not p.stat().st_mode & 1)
+    assert f": {blocking} is mode" in message and "platform.isolation: off" in message
+
+
+def test_an_unreadable_module_or_command_is_named(shared_path: Path) -> None:
+    (shared_path / "pkg").mkdir(mode=0o755)
+    (shared_path / "pkg" / "secret.py").write_text("def f(body): return body\n")
+    (shared_path / "pkg" / "secret.py").chmod(0o600)
+    with pytest.raises(IsolationError, match=r"its handler's module, .*secret\.py, .* mode 0600"):
+        check_reachable(FunctionSpec(name="f", handler="pkg.secret:f", folder=shared_path), SOMEONE)
+    (shared_path / "serve").write_text("#!/bin/sh\n")
+    (shared_path / "serve").chmod(0o700)
+    with pytest.raises(IsolationError, match=r"its command, .*serve, .* mode 0700"):
+        check_reachable(FunctionSpec(name="f", command=("./serve",), folder=shared_path), SOMEONE)
+    (shared_path / "data.txt").write_text("private")
+    (shared_path / "data.txt").chmod(0o640)
+    command = (sys.executable, "data.txt")
+    with pytest.raises(IsolationError, match=r"a file its command names, .*data\.txt"):
+        check_reachable(FunctionSpec(name="f", command=command, folder=shared_path), SOMEONE)
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def _instances(platform: RunningPlatform, function: str) -> list[dict[str, Any]]:
+    instances: list[dict[str, Any]] = platform.wait_for(
+        lambda s: s["functions"][function]["ready"] >= 1, what=f"{function} ready"
+    )["functions"][function]["instances"]
+    return instances
+
+
+def _run_dir(instance: dict[str, Any]) -> Path:
+    return Path(instance["log"]).parent.parent
+
+
+def _uid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line.split()[1] for line in status if line.startswith("Uid:")))
+
+
+@needs_root
+def test_each_function_runs_under_its_own_uid_with_a_private_home(start_platform: Start) -> None:
+    platform = start_platform(
+        {
+            "functions": [
+                {"name": "who-a", "handler": "fns:identity", "min_scale": 2, "initial_scale": 2},
+                {"name": "who-b", "handler": "fns:identity", "tenant": "another"},
+                {"name": "legacy", "command": [sys.executable, "legacy_server.py"]},
+                {"name": "third", "handler": "fns:third"},
+            ]
+        }
+    )
+    status, _, body = platform.invoke("who-a")
+    assert status == 200, body
+    a = json.loads(body)
+    b = json.loads(platform.invoke("who-b")[2])
+
+    for seen in (a, b):
+        assert UID_BASE <= seen["uid"] < UID_BASE + UID_SPAN
+        assert seen["euid"] == seen["uid"] and seen["gid"] == seen["uid"]
+        assert seen["groups"] == []  # no supplementary groups
+        assert seen["no_new_privs"] == "1"
+        for folder in seen["folders"].values():  # HOME and TMPDIR: its own, and only its own
+            assert (folder["mode"], folder["owner"]) == (0o700, seen["uid"])
+    assert a["uid"] != b["uid"]
+
+    # Every instance of a function shares its uid; a command function gets one too.
+    platform.wait_for(lambda s: s["functions"]["who-a"]["ready"] == 2, what="two instances")
+    instances = _instances(platform, "who-a")
+    assert {_uid_of(i["function_pid"]) for i in instances} == {a["uid"]}
+    assert {i["uid"] for i in instances} == {a["uid"]}
+    (legacy,) = _instances(platform, "legacy")
+    assert _uid_of(legacy["function_pid"]) not in (0, a["uid"], b["uid"])
+    assert _uid_of(legacy["sidecar_pid"]) == 0  # sidecars stay the platform's
+    assert platform.invoke("legacy", b"x")[::2] == (200, b"legacy(third(x))")
+    assert platform.status()["isolation"] is True
+
+    # The private folders live in the run folder, which others may search but not list, and
+    # they go with their instances.
+    homes = [Path(seen["folders"]["HOME"]["path"]) for seen in (a, b)]
+    run_dir = _run_dir(instances[0])
+    assert all(run_dir in home.parents for home in homes)
+    assert os.stat(run_dir).st_mode & 0o777 == 0o711
+    assert os.stat(run_dir / "logs").st_mode & 0o777 == 0o700
+    platform.stop()
+    assert not any(home.exists() for home in homes)
+
+
+@needs_root
+def test_a_function_cannot_reach_another_ones_sockets_processes_or_redis(
+    start_platform: Start,
+) -> None:
+    platform = start_platform(
+        {
+            "functions": [
+                {"name": "probe", "handler": "fns:probe"},
+                {"name": "victim", "handler": "fns:upper"},
+                {"name": "upper", "handler": "fns:upper"},
+                # elasticache with no redis_url: xdt up starts a Redis of its own
+                {"name": "digest", "handler": "patterns:digest", "transfer": "elasticache"},
+                {"name": "one-to-one", "handler": "patterns:one_to_one",
+                 "transfer": "elasticache"},
+                {"name": "produce", "handler": "patterns:produce", "transfer": "elasticache"},
+            ]
+        }
+    )  # fmt: skip
+    (victim,) = _instances(platform, "victim")
+    run_dir, number = _run_dir(victim), victim["id"].rpartition("-")[2]
+    private = run_dir / number
+    sockets = {
+        "in": ("in", str(run_dir / f"{number}.in.sock")),
+        "out": ("out", str(run_dir / f"{number}.out.sock")),
+        "runtime": ("runtime", str(private / "runtime.sock")),
+    }
+    (redis,) = [s for s in platform.status()["stores"] if s.startswith("redis-server")]
+    order = {"unix": sockets, "redis_port": int(redis.rsplit(":", 1)[1]), "pid": 0}
+    order["pid"] = victim["function_pid"]
+
+    def probe() -> dict[str, Any]:
+        status, _, body = platform.invoke("probe", json.dumps(order).encode())
+        assert status == 200, body
+        answer: dict[str, Any] = json.loads(body)
+        return answer
+
+    seen = probe()
+    # File modes keep it from even connecting: the sockets are root's (the egress's group is
+    # the victim's own), the runtime's is in the victim's private folder.
+    assert (seen["in"], seen["out"], seen["runtime"]) == ("refused: EACCES",) * 3
+    assert seen["own-out"] == "answered"  # its own egress socket serves it
+    # The TCP egress answers only under the secret path in the function's own $XDT_EGRESS.
+    for case in ("egress-no-secret", "egress-wrong-secret"):
+        status, text = seen[case]
+        assert status == 403 and "secret path in $XDT_EGRESS" in text, seen[case]
+    assert seen["egress-own"] == [200, "PROBE"]
+    # Redis wants its password, which no function process has.
+    assert seen["redis"].startswith("-NOAUTH")
+    assert not any("redis://" in value for value in seen["environment"].values())
+    # Another uid's process: its environment is unreadable, signals are refused.
+    assert (seen["environ"], seen["signal"]) == ("PermissionError", "PermissionError")
+
+    # Even with the file modes opened wide, the peer checks (SO_PEERCRED) refuse it.
+    private.chmod(0o711)
+    for _, path in sockets.values():
+        os.chmod(path, 0o666)
+    seen = probe()
+    assert (seen["in"], seen["out"], seen["runtime"]) == ("closed",) * 3, seen
+    log = Path(victim["log"]).read_text()
+    probe_uid = platform.status()["functions"]["probe"]["instances"][0]["uid"]
+    for what in ("ingress socket", "egress socket", "runtime socket"):
+        assert f"refused a connection to the {what} from pid" in log
+    assert f"uid {probe_uid}: only uid" in log
+
+    # Nothing refused got through, nothing broke: the victim and Redis still serve.
+    assert platform.invoke("victim", b"still")[::2] == (200, b"STILL")
+    expected = describe(make(1 << 20, 5))
+    body = platform.invoke("one-to-one", json.dumps({"size": 1 << 20, "seed": 5}).encode())[2]
+    assert json.loads(body) == [expected, expected]
+    assert platform.function("victim")["requests"] == 1
+    # The Redis password is on none of the platform's command lines (Redis's and the
+    # sidecars' included), nor in a function's environment (above).
+    lines = _command_lines(platform.process.pid)
+    assert any("redis-server" in line.split()[0] for line in lines), lines
+    assert not [line for line in lines if "requirepass" in line or "redis://" in line]
+
+
+def _command_lines(root: int) -> list[str]:
+    """The command lines of ``root``'s descendants."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, lines = {root}, []
+    for _ in range(10):  # a few generations deep is plenty
+        found |= {pid for pid, parent in parents.items() if parent in found}
+    for pid in found - {root}:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                lines.append(cmdline.read().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return lines
+
+
+@needs_root
+def test_what_a_function_leaves_running_stops_with_the_platform(start_platform: Start) -> None:
+    platform = start_platform({"functions": [{"name": "daemon", "handler": "fns:daemon"}]})
+    status, _, body = platform.invoke("daemon")
+    assert status == 200, body
+    pid = int(body)
+    assert alive(pid)  # outside the function's process group: stopping the group misses it
+    platform.stop()
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
+
+
+@needs_root
+def test_isolation_off_runs_functions_as_the_platform(start_platform: Start) -> None:
+    platform = start_platform(
+        {
+            "platform": {"isolation": False},  # YAML's bare `off`
+            "functions": [
+                {"name": "who", "handler": "fns:environment"},
+                {"name": "hold", "handler": "fns:hold"},
+            ],
+        }
+    )
+    assert platform.status()["isolation"] is False
+    (instance,) = _instances(platform, "who")
+    assert _uid_of(instance["function_pid"]) == 0 and instance["uid"] is None
+    status, _, reference = platform.invoke("hold", b"kept")  # its egress, with the secret path
+    assert status == 200 and len(reference) > 20
+
+
+def _up(spec: str, folder: Path, **options: Any) -> subprocess.CompletedProcess[str]:
+    (folder / "xdt.yaml").write_text(spec)
+    return subprocess.run(
+        [sys.executable, "-m", "xdt", "up", "-f", str(folder / "xdt.yaml"), "--port", "0"],
+        capture_output=True, text=True, timeout=60, cwd=folder,
+        env={**os.environ, "COLUMNS": "300"}, **options,
+    )  # fmt: skip
+
+
+@needs_root
+def test_a_function_folder_its_uid_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
+    # pytest's tmp_path is under /tmp/pytest-of-root, mode 0700.
+    shutil.copy(Path(__file__).parent / "functions" / "fns.py", tmp_path)
+    done = _up("functions:\n  - {name: upper, handler: 'fns:upper'}\n", tmp_path)
+    assert done.returncode == 1, done.stdout
+    output = " ".join(done.stdout.split())
+    assert f"functions[upper]: its folder, {tmp_path}, is not readable" in output
+    blocking = next(p for p in reversed(tmp_path.parents) if not os.stat(p).st_mode & 0o001)
+    assert f"{blocking} is mode 0700" in output and "platform.isolation: off" in output
+    assert "xdt is up" not in output
+
+
+@needs_root
+def test_isolation_on_without_root_is_refused_before_anything_starts(shared_path: Path) -> None:
+    spec = "platform: {isolation: on}\nfunctions:\n  - {name: a, handler: 'fns:a'}\n"
+    done = _up(spec, shared_path, user=65534, group=65534, extra_groups=[])
+    assert done.returncode == 2, done.stdout + done.stderr
+    output = " ".join(done.stdout.split())
+    assert "error in the spec: platform.isolation: on" in output
+    assert "needs root, and xdt up runs as uid 65534" in output
