@@ -134,7 +134,9 @@ def test_bench_micro_writes_records_and_a_plot(tmp_path: Path) -> None:
         ("xdt", "1to1", 8 << 20), ("xdt", "broadcast", 8 << 20),
     }  # fmt: skip
     for record in records:
-        assert record["runs"] == 2 and 0 < record["min_s"] <= record["median_s"] <= record["max_s"]
+        # Small cases are cheap and noisy: they run at least 25 times whatever --runs says.
+        assert record["runs"] == (25 if record["size_bytes"] < 1 << 20 else 2)
+        assert 0 < record["min_s"] <= record["median_s"] <= record["max_s"]
         assert record["peak_rss_bytes"] >= record["peak_pss_bytes"] > 0
         assert record["peak_memory_bytes"] >= record["idle_memory_bytes"] > 0
     # 8 MiB through xdt cost at least the payload (the driver holds it) and the callee's copy.

@@ -59,6 +59,10 @@ DEFAULT_SIZES = (1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20)
 QUICK_SIZES = (1 << 10, 1 << 20, 64 << 20)
 INLINE_LIMIT = 6 << 20
 FAN = 4
+# Cases under 1 MiB take about a millisecond, where one scheduling hiccup moves a median of 5
+# by half: they run at least 25 times (a few seconds even through moto).
+SMALL_CASE = 1 << 20
+SMALL_RUNS = 25
 
 _FUNCTIONS = """
 import time
@@ -214,6 +218,8 @@ def _measure(
     sampler = _MemorySampler(platform.process.pid, shmem_before)
     idle = sampler.footprint()
     times: list[float] = []
+    if size < SMALL_CASE:
+        runs = max(runs, SMALL_RUNS)
     with sampler:  # from the warm-up on: the buffers a case warms are part of what it costs
         _call(url, order)  # warm: caches the payloads, connections and buffer pools
         for _ in range(runs):
