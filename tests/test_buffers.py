@@ -342,13 +342,28 @@ def test_pool_keeps_at_most_max_idle_bytes() -> None:
     for held in buffers:
         pool.release(held)
     assert pool.idle_bytes == 2 * PAGE
-    assert [held.closed for held in buffers] == [False, False, True]
+    # The one idle the longest made room: the last released is the likeliest wanted again.
+    assert [held.closed for held in buffers] == [True, False, False]
     big = pool.acquire(3 * PAGE)
     pool.release(big)  # bigger than the whole limit
     assert big.closed
     assert pool.idle_bytes == 2 * PAGE
     pool.close()
     assert all(held.closed for held in buffers)
+
+
+def test_a_pool_full_of_small_buffers_makes_room_for_a_big_one() -> None:
+    """A mix of sizes used to keep a big buffer from ever staying warm: released into a full
+    pool, it was the one closed. Now the small ones idle the longest give way."""
+    pool = BufferPool(PoolLimits(max_idle_bytes=8 * PAGE))
+    small = [pool.acquire(PAGE) for _ in range(8)]
+    for held in small:
+        pool.release(held)
+    big = pool.acquire(4 * PAGE)
+    pool.release(big)
+    assert not big.closed and pool.acquire(4 * PAGE) is big
+    assert [held.closed for held in small] == [True] * 4 + [False] * 4
+    pool.close()
 
 
 def test_trim_everything(pool: BufferPool) -> None:
@@ -519,9 +534,11 @@ def test_idle_loans_are_unmapped_after_idle_seconds() -> None:
     loans = _buffers.Loans(idle_seconds=0.0)
     lenders = [Buffer(PAGE), Buffer(PAGE)]
     try:
-        loans.borrow(lend(lenders[0], b"1"), 1).close()
-        loans.borrow(lend(lenders[1], b"2"), 1).close()  # the first is idle past 0 s by now
-        assert loans.mapped_bytes == 1
+        held = loans.borrow(lend(lenders[0], b"1"), 1)
+        loans.borrow(lend(lenders[1], b"2"), 1).close()  # idle past 0 s as it is given back
+        assert loans.mapped_bytes == 1  # only the one still in use stays
+        held.close()
+        assert loans.mapped_bytes == 0
     finally:
         loans.trim(everything=True)
         for lender in lenders:
@@ -568,3 +585,73 @@ def test_a_pool_keeps_no_buffer_over_its_biggest() -> None:
     assert big.closed and not small.closed
     assert pool.idle_bytes == small.capacity
     pool.close()
+
+
+def test_a_lender_cannot_shrink_its_memfd_between_our_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The seals are read before the size: once sealed, the size cannot change. Read the
+    other way round, a lender could shrink the memfd right after we saw its size, and reading
+    the mapping would kill us with SIGBUS."""
+    loans = _buffers.Loans()
+    lender = Buffer(1 << 20)
+    real_fstat = os.fstat
+
+    def shrink_and_seal_after_looking(fd: int) -> os.stat_result:
+        seen = real_fstat(fd)
+        os.ftruncate(lender.fd, 0)
+        lender.fix_size()
+        return seen
+
+    try:
+        lender.fill(b"x" * (1 << 20))
+        monkeypatch.setattr(_buffers.os, "fstat", shrink_and_seal_after_looking)
+        with pytest.raises(ValueError, match="sealed against shrinking"):
+            loans.borrow(os.dup(lender.fd), 1 << 20)
+        assert loans.mapped_bytes == 0
+    finally:
+        monkeypatch.undo()
+        lender.close()
+
+
+def test_a_lent_hugetlb_memfd_is_refused() -> None:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING | os.MFD_HUGETLB
+    try:
+        fd = os.memfd_create("huge", flags)
+    except OSError as exc:
+        pytest.skip(f"this kernel makes no hugetlb memfd ({exc.strerror})")
+    try:
+        os.ftruncate(fd, 2 << 20)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _buffers.FIXED_SIZE_SEALS)
+    except OSError as exc:
+        os.close(fd)
+        pytest.skip(f"no hugetlb memfd of 2 MiB here ({exc.strerror})")
+    with pytest.raises(ValueError, match="ordinary shared memory"):
+        _buffers.Loans().borrow(fd, 4096)  # a hole punched in it could SIGBUS the reader
+
+
+def test_loans_do_not_keep_mappings_bigger_than_a_pool_keeps() -> None:
+    loans = _buffers.Loans(max_kept=PAGE)
+    lender = Buffer(4 * PAGE)
+    try:
+        loan = loans.borrow(lend(lender, b"b" * (2 * PAGE)), 2 * PAGE)
+        assert loans.mapped_bytes == 2 * PAGE
+        loan.close()
+        assert loans.mapped_bytes == 0  # its lender does not reuse it: neither do we keep it
+    finally:
+        lender.close()
+
+
+def test_a_loan_is_read_only() -> None:
+    loans = _buffers.Loans()
+    lender = Buffer(PAGE)
+    try:
+        loan = loans.borrow(lend(lender, b"r" * 10), 10)
+        with pytest.raises(ValueError, match="lent to us"):
+            loan.writable()
+        with pytest.raises(TypeError):
+            loan._view[:1] = b"w"  # type: ignore[index]
+        loan.close()
+    finally:
+        loans.trim(everything=True)
+        lender.close()

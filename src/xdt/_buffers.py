@@ -62,6 +62,7 @@ class Buffer:
         "fd",
         "idle_since",
         "lent",
+        "retired",
         "sealed",
         "size",
     )
@@ -75,6 +76,8 @@ class Buffer:
         # The XXH3 of the bytes as its maker claims it (see xdt._local.sealed_buffer); None
         # when whoever needs it must compute it.
         self.checksum: int | None = None
+        # Lent to another process that may still be reading it: never reused, only closed.
+        self.retired = False
         self._loan: _Mapping | None = None
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
@@ -95,13 +98,14 @@ class Buffer:
         return cls._from_fd(fd, size)
 
     @classmethod
-    def from_lent_fd(cls, fd: int, size: int) -> Buffer:
+    def from_lent_fd(cls, fd: int, size: int, loans: Loans | None = None) -> Buffer:
         """The first ``size`` bytes of a memfd another local process lends us (it keeps
         writing to it later), read-only, mapped through :data:`LOANS`. The memfd must be
         sealed against shrinking, so the lender cannot pull the pages from under us (SIGBUS);
         its contents may still change, so copy them out before answering. Takes ownership
-        of ``fd``."""
-        return LOANS.borrow(fd, size)
+        of ``fd``. Lenders of different trust (functions, peer sidecars) get ``Loans`` of
+        their own."""
+        return (LOANS if loans is None else loans).borrow(fd, size)
 
     @classmethod
     def _from_fd(cls, fd: int, size: int) -> Buffer:
@@ -109,6 +113,7 @@ class Buffer:
         buffer.fd, buffer.capacity, buffer.size = fd, size, size
         buffer.idle_since, buffer.sealed, buffer.lent = 0.0, True, False
         buffer._map, buffer._view, buffer._loan, buffer.checksum = None, None, None, None
+        buffer.retired = False
         try:
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
             held = os.fstat(fd).st_size
@@ -117,7 +122,7 @@ class Buffer:
             if held != size:
                 raise ValueError(f"the memfd holds {held} bytes, not {size}")
             if size:  # no MAP_POPULATE: a peer's sparse memfd must not cost us its pages
-                buffer._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                buffer._map = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
                 buffer._view = memoryview(buffer._map)
         except BaseException:
             buffer.close()
@@ -135,8 +140,8 @@ class Buffer:
 
     def writable(self) -> memoryview:
         """The whole capacity, writable. Only before the object is published."""
-        if self._view is None or self.sealed:
-            raise ValueError("buffer is sealed or closed")
+        if self._view is None or self.sealed or self.lent:
+            raise ValueError("buffer is sealed, lent to us, or closed")
         return self._view
 
     def view(self) -> memoryview:
@@ -246,23 +251,34 @@ class BufferPool:
             buffer = Buffer(capacity, name=self._name)
             self.created += 1
         buffer.size = 0
+        buffer.checksum = None
         return buffer
 
     def release(self, buffer: Buffer) -> None:
         """Take a buffer back; keep it warm if it is reusable and there is room."""
-        if buffer.sealed or buffer.closed or buffer.lent:
+        if buffer.sealed or buffer.closed or buffer.lent or buffer.retired:
             buffer.close()
             return
-        if buffer.capacity > self.limits.max_buffer_bytes:
+        if buffer.capacity > min(self.limits.max_buffer_bytes, self.limits.max_idle_bytes):
             buffer.close()
             return
         self.trim()
-        if self.idle_bytes + buffer.capacity > self.limits.max_idle_bytes:
-            buffer.close()
-            return
+        # Room is made by closing the buffers idle the longest, whatever their size: the one
+        # just used is the likeliest to be wanted again (closing it instead let a mix of
+        # small payloads keep a 64 MiB one from ever staying warm).
+        while self.idle_bytes + buffer.capacity > self.limits.max_idle_bytes:
+            self._close_oldest()
         buffer.idle_since = time.monotonic()
         self._idle.setdefault(buffer.capacity, []).append(buffer)
         self.idle_bytes += buffer.capacity
+
+    def _close_oldest(self) -> None:
+        capacity = min(self._idle, key=lambda c: self._idle[c][0].idle_since)
+        oldest = self._idle[capacity].pop(0)
+        if not self._idle[capacity]:
+            del self._idle[capacity]
+        self.idle_bytes -= capacity
+        oldest.close()
 
     def trim(self, *, everything: bool = False) -> int:
         """Close buffers idle longer than the limit (or all); returns the bytes given back."""
@@ -301,10 +317,17 @@ class Loans:
     both bounds exist."""
 
     def __init__(
-        self, max_bytes: int = 1 << 30, idle_seconds: float = 30.0, max_count: int = 64
+        self,
+        max_bytes: int = 1 << 30,
+        idle_seconds: float = 30.0,
+        max_count: int = 64,
+        max_kept: int = DEFAULT_POOL_LIMITS.max_buffer_bytes,
     ) -> None:
         self.max_bytes = max_bytes
         self.max_count = max_count  # each mapping holds a descriptor
+        # A mapping bigger than a pool keeps is unmapped once given back: its lender does
+        # not reuse it, and keeping it would keep its pages alive here.
+        self.max_kept = max_kept
         self.idle_seconds = idle_seconds
         self._mappings: dict[tuple[int, int], _Mapping] = {}  # by (device, inode); LRU order
         self.mapped_bytes = 0
@@ -318,10 +341,14 @@ class Loans:
         is taken over (kept open by the mapping, or closed). ValueError if the memfd is not
         sealed to a fixed size or holds fewer bytes."""
         try:
-            stat = os.fstat(fd)
+            # Seals first, then the size: sealed, the size can no longer change in between
+            # (the other order lets a lender shrink it after we looked: SIGBUS on reading).
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
             if seals & FIXED_SIZE_SEALS != FIXED_SIZE_SEALS:
                 raise ValueError("a lent memfd must be sealed against shrinking and growing")
+            stat = os.fstat(fd)
+            if stat.st_blksize != PAGE:  # hugetlbfs: a punched hole can SIGBUS the reader
+                raise ValueError("a lent memfd must be ordinary shared memory")
             if stat.st_size < size:
                 raise ValueError(f"the memfd holds {stat.st_size} bytes, not {size}")
             with self._lock:
@@ -332,6 +359,7 @@ class Loans:
         buffer.capacity = buffer.size = size
         buffer.idle_since, buffer.sealed, buffer.lent = 0.0, False, True
         buffer._map, buffer._loan, buffer.fd, buffer.checksum = None, mapping, -1, None
+        buffer.retired = False
         buffer._view = memoryview(b"") if mapping is None else memoryview(mapping.map)
         return buffer
 
@@ -342,7 +370,7 @@ class Loans:
         else:
             if mapping is not None:  # lent again with more bytes in use: map them all
                 self._forget(mapping)
-            view = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+            view = mmap.mmap(fd, size, access=mmap.ACCESS_READ)  # read-only views too
             mapping = _Mapping(self, view, size)
             self.mapped_bytes += size
         mapping.users += 1
@@ -355,6 +383,12 @@ class Loans:
         with self._lock:
             mapping.users -= 1
             mapping.last_used = time.monotonic()
+            if mapping.users == 0 and mapping.length > self.max_kept:
+                for key, kept in list(self._mappings.items()):
+                    if kept is mapping:
+                        del self._mappings[key]
+                        self._forget(mapping)
+            self._trim(everything=False)
             self._schedule_trim()
 
     def _schedule_trim(self) -> None:

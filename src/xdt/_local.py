@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,17 +119,20 @@ def sealed_buffer(data: bytes | bytearray | memoryview) -> Buffer:
 
     view = memoryview(data).cast("B")
     hashing = _hasher().submit(checksum, view) if view.nbytes >= _HASH_BESIDE else None
-    fd = os.memfd_create("xdt-local", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        written = 0
-        while written < view.nbytes:
-            written += os.pwrite(fd, view[written:], written)
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, READ_ONLY_SEALS | fcntl.F_SEAL_SEAL)
-        buffer = Buffer.from_sealed_fd(fd, view.nbytes)
+        fd = os.memfd_create("xdt-local", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            written = 0
+            while written < view.nbytes:
+                written += os.pwrite(fd, view[written:], written)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, READ_ONLY_SEALS | fcntl.F_SEAL_SEAL)
+        except BaseException:
+            os.close(fd)
+            raise
+        buffer = Buffer.from_sealed_fd(fd, view.nbytes)  # owns fd from here, even failing
     except BaseException:
-        if hashing is not None:
-            hashing.result()  # the view must outlive the hash
-        os.close(fd)
+        if hashing is not None and not hashing.cancel():
+            hashing.exception()  # wait for it: the view must outlive the hash
         raise
     buffer.checksum = checksum(view) if hashing is None else hashing.result()
     return buffer
@@ -138,11 +142,15 @@ _HASH_BESIDE = 8 << 20  # below this a thread hand-off costs more than it saves
 _hashers: concurrent.futures.ThreadPoolExecutor | None = None
 
 
+_hashers_lock = threading.Lock()
+
+
 def _hasher() -> concurrent.futures.ThreadPoolExecutor:
     global _hashers
-    if _hashers is None:
-        _hashers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="xdt-hash")
-    return _hashers
+    with _hashers_lock:
+        if _hashers is None:
+            _hashers = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="xdt-hash")
+        return _hashers
 
 
 class Channel:

@@ -55,8 +55,9 @@ __all__ = [
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
-    """The transfer checksum: XXH3-64, ~27 GB/s here. It detects corruption, not forgery
-    (references are authenticated by the AEAD; bytes come only from trusted sidecars)."""
+    """The transfer checksum: XXH3-64, ~27 GB/s here. It detects corruption, not forgery:
+    references are authenticated by the AEAD, and a function that claims a wrong checksum
+    for its own sealed memfd (see :func:`xdt._local.sealed_buffer`) only fails its own pulls."""
     return xxhash.xxh3_64_intdigest(data)
 
 
@@ -173,16 +174,18 @@ class Allocation:
 class Pull:
     """One pull in flight: holds the buffer; :meth:`complete` counts it, :meth:`abort` not."""
 
-    __slots__ = ("_done", "_store", "object")
+    __slots__ = ("_done", "_store", "completed", "object")
 
     def __init__(self, store: ObjectStore, obj: StoredObject) -> None:
         self._store = store
         self.object = obj
         self._done = False
+        self.completed = False
 
     def complete(self) -> None:
         if not self._done:
             self._done = True
+            self.completed = True
             self._store._finish_pull(self.object, completed=True)
 
     def abort(self) -> None:

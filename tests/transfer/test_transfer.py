@@ -579,3 +579,70 @@ async def test_a_makers_checksum_is_taken_and_a_wrong_one_fails_only_its_transfe
         with pytest.raises(xdt.TransferCorrupted, match="wrong checksum"):
             await client.pull(token)
     await assert_still_serving(store, server, keyring)
+
+
+async def test_a_lent_buffer_never_confirmed_is_never_reused(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    """A receiver that was lent the buffer and left without DONE may still be copying it: the
+    buffer is not handed to a later object, even once this one is gone."""
+    from xdt.transfer.server import local_name
+
+    obj = await store.put(os.urandom(1 << 20), pulls=None)
+    token = server.seal(obj)
+    request = PullRequest(token=token, tenant="default", want_fd=True, vouch=keyring.vouch(token))
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    fds: list[int] = []
+    try:
+        await loop.sock_connect(sock, local_name(server.address))
+        await loop.sock_sendall(sock, encode_pull(request))
+        frame = await read_frame(loop, sock, FrameReader(1 << 20), fds)
+        assert frame is not None and len(fds) == 1  # lent...
+    finally:
+        sock.close()  # ...and gone without DONE
+    await eventually(lambda: all(o.readers == 0 for o in store._objects.values()))
+    assert obj.buffer.retired
+    assert store.release(obj.id)
+    reused = store.pool.reused
+    await store.put(os.urandom(1 << 20))
+    assert store.pool.reused == reused  # a new buffer, not the one still out there
+    for fd in fds:
+        os.close(fd)
+
+
+async def test_a_vouch_from_another_user_is_not_lent_memory(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    """Even a valid vouch, replayed by a process of another user (an isolated function),
+    gets the bytes streamed: the server lends only to peers of its own user or root."""
+    import subprocess
+    import sys
+
+    from xdt.transfer.server import local_name
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the peer under another uid")
+    token = server.seal(await store.put(os.urandom(1 << 20)))
+    request = PullRequest(token=token, tenant="default", want_fd=True, vouch=keyring.vouch(token))
+    peer = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        "s.connect(bytes.fromhex(sys.argv[1])); s.sendall(bytes.fromhex(sys.argv[2]))\n"
+        "data, fds, _, _ = socket.recv_fds(s, 64, 4)\n"
+        "print(len(fds))\n"
+    )
+    answer = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", peer, _name_hex(local_name(server.address)),
+         encode_pull(request).hex()],
+        capture_output=True, text=True, timeout=30, user=65534, group=65534, extra_groups=[],
+    )  # fmt: skip
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() == "0"  # no descriptor: streamed
+
+
+def _name_hex(name: str | bytes) -> str:
+    """An abstract socket name (it starts with NUL) as hex, to pass on a command line."""
+    return (name.encode() if isinstance(name, str) else name).hex()

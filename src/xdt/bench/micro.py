@@ -1,7 +1,7 @@
 """``xdt bench micro``: every transfer mode × pattern × size, function to function.
 
-For each mode a platform runs (``xdt up`` with ``platform.transfer`` set) with a driver
-function and the functions it calls. The bench asks the driver to run a case; the driver
+For each mode and size a platform runs (``xdt up`` with ``platform.transfer`` set) with a
+driver function and the functions it calls. The bench asks the driver to run a case; the driver
 times, inside the platform, from the moment it starts the call to the moment it has the
 answer — and the answer comes only after the callee's code holds every byte (it returns a
 digest of them). Payloads are made and cached before timing. Patterns:
@@ -166,21 +166,23 @@ def run_micro_bench(
     on_failure: Callable[[str], None] = lambda what: None,
 ) -> list[MicroCase]:
     cases: list[MicroCase] = []
-    shmem_before = _shmem()
     with tempfile.TemporaryDirectory(prefix="xdt-micro-") as folder:
         root = Path(folder)
-        root.chmod(0o755)  # functions run under uids of their own: they must read it
+        root.chmod(0o755)  # isolated functions (their own uids) read their code from here
         (root / "micro_functions.py").write_text(_FUNCTIONS)
         for mode in modes:
-            on_start(f"starting the platform with transfer: {mode}")
             (root / "xdt.yaml").write_text(_spec(mode))
-            platform = LaunchedPlatform(root / "xdt.yaml", root / f"up-{mode}.log")
-            try:
-                platform.wait_ready()
-                for pattern in patterns:
-                    for size in sizes:
-                        if mode == "inline" and size > INLINE_LIMIT:
-                            continue  # over the limit by definition: refused, not measured
+            for size in sizes:
+                if mode == "inline" and size > INLINE_LIMIT:
+                    continue  # over the limit by definition: refused, not measured
+                # A platform per size: no case is credited with the memory a case of another
+                # size left warm (freed heap blocks, pools), nor charged with it.
+                on_start(f"starting the platform with transfer: {mode} for {format_size(size)}")
+                shmem_before = _shmem()
+                platform = LaunchedPlatform(root / "xdt.yaml", root / f"up-{mode}.log")
+                try:
+                    platform.wait_ready()
+                    for pattern in patterns:
                         try:
                             case = _measure(platform, mode, pattern, size, runs, shmem_before)
                         except CaseFailed as failure:
@@ -188,8 +190,8 @@ def run_micro_bench(
                             continue
                         cases.append(case)
                         on_case(case)
-            finally:
-                platform.stop()
+                finally:
+                    platform.stop()
     return cases
 
 

@@ -75,8 +75,10 @@ async def serve(
         try:
             result = _as_bytes(await call(body))
         except Exception as exc:  # the user's code: report, never crash
+            del body
             await channel.send(Kind.FAILED, {"error": _describe(exc)})
         else:
+            del body  # before the answer's bytes are sent, not after
             await channel.send(Kind.RESULT, None, result)
 
     async def connection(channel: Channel) -> None:

@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .._buffers import DEFAULT_POOL_LIMITS, Buffer, BufferPool, PoolLimits
+from .._buffers import DEFAULT_POOL_LIMITS, Buffer, BufferPool, Loans, PoolLimits
 from .._errors import (
     ProtocolError,
     ReferenceRejected,
@@ -202,6 +202,9 @@ class PullClient:
         self.tenant = tenant
         self.stats = ClientStats()
         self.pool = BufferPool(config.pool, name="xdt-pulled")
+        # Peers' lent buffers, mapped apart from what local functions lend (xdt._local):
+        # a function's memfd can never be taken for a cached mapping of a peer's.
+        self.loans = Loans()
         self._sources: dict[str, _Source] = {}
 
     async def __aenter__(self) -> PullClient:
@@ -216,6 +219,7 @@ class PullClient:
                 conn.close()
             source.idle.clear()
         self.pool.close()
+        self.loans.trim(everything=True)
 
     async def pull(self, token: str, *, tenant: str | None = None) -> Pulled:
         """Fetch the object behind ``token`` on behalf of ``tenant`` (default: the client's)."""
@@ -405,13 +409,13 @@ class PullClient:
     def _copy_lent(self, conn: _Connection, ref: Reference) -> Pulled:
         """Copy a source's lent buffer into one of ours before DONE gives it back."""
         try:
-            lent = Buffer.from_lent_fd(self._passed_fd(conn, ref), ref.size)
+            lent = Buffer.from_lent_fd(self._passed_fd(conn, ref), ref.size, self.loans)
         except (OSError, ValueError) as exc:
             raise TransferCorrupted(
                 f"object {ref.object_hex} from {ref.source} came as an unusable memfd: {exc}"
             ) from None
-        buffer = self.pool.acquire(ref.size)
         try:
+            buffer = self.pool.acquire(ref.size)
             buffer.fill(lent.view())
         finally:
             lent.close()

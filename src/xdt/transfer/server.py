@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import struct
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +40,16 @@ from ._framing import (
 )
 
 __all__ = ["DEFAULT_SERVER_CONFIG", "ObjectServer", "ServerConfig", "ServerStats", "local_name"]
+
+
+def _peer_is_us(sock: socket.socket) -> bool:
+    """Whether the peer on this Unix socket runs as our user or root: sidecars do, functions
+    (under isolation) do not. A second lock on lending, besides the vouch."""
+    try:
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except OSError:
+        return False
+    return uid in (os.geteuid(), 0)
 
 
 def local_name(address: str) -> str:
@@ -202,6 +214,7 @@ class ObjectServer:
             self.stats.errors += 1
             await _io.sendall(loop, sock, encode_error(code_for(exc), str(exc)))
             return
+        sent_fd = False
         try:
             async with asyncio.timeout(self.config.io_timeout):
                 sent_fd = await self._send_object(loop, sock, pull, request, local=local)
@@ -214,6 +227,10 @@ class ObjectServer:
             else:
                 self.stats.pulls_tcp += 1
         finally:
+            if sent_fd and not pull.completed and not pull.object.buffer.sealed:
+                # Lent, and never confirmed: the receiver may still be copying it, so the
+                # buffer is never handed out again (closed once the object goes).
+                pull.object.buffer.retired = True
             pull.abort()  # no-op once completed: a failed pull gives its budget back
 
     async def _send_object(
@@ -232,7 +249,11 @@ class ObjectServer:
                 header = encode_object(ObjectHeader(size=size, fd_attached=True))
                 await _io.send_fds(loop, sock, header, [buffer.fd])
                 return True
-            if request.vouch and self.keyring.vouched(request.token, request.vouch):
+            if (
+                request.vouch
+                and _peer_is_us(sock)
+                and self.keyring.vouched(request.token, request.vouch)
+            ):
                 # Our warm (writable, reused) buffer, lent to a sidecar only: it copies the
                 # bytes out before DONE, and the buffer returns to the pool with no fresh
                 # pages (a new 64 MiB memfd costs ~40 ms here, a warm copy ~7 ms). Anyone
