@@ -655,3 +655,30 @@ def test_a_loan_is_read_only() -> None:
     finally:
         loans.trim(everything=True)
         lender.close()
+
+
+def test_a_loan_dropped_without_close_is_given_back() -> None:
+    loans = _buffers.Loans(max_kept=PAGE)
+    lender = Buffer(4 * PAGE)
+    try:
+        loans.borrow(lend(lender, b"d" * (2 * PAGE)), 2 * PAGE)  # dropped at once, unclosed
+        assert loans.mapped_bytes == 0  # given back: too big to keep, so unmapped
+    finally:
+        lender.close()
+
+
+def test_a_memfd_lent_again_bigger_while_in_use_is_remapped_safely() -> None:
+    loans = _buffers.Loans()
+    lender = Buffer(4 * PAGE)
+    try:
+        small = loans.borrow(lend(lender, b"s" * PAGE), PAGE)
+        big = loans.borrow(lend(lender, b"B" * (3 * PAGE)), 3 * PAGE)
+        assert loans.mapped_bytes == 3 * PAGE  # the new mapping only
+        assert small.view() == b"B" * PAGE  # the old one still reads: the same memory
+        assert big.view() == b"B" * (3 * PAGE)
+        small.close()
+        big.close()
+        assert loans.hits == 0
+    finally:
+        loans.trim(everything=True)
+        lender.close()

@@ -181,6 +181,14 @@ class Buffer:
             self._map = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
             self._view = memoryview(self._map)
 
+    def __del__(self) -> None:
+        # A loan dropped without close() would pin its mapping (and the lender's pages) for
+        # good: give it back here. Ordinary buffers need nothing: their mmap unmaps itself.
+        loan = getattr(self, "_loan", None)
+        if loan is not None:
+            with contextlib.suppress(Exception):
+                loan.owner.give_back(loan)
+
     def close(self) -> None:
         if self._loan is not None:  # the mapping stays in its Loans for the next loan
             self._loan.owner.give_back(self._loan)
