@@ -5,15 +5,21 @@ the kernel and gives them back on free, so each big ``bytes`` payload pays its p
 again: 64 MiB took ~33 ms to allocate and fill here, against ~5.5 ms from a warm heap. Processes
 that handle payloads over and over (the Python runtime, the sidecar) call :func:`keep_warm`
 once: big allocations then come from the heap, and freed memory stays for the next one (up to
-``retain`` bytes beyond what is in use).
+``retain`` bytes beyond what is in use). Like the buffer pools, that memory goes back once the
+process has been idle a while: :func:`give_back_when_idle` runs beside its server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import time
+from collections.abc import Callable
 
-__all__ = ["keep_warm"]
+__all__ = ["IDLE_SECONDS", "give_back", "give_back_when_idle", "keep_warm"]
+
+IDLE_SECONDS = 30.0  # as the buffer pools' idle limit
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -25,3 +31,26 @@ def keep_warm(retain: int = 1 << 30) -> bool:
         libc = ctypes.CDLL(None)
         return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, retain))
     return False
+
+
+def give_back() -> bool:
+    """Return the heap's free memory to the kernel now (glibc's malloc_trim); True if any."""
+    with contextlib.suppress(OSError, AttributeError):
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    return False
+
+
+async def give_back_when_idle(
+    last_active: Callable[[], float],
+    idle_seconds: float = IDLE_SECONDS,
+    trim: Callable[[], object] = give_back,
+) -> None:
+    """Run forever: once ``last_active()`` (a ``time.monotonic()`` reading) is
+    ``idle_seconds`` old, give the warm heap back — once per idle spell."""
+    trimmed_after = -1.0
+    while True:
+        await asyncio.sleep(idle_seconds / 2)
+        active = last_active()
+        if active != trimmed_after and time.monotonic() - active >= idle_seconds:
+            trim()
+            trimmed_after = active

@@ -138,3 +138,16 @@ def test_default_clock_is_monotonic() -> None:
     report = stats.report()
     assert report.period >= 0
     assert report.request_count == 1
+
+
+def test_idle_since_moves_with_requests_not_with_scrapes() -> None:
+    clock = Clock()
+    stats = stats_at(clock)
+    clock.now = 105.0
+    stats.request_in()
+    clock.now = 106.0
+    assert stats.idle_since() == 106.0  # busy: idle since "now"
+    stats.request_out()
+    clock.now = 150.0
+    stats.report()  # the autoscaler's scrape is not activity
+    assert stats.idle_since() == 106.0

@@ -21,6 +21,7 @@ import importlib
 import inspect
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 # _peer as a module: its import line stays clear of the others (merges)
 from .. import _peer
 from .._buffers import BufferPool
-from .._heap import keep_warm
+from .._heap import give_back, give_back_when_idle, keep_warm
 from .._local import Channel, Kind, Message
 
 __all__ = ["Handler", "HandlerError", "load_handler", "serve"]
@@ -66,12 +67,14 @@ async def serve(
     loop = asyncio.get_running_loop()
     connections: set[asyncio.Task[None]] = set()
     pool = BufferPool(name="xdt-result")  # warm buffers big answers are lent to the sidecar in
+    activity = _Activity()
 
     async def handle(channel: Channel, message: Message) -> None:
         # Its own frame, so the request's bytes are freed when it returns, not when the next
         # request has arrived beside them (two payloads' worth of memory at once).
         body = message.data()
         message.payload = b""
+        activity.begin()
         try:
             result = _as_bytes(await call(body))
         except Exception as exc:  # the user's code: report, never crash
@@ -80,6 +83,15 @@ async def serve(
         else:
             del body  # before the answer's bytes are sent, not after
             await channel.send(Kind.RESULT, None, result)
+        finally:
+            activity.end()
+
+    def give_back_idle_memory() -> None:
+        pool.trim()
+        sdk = sys.modules.get("xdt.sdk")  # the function's own calls lend from its pool
+        if sdk is not None:
+            sdk._POOL.trim()
+        give_back()
 
     async def connection(channel: Channel) -> None:
         try:
@@ -96,6 +108,7 @@ async def serve(
             channel.close()
 
     listener = _peer.bind_unix(socket_path)
+    idle = asyncio.create_task(give_back_when_idle(activity.idle_since, trim=give_back_idle_memory))
     try:
         while True:
             sock, _ = await loop.sock_accept(listener)
@@ -106,8 +119,27 @@ async def serve(
             connections.add(task)
             task.add_done_callback(connections.discard)
     finally:
+        idle.cancel()
         listener.close()
         executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Activity:
+    """Requests in flight, and when the last one ended."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last = time.monotonic()
+
+    def begin(self) -> None:
+        self.in_flight += 1
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        self.last = time.monotonic()
+
+    def idle_since(self) -> float:
+        return self.last if self.in_flight == 0 else time.monotonic()
 
 
 def _caller(

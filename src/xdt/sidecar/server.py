@@ -40,6 +40,7 @@ from .._errors import (
     Overloaded,
     XdtError,
 )
+from .._heap import give_back, give_back_when_idle
 from .._http import (
     ACCEPT_HEADER,
     ERROR_HEADER,
@@ -163,6 +164,7 @@ class Sidecar:
         self._local_server: asyncio.Task[None] | None = None
         self._local_tasks: set[asyncio.Task[None]] = set()
         self._local_listener: socket.socket | None = None
+        self._idle_task: asyncio.Task[None] | None = None
         activator = urllib.parse.urlsplit(config.activator_url)
         self._activator = ConnectionPool(activator.hostname or "127.0.0.1", activator.port or 80)
 
@@ -176,8 +178,18 @@ class Sidecar:
         self.egress_port = await self._serve(egress)
         if self.config.egress_socket is not None:
             self._local_server = asyncio.create_task(self._serve_local(self.config.egress_socket))
+        self._idle_task = asyncio.create_task(
+            give_back_when_idle(self.stats.idle_since, trim=self._give_back)
+        )
+
+    def _give_back(self) -> None:
+        """Idle a while: the warm memory that nothing else trims goes back to the kernel."""
+        self.pulls.pool.trim()
+        give_back()
 
     async def close(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
         for task in [self._local_server, *self._local_tasks]:
             if task is not None:
                 task.cancel()

@@ -29,6 +29,7 @@ class RequestStats:
         self._weighted = 0.0
         self._requests = 0
         self._since = self._last_change = clock()
+        self._last_request = self._since  # a request's arrival or end (scrapes do not count)
 
     @property
     def concurrency(self) -> int:
@@ -36,12 +37,18 @@ class RequestStats:
 
     def request_in(self) -> None:
         self._advance(self._clock())
+        self._last_request = self._last_change
         self._concurrency += 1
         self._requests += 1
 
     def request_out(self) -> None:
         self._advance(self._clock())
+        self._last_request = self._last_change
         self._concurrency -= 1
+
+    def idle_since(self) -> float:
+        """When the last request ended (now, while one is in flight)."""
+        return self._last_request if self._concurrency == 0 else self._clock()
 
     def report(self) -> StatsReport:
         now = self._clock()
