@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -110,14 +111,21 @@ async def test_a_connection_closed_while_idle_is_retried_on_a_fresh_one() -> Non
         pool.close()
 
 
-async def test_a_server_that_dies_mid_answer_is_peer_gone() -> None:
+def answers_then_hangs_up(raw: bytes) -> Any:
+    """A raw server's handler: reads one request, writes ``raw``, closes."""
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+        writer.write(raw)
         await writer.drain()
         writer.close()
         await writer.wait_closed()
 
+    return handler
+
+
+async def test_a_server_that_dies_mid_answer_is_peer_gone() -> None:
+    handler = answers_then_hangs_up(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
     server, port = await raw_server(handler)
     async with server:
         pool = ConnectionPool("127.0.0.1", port)
@@ -135,14 +143,7 @@ async def test_nobody_listening_is_peer_gone() -> None:
 
 
 async def test_garbage_instead_of_http_is_peer_gone() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
-    server, port = await raw_server(handler)
+    server, port = await raw_server(answers_then_hangs_up(b"SSH-2.0-OpenSSH\r\n\r\n"))
     async with server:
         with pytest.raises(PeerGone):
             await ConnectionPool("127.0.0.1", port).post("/", b"x")

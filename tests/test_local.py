@@ -15,6 +15,17 @@ from xdt._buffers import Buffer, BufferPool, PoolLimits
 from xdt._local import FD_THRESHOLD, HEADER, Channel, ChannelClosed, Kind, sealed_buffer
 
 BIG = FD_THRESHOLD + 12345
+Wire = tuple[socket.socket, Channel]  # a raw socket to write what a peer might, and the receiver
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[Wire]:
+    """A raw socket to write what a peer might send, and the Channel that receives it."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b)
+    yield a, receiver
+    a.close()
+    receiver.close()
 
 
 @pytest.fixture
@@ -93,89 +104,74 @@ async def test_big_bytes_without_a_pool_and_buffers_are_given_sealed() -> None:
         right.close()
 
 
-async def test_a_lent_memfd_that_could_shrink_is_refused() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    receiver = Channel(b)
-    try:
-        unsafe = Buffer(BIG)  # no seals at all: its owner could truncate it mid-read
-        head = HEADER.pack(Kind.INVOKE, 2, 0, BIG)
-        socket.send_fds(a, [head], [unsafe.fd])
-        with pytest.raises(ValueError, match="sealed against shrinking"):
-            await receiver.receive()
-        unsafe.close()
-    finally:
-        a.close()
-        receiver.close()
+async def test_a_lent_memfd_that_could_shrink_is_refused(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    unsafe = Buffer(BIG)  # no seals at all: its owner could truncate it mid-read
+    head = HEADER.pack(Kind.INVOKE, 2, 0, BIG)
+    socket.send_fds(a, [head], [unsafe.fd])
+    with pytest.raises(ValueError, match="sealed against shrinking"):
+        await receiver.receive()
+    unsafe.close()
 
 
-async def test_a_given_memfd_that_is_not_sealed_is_refused() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    receiver = Channel(b)
-    try:
-        writable = Buffer(BIG)
-        socket.send_fds(a, [HEADER.pack(Kind.INVOKE, 1, 0, BIG)], [writable.fd])
-        with pytest.raises(ValueError, match="not sealed read-only"):
-            await receiver.receive()
-        writable.close()
-        sealed = sealed_buffer(b"z" * BIG)
-        assert fcntl.fcntl(sealed.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
-        sealed.close()
-    finally:
-        a.close()
-        receiver.close()
+async def test_a_given_memfd_that_is_not_sealed_is_refused(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    writable = Buffer(BIG)
+    socket.send_fds(a, [HEADER.pack(Kind.INVOKE, 1, 0, BIG)], [writable.fd])
+    with pytest.raises(ValueError, match="not sealed read-only"):
+        await receiver.receive()
+    writable.close()
+    sealed = sealed_buffer(b"z" * BIG)
+    assert fcntl.fcntl(sealed.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
+    sealed.close()
 
 
-async def test_a_peer_that_goes_away_mid_message_is_channel_closed() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    receiver = Channel(b)
-    try:
-        a.sendall(HEADER.pack(Kind.INVOKE, 0, 0, 100) + b"only part")
-        a.close()
-        with pytest.raises(ChannelClosed):
-            await asyncio.wait_for(receiver.receive(), 5)
-    finally:
-        receiver.close()
+async def test_a_peer_that_goes_away_mid_message_is_channel_closed(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    a.sendall(HEADER.pack(Kind.INVOKE, 0, 0, 100) + b"only part")
+    a.close()
+    with pytest.raises(ChannelClosed):
+        await asyncio.wait_for(receiver.receive(), 5)
 
 
-async def test_garbage_is_refused() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    receiver = Channel(b)
-    try:
-        a.sendall(bytes([99]) + b"\x00" * (HEADER.size - 1))
-        with pytest.raises(ValueError):
-            await asyncio.wait_for(receiver.receive(), 5)
-    finally:
-        a.close()
-        receiver.close()
+async def test_garbage_is_refused(wire: Wire) -> None:
+    a, receiver = wire
+    a.sendall(bytes([99]) + b"\x00" * (HEADER.size - 1))
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(receiver.receive(), 5)
 
 
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def test_what_an_untrusted_peer_sends_is_checked_before_anything_is_allocated() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    receiver = Channel(b, max_payload=1 << 20)
-    try:
-        before = _open_fds()
-        # A header claiming 2 GiB inline: refused at once, nothing allocated.
-        a.sendall(HEADER.pack(Kind.CALL, 0, 0, 2 << 30))
-        with pytest.raises(ValueError, match="over the 1048576 allowed"):
-            await asyncio.wait_for(receiver.receive(), 5)
-        # An unknown kind with a memfd attached: refused, and the descriptor is not kept.
-        sparse = Buffer(4096)
-        socket.send_fds(a, [HEADER.pack(99, 1, 0, 4096)], [sparse.fd])
-        with pytest.raises(ValueError, match="unknown message kind"):
-            await asyncio.wait_for(receiver.receive(), 5)
-        # Metadata that is not a JSON object.
-        a.sendall(HEADER.pack(Kind.CALL, 0, 2, 0) + b"[]")
-        with pytest.raises(ValueError, match="JSON object"):
-            await asyncio.wait_for(receiver.receive(), 5)
-        sparse.close()
-        assert _open_fds() <= before
-    finally:
-        a.close()
-        receiver.close()
+async def test_what_an_untrusted_peer_sends_is_checked_before_anything_is_allocated(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    receiver.max_payload = 1 << 20
+    before = _open_fds()
+    # A header claiming 2 GiB inline: refused at once, nothing allocated.
+    a.sendall(HEADER.pack(Kind.CALL, 0, 0, 2 << 30))
+    with pytest.raises(ValueError, match="over the 1048576 allowed"):
+        await asyncio.wait_for(receiver.receive(), 5)
+    # An unknown kind with a memfd attached: refused, and the descriptor is not kept.
+    sparse = Buffer(4096)
+    socket.send_fds(a, [HEADER.pack(99, 1, 0, 4096)], [sparse.fd])
+    with pytest.raises(ValueError, match="unknown message kind"):
+        await asyncio.wait_for(receiver.receive(), 5)
+    # Metadata that is not a JSON object.
+    a.sendall(HEADER.pack(Kind.CALL, 0, 2, 0) + b"[]")
+    with pytest.raises(ValueError, match="JSON object"):
+        await asyncio.wait_for(receiver.receive(), 5)
+    sparse.close()
+    assert _open_fds() <= before
 
 
 async def test_a_lent_buffer_is_not_reused_when_the_channel_closes_unanswered(
@@ -211,17 +207,14 @@ async def test_bytes_too_big_to_pool_are_given_sealed_with_their_checksum() -> N
         right.close()
 
 
-async def test_a_claimed_checksum_that_is_not_a_64_bit_number_is_ignored() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    receiver = Channel(b)
-    try:
-        sealed = sealed_buffer(b"q" * BIG)
-        meta = json.dumps({"xdt.xxh3": -1}).encode()
-        socket.send_fds(a, [HEADER.pack(Kind.CALL, 1, len(meta), BIG) + meta], [sealed.fd])
-        sealed.close()
-        message = await receiver.receive()
-        assert isinstance(message.payload, Buffer) and message.payload.checksum is None
-        message.close()
-    finally:
-        a.close()
-        receiver.close()
+async def test_a_claimed_checksum_that_is_not_a_64_bit_number_is_ignored(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    sealed = sealed_buffer(b"q" * BIG)
+    meta = json.dumps({"xdt.xxh3": -1}).encode()
+    socket.send_fds(a, [HEADER.pack(Kind.CALL, 1, len(meta), BIG) + meta], [sealed.fd])
+    sealed.close()
+    message = await receiver.receive()
+    assert isinstance(message.payload, Buffer) and message.payload.checksum is None
+    message.close()

@@ -391,11 +391,6 @@ class Loans:
         with self._lock:
             mapping.users -= 1
             mapping.last_used = time.monotonic()
-            if mapping.users == 0 and mapping.length > self.max_kept:
-                for key, kept in list(self._mappings.items()):
-                    if kept is mapping:
-                        del self._mappings[key]
-                        self._forget(mapping)
             self._trim(everything=False)
             self._schedule_trim()
 
@@ -415,15 +410,17 @@ class Loans:
                 self._schedule_trim()
 
     def trim(self, *, everything: bool = False) -> None:
-        """Unmap what is idle too long, and the least recently used beyond ``max_bytes``."""
+        """Unmap what is idle too long or too big to keep, and the least recently used beyond
+        ``max_bytes`` or ``max_count``."""
         with self._lock:
             self._trim(everything=everything)
 
     def _trim(self, *, everything: bool) -> None:
         cutoff = time.monotonic() - self.idle_seconds
-        for key, mapping in list(self._mappings.items()):
+        for key, mapping in list(self._mappings.items()):  # least recently used first
             over = self.mapped_bytes > self.max_bytes or len(self._mappings) > self.max_count
-            if mapping.users == 0 and (everything or over or mapping.last_used < cutoff):
+            stale = mapping.last_used < cutoff or mapping.length > self.max_kept
+            if mapping.users == 0 and (everything or over or stale):
                 del self._mappings[key]
                 self._forget(mapping)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Peer", "PeerCheck", "bind_unix", "peer_of", "tcp_listeners"]
+__all__ = ["Peer", "PeerCheck", "bind_unix", "peer_is_us", "peer_of", "tcp_listeners"]
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _LOG_EVERY = 1.0  # seconds: a peer hammering a socket cannot flood the log
@@ -40,6 +40,15 @@ def peer_of(sock: _HasSockopt) -> Peer:
     """The credentials of a connected Unix socket's peer. Raises OSError if it has none."""
     pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     return Peer(pid, uid, gid)
+
+
+def peer_is_us(sock: _HasSockopt) -> bool:
+    """Whether the peer runs as our own user or root — sidecars and the platform do, isolated
+    functions do not. False when the peer left (no credentials)."""
+    try:
+        return peer_of(sock).uid in (os.geteuid(), 0)
+    except OSError:
+        return False
 
 
 def _stderr(line: str) -> None:

@@ -119,13 +119,7 @@ def test_every_pattern_gives_the_same_answer_in_every_mode(
     assert (s3_used > 0) == (mode == "s3"), (redis_used, s3_used)
 
     # Nothing left behind once every transfer completed.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        leftovers = (stores.redis_keys(), stores.s3_objects(), _objects_held(platform))
-        if leftovers == (0, [], 0):
-            break
-        time.sleep(0.2)
-    assert leftovers == (0, [], 0)
+    assert _leftovers_within(10, platform, stores) == (0, [], 0)
 
 
 def test_sync_handlers_command_functions_and_filled_buffers_behave_the_same(
@@ -185,13 +179,7 @@ def test_references_cannot_be_forged_reused_outlived_or_carried_across_tenants(
     assert attempt("try-get", short)["error"] == "ReferenceExpired"
     # An unclaimed object does not outlive its reference: Redis expires its key (PX), the
     # sender's sweeper deletes it from S3, the sidecar frees it from memory.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        leftovers = (stores.redis_keys(), stores.s3_objects(), _objects_held(platform))
-        if leftovers == (0, [], 0):
-            break
-        time.sleep(0.2)
-    assert leftovers == (0, [], 0)
+    assert _leftovers_within(10, platform, stores) == (0, [], 0)
     assert attempt("try-get", "not a reference")["error"] == "ReferenceMalformed"
     assert call(platform, "put-get", {"size": 1000, "seed": 1})[0] == describe(make(1000, 1))
 
@@ -213,6 +201,19 @@ def test_inline_mode_refuses_what_is_over_its_limit_and_names_the_other_modes(
     message = json.loads(body)["message"]
     assert "PayloadTooLarge" in message and "inline limit of 6291456 bytes" in message
     assert "transfer: xdt, elasticache or s3" in message
+
+
+def _leftovers_within(
+    seconds: float, platform: RunningPlatform, stores: Stores
+) -> tuple[int, list[str], int]:
+    """Keys in Redis, objects in the bucket, objects in the sidecars: polled until all are
+    gone or ``seconds`` pass; the last reading."""
+    deadline = time.monotonic() + seconds
+    while True:
+        leftovers = (stores.redis_keys(), stores.s3_objects(), _objects_held(platform))
+        if leftovers == (0, [], 0) or time.monotonic() >= deadline:
+            return leftovers
+        time.sleep(0.2)
 
 
 def _objects_held(platform: RunningPlatform) -> int:

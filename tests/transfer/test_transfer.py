@@ -481,9 +481,12 @@ async def test_source_offering_the_wrong_size_is_refused(keyring: KeyRing) -> No
 # -- same-host memory goes only to sidecars ----------------------------------------------------
 
 
-async def pull_locally(server: ObjectServer, request: PullRequest) -> tuple[ObjectHeader, int]:
+async def pull_locally(
+    server: ObjectServer, request: PullRequest, *, confirm: bool = True
+) -> tuple[ObjectHeader, int]:
     """One raw PULL on the server's abstract Unix socket: the OBJECT header and how many
-    descriptors came with it (closed here), after reading any streamed bytes and saying DONE."""
+    descriptors came with it (closed here), after reading any streamed bytes and saying DONE
+    (or, with ``confirm=False``, leaving without a word once the header came)."""
     from xdt.transfer._framing import decode_object, encode_done
     from xdt.transfer.server import local_name
 
@@ -498,6 +501,8 @@ async def pull_locally(server: ObjectServer, request: PullRequest) -> tuple[Obje
         frame = await read_frame(loop, sock, reader, fds)
         assert frame is not None and frame[0] is FrameType.OBJECT, frame
         header = decode_object(frame[1])
+        if not confirm:
+            return header, len(fds)
         if not header.fd_attached:
             got = reader.buffered
             while got < header.size:
@@ -586,30 +591,17 @@ async def test_a_lent_buffer_never_confirmed_is_never_reused(
 ) -> None:
     """A receiver that was lent the buffer and left without DONE may still be copying it: the
     buffer is not handed to a later object, even once this one is gone."""
-    from xdt.transfer.server import local_name
-
     obj = await store.put(os.urandom(1 << 20), pulls=None)
     token = server.seal(obj)
     request = PullRequest(token=token, tenant="default", want_fd=True, vouch=keyring.vouch(token))
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    fds: list[int] = []
-    try:
-        await loop.sock_connect(sock, local_name(server.address))
-        await loop.sock_sendall(sock, encode_pull(request))
-        frame = await read_frame(loop, sock, FrameReader(1 << 20), fds)
-        assert frame is not None and len(fds) == 1  # lent...
-    finally:
-        sock.close()  # ...and gone without DONE
+    header, descriptors = await pull_locally(server, request, confirm=False)
+    assert header.fd_lent and descriptors == 1  # lent, and gone without DONE
     await eventually(lambda: all(o.readers == 0 for o in store._objects.values()))
     assert obj.buffer.retired
     assert store.release(obj.id)
     reused = store.pool.reused
     await store.put(os.urandom(1 << 20))
     assert store.pool.reused == reused  # a new buffer, not the one still out there
-    for fd in fds:
-        os.close(fd)
 
 
 async def test_a_vouch_from_another_user_is_not_lent_memory(

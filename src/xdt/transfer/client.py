@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import struct
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -33,6 +32,7 @@ from .._errors import (
     XdtError,
     error_from_code,
 )
+from .._peer import peer_is_us
 from .._units import format_size
 from ..objects import checksum
 from ..refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
@@ -296,14 +296,10 @@ class PullClient:
         sock.setblocking(False)
         try:
             await loop.sock_connect(sock, local_name(address))
-            # Only a server run by our own user (or root) may hand us memory.
-            _, uid, _ = struct.unpack(
-                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            )
         except OSError:
             sock.close()
             return None
-        if uid not in (os.geteuid(), 0):
+        if not peer_is_us(sock):  # only a server run by our own user (or root) hands us memory
             sock.close()
             return None
         return _Connection(sock, local=True)

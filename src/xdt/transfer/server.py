@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import struct
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ErrorCode, ProtocolError, XdtError, code_for
+from .._peer import peer_is_us
 from ..objects import ObjectStore, Pull, StoredObject
 from ..refs import KeyRing, TransferMode
 from . import _io
@@ -40,16 +39,6 @@ from ._framing import (
 )
 
 __all__ = ["DEFAULT_SERVER_CONFIG", "ObjectServer", "ServerConfig", "ServerStats", "local_name"]
-
-
-def _peer_is_us(sock: socket.socket) -> bool:
-    """Whether the peer on this Unix socket runs as our user or root: sidecars do, functions
-    (under isolation) do not. A second lock on lending, besides the vouch."""
-    try:
-        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    except OSError:
-        return False
-    return uid in (os.geteuid(), 0)
 
 
 def local_name(address: str) -> str:
@@ -251,7 +240,7 @@ class ObjectServer:
                 return True
             if (
                 request.vouch
-                and _peer_is_us(sock)
+                and peer_is_us(sock)  # a second lock besides the vouch: not a function
                 and self.keyring.vouched(request.token, request.vouch)
             ):
                 # Our warm (writable, reused) buffer, lent to a sidecar only: it copies the
