@@ -186,7 +186,8 @@ async def test_a_burst_at_zero_starts_what_the_load_needs_not_one_per_request(
     assert not upper["panicking"]
 
 
-async def test_a_client_that_goes_away_frees_its_queue_slot(start_platform: Start) -> None:
+def one_slow_instance(start_platform: Start) -> RunningPlatform:
+    """One ready instance of ``slow`` taking one request at a time, behind a queue of two."""
     platform = start_platform(
         {
             "platform": {"queue_depth": 2},
@@ -196,6 +197,11 @@ async def test_a_client_that_goes_away_frees_its_queue_slot(start_platform: Star
         }
     )
     platform.wait_for(lambda s: s["functions"]["slow"]["ready"] == 1, what="one ready instance")
+    return platform
+
+
+async def test_a_client_that_goes_away_frees_its_queue_slot(start_platform: Start) -> None:
+    platform = one_slow_instance(start_platform)
     async with aiohttp.ClientSession() as session:
         abandoned = [
             asyncio.create_task(session.post(f"{platform.url}/invoke/slow", data=b"3"))
@@ -280,15 +286,7 @@ def test_an_instance_that_cannot_start_fails_buffered_requests_clearly(
 
 
 async def test_breaker_concurrency_one_and_a_full_queue_gets_503(start_platform: Start) -> None:
-    platform = start_platform(
-        {
-            "platform": {"queue_depth": 2},
-            "functions": [
-                {"name": "slow", "handler": "fns:slow", "concurrency": 1, "max_scale": 1}
-            ],
-        }
-    )
-    platform.wait_for(lambda s: s["functions"]["slow"]["ready"] == 1, what="one ready instance")
+    platform = one_slow_instance(start_platform)
     async with aiohttp.ClientSession() as session:
 
         async def call(url: str) -> tuple[int, str | None, bytes]:
