@@ -4,16 +4,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from _support.folders import readable_folder
+from _support.platform import FUNCTIONS, RunningPlatform
 from xdt import KeyRing, ObjectServer, ObjectStore, StoreConfig
 
 SUPPORT = Path(__file__).parent / "_support"
+
+# The tests compute expected answers with the same helpers the functions use.
+sys.path.insert(0, str(FUNCTIONS))
 
 
 @pytest.fixture
@@ -97,3 +101,20 @@ def producer(keyring: KeyRing) -> Iterator[Producer]:
     process = Producer(keyring)
     yield process
     process.stop()
+
+
+@pytest.fixture
+def start_platform(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], RunningPlatform]]:
+    """Start ``xdt up`` with a spec; stopped (SIGINT) at the end of the test."""
+    started: list[RunningPlatform] = []
+
+    def start(spec: dict[str, Any]) -> RunningPlatform:
+        folder = tmp_path / f"platform{len(started)}"
+        folder.mkdir()
+        platform = RunningPlatform(folder, spec)
+        started.append(platform)
+        return platform
+
+    yield start
+    for platform in started:
+        platform.stop()

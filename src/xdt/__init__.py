@@ -1,23 +1,24 @@
 """xdt: Expedited Data Transfers for serverless functions.
 
 The sender's trusted sidecar keeps a payload in memory and sends a sealed reference instead;
-the receiver's sidecar pulls the bytes straight from it. This package is layered like so:
+the receiver's sidecar pulls the bytes straight from it. The layers, each importing only
+those below it::
 
-- :mod:`xdt.refs` — sealed references and the key ring (the capability);
-- :mod:`xdt.objects` — the object store each sidecar keeps (quota, pull budget, expiry);
-- :mod:`xdt.transfer` — the object server and pull client between sidecars;
-- :mod:`xdt.sidecar`, :mod:`xdt.runtime`, :mod:`xdt.platform` — the embedded serverless
-  platform (``xdt up``): sidecars, the Python function runtime, activator and autoscaler;
-- :mod:`xdt.sdk` — what function code calls (``invoke``, ``scatter``, ``put``/``get``,
-  ``broadcast``, ``gather``), and :mod:`xdt.sync` the same for plain ``def`` handlers;
-- :mod:`xdt.modes` — the four transfer modes' data paths;
+    cli, bench, testing          the xdt command, benchmarks, xdt up as a child process
+    platform                     the embedded platform: spec, gateway, throttler, KPA, instances
+    sidecar   runtime   sdk      the per-instance sidecar, the Python runtime, function calls
+    modes                        the data paths: inline, memory (xdt), redis, s3
+    pull      channel   _http    sidecar↔sidecar pulls, function↔sidecar wire, HTTP plumbing
+    _core                        errors, references, checksum, buffers, loans, store, fd I/O
+    _util                        leaf helpers: units, names, heap, processes, event loops
 
-and this module pulls together the public API.
+This module is the public API: the core's types, the pull protocol's server and client, and
+(loaded on first use) what function code calls.
 """
 
 from typing import TYPE_CHECKING
 
-from ._errors import (
+from ._core.errors import (
     BadRequest,
     FunctionFailed,
     FunctionNotFound,
@@ -43,9 +44,9 @@ from ._errors import (
     WrongTenant,
     XdtError,
 )
-from .objects import DEFAULT_STORE_CONFIG, ObjectStore, StoreConfig, StoredObject, StoreStats
-from .refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
-from .transfer import (
+from ._core.refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
+from ._core.store import DEFAULT_STORE_CONFIG, ObjectStore, StoreConfig, StoredObject, StoreStats
+from .pull import (
     DEFAULT_CLIENT_CONFIG,
     DEFAULT_SERVER_CONFIG,
     ClientConfig,
@@ -63,7 +64,6 @@ __version__ = "0.1.0"
 _SDK = ("broadcast", "buffer", "gather", "get", "invoke", "put", "release", "scatter")
 
 if TYPE_CHECKING:
-    from . import sync as sync
     from .sdk import broadcast as broadcast
     from .sdk import buffer as buffer
     from .sdk import gather as gather
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from .sdk import put as put
     from .sdk import release as release
     from .sdk import scatter as scatter
+    from .sdk import sync as sync
 
 
 def __getattr__(name: str) -> object:
@@ -80,9 +81,9 @@ def __getattr__(name: str) -> object:
 
         return getattr(sdk, name)
     if name == "sync":
-        import importlib
+        from .sdk import sync
 
-        return importlib.import_module(".sync", __name__)
+        return sync
     raise AttributeError(f"module 'xdt' has no attribute {name!r}")
 
 

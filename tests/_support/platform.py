@@ -17,9 +17,9 @@ import yaml
 
 from _support.folders import make_readable_folder
 from xdt import KeyRing
-from xdt.platform.launcher import LaunchedPlatform
+from xdt.testing import LaunchedPlatform
 
-FUNCTIONS = Path(__file__).parent.parent / "platform" / "functions"
+FUNCTIONS = Path(__file__).parent / "functions"
 
 
 class RunningPlatform:

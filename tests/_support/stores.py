@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import redis
 
-from xdt.platform._process import free_port
+from xdt._util.process import free_port
 
 BUCKET = "xdt-test"
 _CREDENTIALS = {"AWS_ACCESS_KEY_ID": "xdt-test", "AWS_SECRET_ACCESS_KEY": "xdt-test"}

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from patterns import describe, make  # tests/platform/functions (see conftest.py)
+from patterns import describe, make  # tests/_support/functions (see conftest.py)
 
-from _support.platform import RunningPlatform, alive
+from _support.platform import FUNCTIONS, RunningPlatform, alive
 from xdt.platform.isolation import (
     UID_BASE,
     UID_SPAN,
@@ -347,7 +347,7 @@ def _up(spec: str, folder: Path, **options: Any) -> subprocess.CompletedProcess[
 @needs_root
 def test_a_function_folder_its_uid_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
     # pytest's tmp_path is under /tmp/pytest-of-root, mode 0700.
-    shutil.copy(Path(__file__).parent / "functions" / "fns.py", tmp_path)
+    shutil.copy(FUNCTIONS / "fns.py", tmp_path)
     done = _up("functions:\n  - {name: upper, handler: 'fns:upper'}\n", tmp_path)
     assert done.returncode == 1, done.stdout
     output = " ".join(done.stdout.split())

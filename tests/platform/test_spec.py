@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from xdt._core.refs import DEFAULT_TENANT
 from xdt.platform.autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
 from xdt.platform.spec import (
     DEFAULT_PLATFORM_SPEC,
@@ -20,7 +21,6 @@ from xdt.platform.spec import (
     load_spec,
     parse_spec,
 )
-from xdt.refs import DEFAULT_TENANT
 
 FOLDER = Path("/srv/app")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from _support.waiting import eventually
-from xdt._local import Channel, Kind
+from xdt.channel import Channel, Kind
 from xdt.runtime import serve
 
 

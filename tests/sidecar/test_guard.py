@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from xdt._http import ERROR_HEADER
-from xdt._peer import PeerCheck
+from xdt._core.peercred import PeerCheck
+from xdt._http.server import ERROR_HEADER
 from xdt.sidecar.guard import FORBIDDEN_CODE, PeerCheckedUnixSite, behind_secret
 
 SECRET = "s3cr3t-path_0123456789"

@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .._units import format_size
-from ..platform.launcher import LaunchedPlatform
+from .._util.units import format_size
+from ..testing import LaunchedPlatform
 
 __all__ = [
     "DEFAULT_SIZES",

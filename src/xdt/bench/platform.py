@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ..platform.launcher import LaunchedPlatform
+from ..testing import LaunchedPlatform
 
 __all__ = ["PlatformBench", "run_platform_bench"]
 

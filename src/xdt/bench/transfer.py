@@ -35,11 +35,11 @@ from dataclasses import asdict, dataclass
 
 import xxhash
 
-from .._loop import run
-from .._units import format_size
-from ..objects import ObjectStore, StoreConfig
-from ..refs import KEYRING_ENV, KeyRing
-from ..transfer import ClientConfig, ObjectServer, PullClient, ServerConfig
+from .._core.refs import KEYRING_ENV, KeyRing
+from .._core.store import ObjectStore, StoreConfig
+from .._util.loops import run
+from .._util.units import format_size
+from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
 
 __all__ = ["PATHS", "Case", "default_runs", "run_transfer_bench"]
 

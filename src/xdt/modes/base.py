@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from .._buffers import Buffer
-from ..refs import Reference, TransferMode
+from .._core.buffers import Buffer
+from .._core.refs import Reference, TransferMode
 
 __all__ = ["DataPath", "StoreSettings", "stored_reference"]
 
@@ -37,7 +37,7 @@ def stored_reference(
     mode: TransferMode,
 ) -> Reference:
     """The reference to ``data``, stored under ``object_id`` by a storage mode."""
-    from ..objects import checksum
+    from .._core.checksum import checksum
 
     return Reference(
         object_id=object_id,

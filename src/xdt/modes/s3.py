@@ -16,8 +16,8 @@ import os
 import time
 from typing import Any
 
-from .._errors import ObjectNotFound, SourceUnavailable
-from ..refs import KeyRing, Reference, TransferMode
+from .._core.errors import ObjectNotFound, SourceUnavailable
+from .._core.refs import KeyRing, Reference, TransferMode
 from .base import StoreSettings, stored_reference
 
 __all__ = ["MULTIPART_THRESHOLD", "S3Path"]

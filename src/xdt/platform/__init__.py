@@ -10,7 +10,7 @@
 """
 
 from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
-from .platform import Platform
+from .embedded import Platform
 from .spec import FunctionSpec, PlatformSpec, Spec, SpecError, load_spec, parse_spec
 
 __all__ = [

@@ -16,15 +16,15 @@ from typing import Any
 
 import aiohttp
 
-from .._errors import InstanceFailed, InvocationError, InvocationTimeout
-from .._http import ERROR_HEADER, TRANSFER_HEADER
-from .._httpclient import PeerGone
+from .._core.errors import InstanceFailed, InvocationError, InvocationTimeout
+from .._http.client import PeerGone
+from .._http.server import ERROR_HEADER, TRANSFER_HEADER
 from ..sidecar.upstream import Answer
-from .activator import Throttler
 from .autoscaler import Decider, Decision, ScaleGate
 from .balancer import Tracker
 from .instances import Instance, InstanceError, InstanceManager, State
 from .spec import FunctionSpec, PlatformSpec
+from .throttler import Throttler
 
 __all__ = ["Deployment"]
 

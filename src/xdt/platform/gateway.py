@@ -6,7 +6,7 @@
 - ``GET /healthz`` — 200 while the platform runs.
 
 Errors the platform makes (unknown function, body too large, overloaded, timeout, instance
-failure) carry a typed code (see :mod:`xdt._http`); a function's own answer passes unchanged.
+failure) carry a typed code (see :mod:`xdt._http.server`); a function's own answer passes unchanged.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .._errors import FunctionNotFound, XdtError
-from .._http import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER, error_response, read_body
+from .._core.errors import FunctionNotFound, XdtError
+from .._http.server import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER, error_response, read_body
 
 # Between sidecars: whether the body is a reference, whether the caller takes one back.
 TRANSFER_HEADERS = (TRANSFER_HEADER, ACCEPT_HEADER)
 
 if TYPE_CHECKING:
-    from .platform import Platform
+    from .embedded import Platform
 
 __all__ = ["create_app"]
 

@@ -42,11 +42,11 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
-from .._httpclient import ConnectionPool
+from .._core.refs import KEYRING_ENV, KeyRing
+from .._http.client import ConnectionPool
+from .._util.process import die_with_parent, free_port, isolated_child, signal_group
 from ..modes.base import StoreSettings
-from ..refs import KEYRING_ENV, KeyRing
 from ..sidecar.server import SidecarConfig
-from ._process import die_with_parent, free_port, isolated_child, signal_group
 from .isolation import Identity, make_private_folder, remove_private_folder
 from .spec import FunctionSpec, PlatformSpec
 

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from .._errors import XdtError
+from .._core.errors import XdtError
 from .spec import FunctionSpec, PlatformSpec, SpecError
 
 __all__ = [

@@ -30,10 +30,10 @@ from typing import Any
 
 import yaml
 
-from .._errors import XdtError
-from .._names import is_function_name
-from .._units import parse_duration, parse_size
-from ..refs import DEFAULT_TENANT
+from .._core.errors import XdtError
+from .._core.refs import DEFAULT_TENANT
+from .._util.names import is_function_name
+from .._util.units import parse_duration, parse_size
 from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
 
 __all__ = [

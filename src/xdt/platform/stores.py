@@ -25,9 +25,9 @@ import time
 import urllib.error
 import urllib.request
 
-from .._errors import XdtError
+from .._core.errors import XdtError
+from .._util.process import die_with_parent, free_port
 from ..modes.base import StoreSettings
-from ._process import die_with_parent, free_port
 from .spec import Spec
 
 __all__ = ["EmbeddedStores", "StoreStartError"]

@@ -1,5 +1,5 @@
 """The Python function runtime: loads a ``module:function`` handler and serves it to the
-instance's sidecar over a Unix socket (the same-host wire of :mod:`xdt._local`: big payloads
+instance's sidecar over a Unix socket (the same-host wire of :mod:`xdt.channel`: big payloads
 arrive and leave as sealed memfds, not through the socket).
 
 A handler takes the request body as bytes and returns bytes; it may be ``async def`` (run on
@@ -26,11 +26,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-# _peer as a module: its import line stays clear of the others (merges)
-from .. import _peer
-from .._buffers import BufferPool
-from .._heap import give_back, give_back_when_idle, keep_warm
-from .._local import Channel, Kind, Message
+from .._core.buffers import BufferPool
+from .._core.peercred import PeerCheck, bind_unix
+from .._util.heap import give_back, give_back_when_idle, keep_warm
+from ..channel import Channel, Kind, Message
 
 __all__ = ["Handler", "HandlerError", "load_handler", "serve"]
 
@@ -61,7 +60,7 @@ async def serve(
     """Serve ``handler`` on a Unix socket until cancelled, to peers of uid ``peer_uid`` (by
     default our own). A sync handler runs on a pool of ``threads`` (the function's
     concurrency), not the loop's small default pool."""
-    peers = _peer.PeerCheck({os.getuid() if peer_uid is None else peer_uid}, "runtime socket")
+    peers = PeerCheck({os.getuid() if peer_uid is None else peer_uid}, "runtime socket")
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
     call = _caller(handler, executor)
     loop = asyncio.get_running_loop()
@@ -107,7 +106,7 @@ async def serve(
         finally:
             channel.close()
 
-    listener = _peer.bind_unix(socket_path)
+    listener = bind_unix(socket_path)
     idle = asyncio.create_task(give_back_when_idle(activity.idle_since, trim=give_back_idle_memory))
     try:
         while True:

@@ -21,7 +21,7 @@ the function's ``transfer`` setting decides, never the code. Calls:
 - ``broadcast(fn, data, n) -> list[bytes]``: one object, ``n`` invocations reading it;
 - ``gather([ref, …]) -> list[bytes]``: many references pulled at once.
 
-:mod:`xdt.sync` has the same calls for plain ``def`` handlers. The sidecar's egress address
+:mod:`xdt.sdk.sync` has the same calls for plain ``def`` handlers. The sidecar's egress address
 comes from ``$XDT_EGRESS``, which the platform sets in every function process; its path is a
 secret of this instance's (without it the egress answers 403), so calls go *under* it. A failed call
 raises the typed error the platform reported (:class:`~xdt.FunctionNotFound`,
@@ -38,10 +38,10 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from .._buffers import Buffer, BufferPool
-from .._errors import InstanceFailed, XdtError
-from .._http import ERROR_HEADER, TRANSFER_HEADER, error_from_answer
-from .._local import Channel, Kind, as_bytes
+from .._core.buffers import Buffer, BufferPool
+from .._core.errors import InstanceFailed, XdtError
+from .._http.server import ERROR_HEADER, TRANSFER_HEADER, error_from_answer
+from ..channel import Channel, Kind, as_bytes
 
 __all__ = [
     "EGRESS_ENV",
@@ -213,7 +213,7 @@ async def _post(
 
 
 def put_path(pulls: int | None, ttl: float | None) -> str:
-    """The egress path of a put over HTTP (``xdt.sdk`` without its socket, ``xdt.sync``)."""
+    """The egress path of a put over HTTP (``xdt.sdk`` without its socket, ``xdt.sdk.sync``)."""
     query = {"pulls": "unlimited" if pulls is None else str(pulls)}
     if ttl is not None:
         query["ttl"] = repr(float(ttl))

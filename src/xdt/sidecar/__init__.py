@@ -5,8 +5,8 @@ Run as ``python -m xdt.sidecar --config JSON`` with the key ring in ``$XDT_KEYRI
 its ports once it listens.
 """
 
+from .._util.concurrency import RequestStats, StatsReport
 from .breaker import Breaker, BreakerFull
 from .server import Sidecar, SidecarConfig
-from .stats import RequestStats, StatsReport
 
 __all__ = ["Breaker", "BreakerFull", "RequestStats", "Sidecar", "SidecarConfig", "StatsReport"]

@@ -17,8 +17,8 @@ import os
 import signal
 import sys
 
-from .._heap import keep_warm
-from ..refs import KEYRING_ENV, KeyRing
+from .._core.refs import KEYRING_ENV, KeyRing
+from .._util.heap import keep_warm
 from .server import Sidecar, SidecarConfig
 
 _PR_SET_DUMPABLE = 4

@@ -1,7 +1,7 @@
 """Who may talk to a sidecar's HTTP faces.
 
 - :class:`PeerCheckedUnixSite`: aiohttp's ``UnixSite`` whose connections are admitted only
-  from expected uids (``SO_PEERCRED``, :mod:`xdt._peer`) — the ingress socket, for the
+  from expected uids (``SO_PEERCRED``, :mod:`xdt._core.peercred`) — the ingress socket, for the
   platform's own uid only;
 - :func:`behind_secret`: the TCP egress on loopback, which any local process can reach, serves
   only under a per-instance random path prefix (``$XDT_EGRESS`` carries it); anything else
@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .._http import ERROR_HEADER
-from .._peer import PeerCheck, bind_unix
+from .._core.peercred import PeerCheck, bind_unix
+from .._http.server import ERROR_HEADER
 
 __all__ = ["FORBIDDEN_CODE", "PeerCheckedUnixSite", "behind_secret"]
 

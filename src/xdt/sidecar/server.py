@@ -31,8 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .._buffers import BufferPool
-from .._errors import (
+from .._core.buffers import BufferPool
+from .._core.errors import (
     BadRequest,
     FunctionNotFound,
     InstanceFailed,
@@ -40,8 +40,11 @@ from .._errors import (
     Overloaded,
     XdtError,
 )
-from .._heap import give_back, give_back_when_idle
-from .._http import (
+from .._core.peercred import PeerCheck, bind_unix
+from .._core.refs import DEFAULT_TENANT, KeyRing
+from .._core.store import ObjectStore, StoreConfig
+from .._http.client import ConnectionPool, PeerGone
+from .._http.server import (
     ACCEPT_HEADER,
     ERROR_HEADER,
     TRANSFER_HEADER,
@@ -50,18 +53,15 @@ from .._http import (
     read_body,
     status_for,
 )
-from .._httpclient import ConnectionPool, PeerGone
-from .._local import Channel, Kind, Message, as_bytes
-from .._names import is_function_name
-from .._peer import PeerCheck, bind_unix
+from .._util.concurrency import RequestStats
+from .._util.heap import give_back, give_back_when_idle
+from .._util.names import is_function_name
+from ..channel import Channel, Kind, Message, as_bytes
 from ..modes.base import StoreSettings
-from ..objects import ObjectStore, StoreConfig
-from ..refs import DEFAULT_TENANT, KeyRing
-from ..transfer import ObjectServer, PullClient, ServerConfig
+from ..pull import ObjectServer, PullClient, ServerConfig
 from .breaker import Breaker, BreakerFull
 from .guard import PeerCheckedUnixSite, behind_secret
-from .stats import RequestStats
-from .transfers import Payload, Transfers, close
+from .payloads import Payload, Transfers, close
 from .upstream import Answer, HttpUpstream, RuntimeUpstream, Upstream
 
 __all__ = ["Sidecar", "SidecarConfig"]

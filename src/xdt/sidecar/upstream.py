@@ -1,7 +1,7 @@
 """The function behind a sidecar: one small interface, two kinds.
 
 - :class:`RuntimeUpstream`: a Python handler in the xdt runtime, over a Unix socket with the
-  same-host wire of :mod:`xdt._local` (pooled connections, one request each at a time; big
+  same-host wire of :mod:`xdt.channel` (pooled connections, one request each at a time; big
   payloads pass as sealed memfds both ways);
 - :class:`HttpUpstream`: any HTTP server on ``$PORT`` (Knative's container contract).
 
@@ -20,10 +20,10 @@ from typing import Protocol
 
 import aiohttp
 
-from .._buffers import Buffer, BufferPool
-from .._errors import FunctionFailed, InstanceFailed
-from .._local import Channel, Kind, as_bytes
-from .._peer import peer_of, tcp_listeners
+from .._core.buffers import Buffer, BufferPool
+from .._core.errors import FunctionFailed, InstanceFailed
+from .._core.peercred import peer_of, tcp_listeners
+from ..channel import Channel, Kind, as_bytes
 
 __all__ = ["Answer", "HttpUpstream", "Payload", "RuntimeUpstream", "Upstream"]
 

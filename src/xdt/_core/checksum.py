@@ -1,0 +1,18 @@
+"""The transfer checksum: XXH3-64 over an object's bytes.
+
+It detects corruption, not forgery: references are authenticated by their AEAD, and a
+function that claims a wrong checksum for its own sealed memfd (see
+:func:`xdt._core.buffers.sealed_buffer`) only fails its own transfers' checks. XXH3 runs at
+~27 GB/s here and lets go of the GIL; crc32 was the bottleneck at ~1 GB/s.
+"""
+
+from __future__ import annotations
+
+import xxhash
+
+__all__ = ["checksum"]
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """XXH3-64 of ``data``."""
+    return xxhash.xxh3_64_intdigest(data)

@@ -1,0 +1,1 @@
+"""Small helpers shared across layers, each a leaf: none imports anything else of xdt."""

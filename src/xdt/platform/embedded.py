@@ -1,0 +1,270 @@
+"""The embedded platform: gateway + activator, autoscaler loops and instance manager in one
+process (``xdt up``), instances as child processes.
+
+One loop drives the autoscaler: every ``bucket_size`` (1 s) the platform scrapes each ready
+sidecar's ``/xdt/stats`` — a sample of them above three instances, scaled up to all, as
+Knative's scraper does — and records the total concurrency plus the requests buffered in the
+activator; every ``tick_interval`` (2 s), just after that scrape, each function's KPA decides
+how many instances it wants, and the deployment starts or drains instances to match.
+
+Isolated (:mod:`.isolation`: as root, by default), each function runs under a uid of its own;
+the run folder (sockets, logs, the functions' private folders) is then searchable, not
+listable, by others, and its logs are the platform's alone.
+
+Use ``async with Platform(spec) as platform:`` (``platform.url`` is the gateway); ``xdt up``
+runs one in the foreground until Ctrl-C, and :class:`~xdt.testing.LaunchedPlatform`
+runs ``xdt up`` as a child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .._core.refs import KEYRING_ENV, KeyRing
+from .autoscaler import sample_size
+from .deployment import Deployment
+from .gateway import create_app
+from .instances import Instance, InstanceManager, State
+from .isolation import (
+    Identity,
+    allocate,
+    check_reachable,
+    isolation_wanted,
+    stop_processes_of,
+)
+from .spec import Spec
+from .stores import EmbeddedStores, embedded_credentials
+
+__all__ = ["Platform"]
+
+SCRAPE_TIMEOUT = 3.0  # Knative's scraper gives a pod 3 s
+SHUTDOWN_GRACE = 10.0  # how long stopping waits for requests in flight
+
+
+class Platform:
+    def __init__(
+        self,
+        spec: Spec,
+        keyring: KeyRing | None = None,
+        *,
+        on_event: Callable[[str, str | None, str], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.keyring = keyring or _keyring_for(spec)
+        self.on_event = on_event
+        self.url = ""
+        self.deployments: dict[str, Deployment] = {}
+        self.started_at = time.monotonic()
+        self._run_dir: Path | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self.kept_logs: Path | None = None
+        self.stores: EmbeddedStores | None = None
+        self.identities: dict[str, Identity] | None = None  # None: not isolated
+
+    async def __aenter__(self) -> Platform:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close(grace=0)  # a half-started platform leaves nothing behind
+            raise
+
+    async def _start(self) -> None:
+        settings = self.spec.platform
+        if isolation_wanted(settings):
+            # Before anything starts: a function that cannot read its own files under its
+            # uid is a clear error now, not a crash loop later.
+            self.identities = allocate(self.spec.functions)
+            for function in self.spec.functions:
+                check_reachable(function, self.identities[function.name])
+        # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
+        self._run_dir = Path(tempfile.mkdtemp(prefix="xdt-"))
+        if self.identities is not None:
+            # Function uids must reach their sockets here by name; they may not list it.
+            self._run_dir.chmod(0o711)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=False,
+        )
+        # handler_cancellation: a client that goes away gives its queue slot back at once.
+        self._runner = web.AppRunner(
+            create_app(self), access_log=None, handle_signals=False, handler_cancellation=True
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        port = server.sockets[0].getsockname()[1]
+        self.url = f"http://{settings.host}:{port}"
+        self.stores = EmbeddedStores(self.spec)
+        store_settings = await self.stores.start()
+        embedded_s3 = settings.s3_endpoint_url is None and "s3" in self.spec.modes()
+        manager = InstanceManager(
+            settings,
+            self.keyring,
+            self._run_dir,
+            self.url,
+            self._session,
+            self._instance_event,
+            stores=store_settings,
+            sidecar_env=embedded_credentials() if embedded_s3 else None,
+            identities=self.identities,
+        )
+        for function in self.spec.functions:
+            self.deployments[function.name] = Deployment(function, settings, manager, self._session)
+        for deployment in self.deployments.values():
+            deployment.reconcile()
+        self._loops = [asyncio.create_task(self._autoscale(settings.autoscaler.bucket_size))]
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served or buffered, on every function."""
+        return sum(d.in_flight + d.throttler.queued for d in self.deployments.values())
+
+    async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop: no more scaling; up to ``grace`` seconds for the requests in flight (the
+        gateway still serves, so their function-to-function calls work); then every
+        instance, then the gateway. Instance logs are kept if any instance crashed or
+        failed (:attr:`kept_logs`), else removed with the run directory."""
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for _ in range(math.ceil(grace / 0.05)):  # poll: requests end in many places
+            if not self.in_flight:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*(d.close() for d in self.deployments.values()))
+        if self.identities is not None:
+            # What a function started and left running (a daemon outside its process group)
+            # goes too: its uid is this platform's alone.
+            stop_processes_of(identity.uid for identity in self.identities.values())
+        if self.stores is not None:
+            await self.stores.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        if self._run_dir is not None:
+            troubled = any(d.troubled for d in self.deployments.values())
+            if troubled:
+                for leftover in self._run_dir.iterdir():  # sockets, private folders
+                    if leftover.name != "logs":
+                        if leftover.is_dir() and not leftover.is_symlink():
+                            shutil.rmtree(leftover, ignore_errors=True)
+                        else:
+                            leftover.unlink(missing_ok=True)
+                self.kept_logs = self._run_dir / "logs"
+            else:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._run_dir = None
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def _autoscale(self, bucket: float) -> None:
+        """Scrape every bucket; decide every tick, right after that bucket's scrape, so a
+        decision never misses the newest bucket (Knative runs the two on separate timers)."""
+        loop = asyncio.get_running_loop()
+        tick = self.spec.platform.autoscaler.tick_interval
+        next_scrape = next_tick = loop.time()
+        while True:
+            next_scrape += bucket
+            await asyncio.sleep(max(0.0, next_scrape - loop.time()))
+            now = time.monotonic()
+            await asyncio.gather(*(self._scrape_one(d, now) for d in self.deployments.values()))
+            if loop.time() >= next_tick + tick - bucket / 2:
+                next_tick += tick
+                for deployment in self.deployments.values():
+                    deployment.tick(time.monotonic())
+
+    async def _scrape_one(self, deployment: Deployment, now: float) -> None:
+        ready = [i for i in deployment.instances if i.state is State.READY]
+        total = 0.0
+        if ready:
+            sample = random.sample(ready, sample_size(len(ready)))
+            reports = await asyncio.gather(*(self._stats(i) for i in sample))
+            seen = [r for r in reports if r is not None]
+            if seen:
+                total = sum(seen) / len(seen) * len(ready)
+        deployment.observe(now, total)
+
+    async def _stats(self, instance: Instance) -> float | None:
+        assert self._session is not None
+        try:
+            async with self._session.get(
+                f"{instance.ingress_url}/xdt/stats",
+                timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT),
+            ) as response:
+                stats = await response.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+        instance.objects, instance.bytes_held = stats["objects"], stats["bytes_held"]
+        concurrency: float = stats["average_concurrency"]
+        return concurrency
+
+    def _instance_event(self, instance: Instance, what: str) -> None:
+        self.deployments[instance.function.name].on_instance_event(instance, what)
+        if self.on_event is not None:
+            self.on_event(instance.function.name, instance.id, what)
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "stores": self.stores.started if self.stores is not None else [],
+            "isolation": self.identities is not None,
+            "functions": {name: d.status() for name, d in self.deployments.items()},
+        }
+
+    def metrics(self) -> str:
+        gauges: dict[str, Callable[[Deployment], int]] = {
+            "xdt_instances_ready": lambda d: d.ready_count,
+            "xdt_instances_draining": lambda d: d.count(State.DRAINING),
+            "xdt_instances_desired": lambda d: d.desired,
+            "xdt_requests_in_flight": lambda d: d.throttler.in_flight,
+            "xdt_requests_queued": lambda d: d.throttler.queued,
+            "xdt_panic_mode": lambda d: int(d.panicking),
+            "xdt_objects_held": lambda d: sum(i.objects for i in d.instances),
+        }
+        lines: list[str] = []
+        for metric, value in gauges.items():
+            lines.append(f"# TYPE {metric} gauge")
+            lines += [f'{metric}{{function="{n}"}} {value(d)}' for n, d in self.deployments.items()]
+        lines.append("# TYPE xdt_requests_total counter")
+        for name, deployment in self.deployments.items():
+            for answer, count in sorted(deployment.answers.items()):
+                lines.append(f'xdt_requests_total{{function="{name}",answer="{answer}"}} {count}')
+        return "\n".join(lines) + "\n"
+
+
+def _keyring_for(spec: Spec) -> KeyRing:
+    """The spec's key file, else ``$XDT_KEYRING``, else a fresh key ring for this run only.
+    A key ring that is there but malformed is an error, never silently replaced."""
+    if spec.platform.key_file is not None:
+        return KeyRing.from_file(spec.platform.key_file)
+    if os.environ.get(KEYRING_ENV) is not None:
+        return KeyRing.from_env()
+    return KeyRing.generate()

@@ -1,0 +1,165 @@
+"""The platform's own keep-alive HTTP/1.1 client, against aiohttp and hand-written servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from xdt._http.client import ConnectionPool, PeerGone
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def aiohttp_port() -> AsyncIterator[int]:
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(
+            body=body[::-1], headers={"X-Seen-Caller": request.headers.get("X-Caller", "")}
+        )
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    yield server.sockets[0].getsockname()[1]
+    await runner.cleanup()
+
+
+async def raw_server(handler: Handler) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length")
+    )
+    return await reader.readexactly(length)
+
+
+async def test_posts_reuse_one_connection_and_carry_headers(aiohttp_port: int) -> None:
+    pool = ConnectionPool("127.0.0.1", aiohttp_port)
+    for i in range(5):
+        answer = await pool.post("/echo", f"body {i}".encode(), {"X-Caller": "test"})
+        assert (answer.status, answer.body) == (200, f"{i} ydob".encode())
+        assert answer.header("x-seen-caller") == "test"
+    assert len(pool._idle) == 1  # one connection, reused
+    answer = await pool.post("/missing", b"")
+    assert answer.status == 404
+    pool.close()
+
+
+async def test_large_bodies_round_trip(aiohttp_port: int) -> None:
+    pool = ConnectionPool("127.0.0.1", aiohttp_port)
+    body = bytes(range(256)) * 4096  # 1 MiB
+    assert (await pool.post("/echo", body)).body == body[::-1]
+    pool.close()
+
+
+async def test_chunked_answers_and_connection_close() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server, port = await raw_server(handler)
+    async with server:
+        pool = ConnectionPool("127.0.0.1", port)
+        answer = await pool.post("/", b"x")
+        assert (answer.status, answer.body) == (201, b"hello world")
+        assert pool._idle == []  # the server said close: not kept
+
+
+async def test_a_connection_closed_while_idle_is_retried_on_a_fresh_one() -> None:
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        body = await read_request(reader)
+        served += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+        await (
+            writer.wait_closed()
+        )  # without saying Connection: close: the client finds out on reuse
+
+    server, port = await raw_server(handler)
+    async with server:
+        pool = ConnectionPool("127.0.0.1", port)
+        assert (await pool.post("/", b"one")).body == b"one"
+        await asyncio.sleep(0.05)
+        assert (await pool.post("/", b"two")).body == b"two"
+        assert served == 2
+        pool.close()
+
+
+def answers_then_hangs_up(raw: bytes) -> Any:
+    """A raw server's handler: reads one request, writes ``raw``, closes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    return handler
+
+
+async def test_a_server_that_dies_mid_answer_is_peer_gone() -> None:
+    handler = answers_then_hangs_up(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+    server, port = await raw_server(handler)
+    async with server:
+        pool = ConnectionPool("127.0.0.1", port)
+        with pytest.raises(PeerGone, match="went away mid-answer"):
+            await pool.post("/", b"x")
+        assert pool._idle == []
+
+
+async def test_nobody_listening_is_peer_gone() -> None:
+    server, port = await raw_server(lambda r, w: asyncio.sleep(0))
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(PeerGone, match=f"cannot connect to 127.0.0.1:{port}"):
+        await ConnectionPool("127.0.0.1", port).post("/", b"x")
+
+
+async def test_garbage_instead_of_http_is_peer_gone() -> None:
+    server, port = await raw_server(answers_then_hangs_up(b"SSH-2.0-OpenSSH\r\n\r\n"))
+    async with server:
+        with pytest.raises(PeerGone):
+            await ConnectionPool("127.0.0.1", port).post("/", b"x")
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/invoke/a HTTP/1.1\r\nHost: x\r\n\r\nPOST /invoke/b", {}),
+        ("/invoke/a b", {}),
+        ("/invoke/a", {"X-Caller": "f\r\nX-Injected: 1"}),
+    ],
+)
+async def test_requests_that_would_break_framing_are_refused(
+    path: str, headers: dict[str, str]
+) -> None:
+    """On a pooled keep-alive connection an injected request would shift every later answer."""
+    with pytest.raises(ValueError, match="CR, LF or space"):
+        await ConnectionPool("127.0.0.1", 9).post(path, b"x", headers)

@@ -1,0 +1,220 @@
+"""The same-host wire between a function and its sidecar: messages, given and lent memfds."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+
+from xdt._core.buffers import Buffer, BufferPool, PoolLimits
+from xdt.channel import FD_THRESHOLD, HEADER, Channel, ChannelClosed, Kind, sealed_buffer
+
+BIG = FD_THRESHOLD + 12345
+Wire = tuple[socket.socket, Channel]  # a raw socket to write what a peer might, and the receiver
+
+
+@pytest.fixture
+async def wire() -> AsyncIterator[Wire]:
+    """A raw socket to write what a peer might send, and the Channel that receives it."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    receiver = Channel(b)
+    yield a, receiver
+    a.close()
+    receiver.close()
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[Channel, Channel]]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left, right = Channel(a, BufferPool(name="test-lend")), Channel(b, BufferPool(name="test"))
+    yield left, right
+    left.close()
+    right.close()
+
+
+async def test_small_payloads_and_metadata_travel_inline(pair: tuple[Channel, Channel]) -> None:
+    left, right = pair
+    await left.send(Kind.CALL, {"op": "get", "n": 3}, b"hello")
+    message = await right.receive()
+    assert (message.kind, message.meta, message.payload) == (
+        Kind.CALL,
+        {"op": "get", "n": 3},
+        b"hello",
+    )
+
+
+async def test_big_bytes_are_lent_and_come_back_to_the_pool_after_the_answer(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, right = pair
+    data = os.urandom(BIG)
+    await left.send(Kind.INVOKE, None, data)
+    message = await right.receive()
+    assert isinstance(message.payload, Buffer) and message.payload.lent
+    assert message.payload.view() == data
+    lent = left._lent
+    assert lent is not None  # still the receiver's to read
+    # The lent memfd cannot be shrunk under the reader, nor grown.
+    with pytest.raises(PermissionError):
+        os.ftruncate(lent.fd, 0)
+    assert message.data() == data  # copied out; the mapping is gone
+    await right.send(Kind.RESULT, None, b"ok")
+    assert (await left.receive()).payload == b"ok"
+    assert left._lent is None  # answered: the buffer is back in the pool, warm
+    again = left.pool.acquire(BIG) if left.pool else None
+    assert again is lent
+
+
+async def test_big_bytes_without_a_pool_and_buffers_are_given_sealed() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left, right = Channel(a), Channel(b)
+    try:
+        data = os.urandom(BIG)
+        await left.send(Kind.RESULT, None, data)
+        given = (await right.receive()).payload
+        assert isinstance(given, Buffer) and given.sealed and not given.lent
+        assert given.view() == data
+        with pytest.raises(PermissionError):  # sealed: nobody can write to it any more
+            os.pwrite(given.fd, b"x", 0)
+        given.close()
+
+        sealed = sealed_buffer(data)
+        await left.send(Kind.INVOKE, None, sealed)
+        assert sealed.closed  # given away
+        again = (await right.receive()).payload
+        assert isinstance(again, Buffer) and again.sealed and again.view() == data
+        again.close()
+
+        mine = Buffer(BIG)  # one of ours, not sealed: lent as it is, no copy
+        mine.fill(data)
+        await left.send(Kind.INVOKE, None, mine)
+        lent = await right.receive()
+        assert isinstance(lent.payload, Buffer) and lent.payload.lent
+        assert lent.data() == data
+        await right.send(Kind.RESULT)
+        await left.receive()
+        assert mine.closed  # no pool on this channel: closed once answered
+    finally:
+        left.close()
+        right.close()
+
+
+async def test_a_lent_memfd_that_could_shrink_is_refused(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    unsafe = Buffer(BIG)  # no seals at all: its owner could truncate it mid-read
+    head = HEADER.pack(Kind.INVOKE, 2, 0, BIG)
+    socket.send_fds(a, [head], [unsafe.fd])
+    with pytest.raises(ValueError, match="sealed against shrinking"):
+        await receiver.receive()
+    unsafe.close()
+
+
+async def test_a_given_memfd_that_is_not_sealed_is_refused(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    writable = Buffer(BIG)
+    socket.send_fds(a, [HEADER.pack(Kind.INVOKE, 1, 0, BIG)], [writable.fd])
+    with pytest.raises(ValueError, match="not sealed read-only"):
+        await receiver.receive()
+    writable.close()
+    sealed = sealed_buffer(b"z" * BIG)
+    assert fcntl.fcntl(sealed.fd, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
+    sealed.close()
+
+
+async def test_a_peer_that_goes_away_mid_message_is_channel_closed(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    a.sendall(HEADER.pack(Kind.INVOKE, 0, 0, 100) + b"only part")
+    a.close()
+    with pytest.raises(ChannelClosed):
+        await asyncio.wait_for(receiver.receive(), 5)
+
+
+async def test_garbage_is_refused(wire: Wire) -> None:
+    a, receiver = wire
+    a.sendall(bytes([99]) + b"\x00" * (HEADER.size - 1))
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(receiver.receive(), 5)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_what_an_untrusted_peer_sends_is_checked_before_anything_is_allocated(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    receiver.max_payload = 1 << 20
+    before = _open_fds()
+    # A header claiming 2 GiB inline: refused at once, nothing allocated.
+    a.sendall(HEADER.pack(Kind.CALL, 0, 0, 2 << 30))
+    with pytest.raises(ValueError, match="over the 1048576 allowed"):
+        await asyncio.wait_for(receiver.receive(), 5)
+    # An unknown kind with a memfd attached: refused, and the descriptor is not kept.
+    sparse = Buffer(4096)
+    socket.send_fds(a, [HEADER.pack(99, 1, 0, 4096)], [sparse.fd])
+    with pytest.raises(ValueError, match="unknown message kind"):
+        await asyncio.wait_for(receiver.receive(), 5)
+    # Metadata that is not a JSON object.
+    a.sendall(HEADER.pack(Kind.CALL, 0, 2, 0) + b"[]")
+    with pytest.raises(ValueError, match="JSON object"):
+        await asyncio.wait_for(receiver.receive(), 5)
+    sparse.close()
+    assert _open_fds() <= before
+
+
+async def test_a_lent_buffer_is_not_reused_when_the_channel_closes_unanswered(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, _ = pair
+    await left.send(Kind.INVOKE, None, os.urandom(BIG))
+    lent = left._lent
+    assert lent is not None
+    left.close()  # e.g. a timeout: the peer may still be reading it
+    assert lent.closed
+    assert left.pool is not None and left.pool.acquire(BIG) is not lent
+
+
+async def test_bytes_too_big_to_pool_are_given_sealed_with_their_checksum() -> None:
+    from xdt._core.checksum import checksum
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left = Channel(a, BufferPool(PoolLimits(max_buffer_bytes=FD_THRESHOLD)))
+    right = Channel(b)
+    try:
+        data = os.urandom(BIG)  # over the pool's biggest buffer: not lent, given
+        await left.send(Kind.CALL, {"op": "put"}, data)
+        assert left._lent is None
+        message = await right.receive()
+        given = message.payload
+        assert isinstance(given, Buffer) and given.sealed and given.view() == data
+        assert given.checksum == checksum(data)  # computed by the maker, from its own bytes
+        assert message.meta == {"op": "put"}  # the checksum rode in the metadata, taken out
+        given.close()
+    finally:
+        left.close()
+        right.close()
+
+
+async def test_a_claimed_checksum_that_is_not_a_64_bit_number_is_ignored(
+    wire: Wire,
+) -> None:
+    a, receiver = wire
+    sealed = sealed_buffer(b"q" * BIG)
+    meta = json.dumps({"xdt.xxh3": -1}).encode()
+    socket.send_fds(a, [HEADER.pack(Kind.CALL, 1, len(meta), BIG) + meta], [sealed.fd])
+    sealed.close()
+    message = await receiver.receive()
+    assert isinstance(message.payload, Buffer) and message.payload.checksum is None
+    message.close()
