@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from xdt._core.buffers import Buffer, BufferPool, PoolLimits
-from xdt.channel import FD_THRESHOLD, HEADER, Channel, ChannelClosed, Kind, sealed_buffer
+from xdt._core.buffers import Buffer, BufferPool, PoolLimits, sealed_buffer
+from xdt._core.errors import PeerGone, ProtocolError
+from xdt.channel import FD_THRESHOLD, HEADER, Channel, Kind
 
 BIG = FD_THRESHOLD + 12345
 Wire = tuple[socket.socket, Channel]  # a raw socket to write what a peer might, and the receiver
@@ -111,7 +112,7 @@ async def test_a_lent_memfd_that_could_shrink_is_refused(
     unsafe = Buffer(BIG)  # no seals at all: its owner could truncate it mid-read
     head = HEADER.pack(Kind.INVOKE, 2, 0, BIG)
     socket.send_fds(a, [head], [unsafe.fd])
-    with pytest.raises(ValueError, match="sealed against shrinking"):
+    with pytest.raises(ProtocolError, match="sealed against shrinking"):
         await receiver.receive()
     unsafe.close()
 
@@ -122,7 +123,7 @@ async def test_a_given_memfd_that_is_not_sealed_is_refused(
     a, receiver = wire
     writable = Buffer(BIG)
     socket.send_fds(a, [HEADER.pack(Kind.INVOKE, 1, 0, BIG)], [writable.fd])
-    with pytest.raises(ValueError, match="not sealed read-only"):
+    with pytest.raises(ProtocolError, match="not sealed read-only"):
         await receiver.receive()
     writable.close()
     sealed = sealed_buffer(b"z" * BIG)
@@ -136,14 +137,14 @@ async def test_a_peer_that_goes_away_mid_message_is_channel_closed(
     a, receiver = wire
     a.sendall(HEADER.pack(Kind.INVOKE, 0, 0, 100) + b"only part")
     a.close()
-    with pytest.raises(ChannelClosed):
+    with pytest.raises(PeerGone):
         await asyncio.wait_for(receiver.receive(), 5)
 
 
 async def test_garbage_is_refused(wire: Wire) -> None:
     a, receiver = wire
     a.sendall(bytes([99]) + b"\x00" * (HEADER.size - 1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError):
         await asyncio.wait_for(receiver.receive(), 5)
 
 
@@ -159,16 +160,16 @@ async def test_what_an_untrusted_peer_sends_is_checked_before_anything_is_alloca
     before = _open_fds()
     # A header claiming 2 GiB inline: refused at once, nothing allocated.
     a.sendall(HEADER.pack(Kind.CALL, 0, 0, 2 << 30))
-    with pytest.raises(ValueError, match="over the 1048576 allowed"):
+    with pytest.raises(ProtocolError, match="over the 1048576 allowed"):
         await asyncio.wait_for(receiver.receive(), 5)
     # An unknown kind with a memfd attached: refused, and the descriptor is not kept.
     sparse = Buffer(4096)
     socket.send_fds(a, [HEADER.pack(99, 1, 0, 4096)], [sparse.fd])
-    with pytest.raises(ValueError, match="unknown message kind"):
+    with pytest.raises(ProtocolError, match="unknown message kind"):
         await asyncio.wait_for(receiver.receive(), 5)
     # Metadata that is not a JSON object.
     a.sendall(HEADER.pack(Kind.CALL, 0, 2, 0) + b"[]")
-    with pytest.raises(ValueError, match="JSON object"):
+    with pytest.raises(ProtocolError, match="JSON object"):
         await asyncio.wait_for(receiver.receive(), 5)
     sparse.close()
     assert _open_fds() <= before

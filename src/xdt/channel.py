@@ -31,17 +31,16 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._core.buffers import Buffer, BufferPool, sealed_buffer
+from ._core.buffers import Buffer, BufferPool, as_bytes, sealed_buffer
+from ._core.errors import PeerGone, ProtocolError
 from ._core.fdio import recv_fds, send_fds, sendall
 from ._core.loans import LOANS
 
 __all__ = [
     "FD_THRESHOLD",
     "Channel",
-    "ChannelClosed",
     "Kind",
     "Message",
-    "as_bytes",
 ]
 
 HEADER = struct.Struct("!BBIQ")
@@ -59,14 +58,10 @@ class Kind(enum.IntEnum):
     PING = 4
     PONG = 5
     CALL = 6  # SDK → sidecar: meta {"op": ..., args}
-    ERROR = 7  # sidecar → SDK: meta {"status", "code", "message"}
+    ERROR = 7  # sidecar → SDK: meta is the error, xdt._core.errors.to_wire
 
 
 _KINDS = frozenset(Kind)
-
-
-class ChannelClosed(ConnectionError):
-    """The peer closed the connection (between or inside a message)."""
 
 
 @dataclass
@@ -83,25 +78,6 @@ class Message:
     def close(self) -> None:
         if isinstance(self.payload, Buffer):
             self.payload.close()
-
-
-_MAX_READ = 1 << 30  # read(2) moves at most ~2 GiB at once
-
-
-def as_bytes(payload: bytes | Buffer) -> bytes:
-    """A payload as bytes: a memfd's contents are copied out, and the memfd closed."""
-    if not isinstance(payload, Buffer):
-        return payload
-    try:
-        if payload.sealed and 0 < payload.size <= _MAX_READ:
-            # Read, not through the mapping: a given memfd's pages are new to this process,
-            # and read(2) skips faulting them in (256 MiB: ~50 ms against ~56 ms here).
-            data = os.pread(payload.fd, payload.size, 0)
-            if len(data) == payload.size:
-                return data
-        return payload.view().tobytes()
-    finally:
-        payload.close()
 
 
 class Channel:
@@ -147,7 +123,7 @@ class Channel:
         self._lent = buffer
         buffer.fix_size()
         head = HEADER.pack(kind, _FLAG_LENT, len(meta_bytes), buffer.size) + meta_bytes
-        await send_fds(self.loop, self.sock, head, [buffer.fd])
+        await self._write(head, buffer.fd)
 
     def _return_lent(self) -> None:
         lent, self._lent = self._lent, None
@@ -191,40 +167,51 @@ class Channel:
             await self._lend(kind, meta_bytes, lent)
             return
         head = HEADER.pack(kind, 0, len(meta_bytes), len(payload)) + meta_bytes
-        await sendall(self.loop, self.sock, head + bytes(payload))
+        await self._write(head + bytes(payload))
+
+    async def _write(self, data: bytes, fd: int | None = None) -> None:
+        try:
+            if fd is None:
+                await sendall(self.loop, self.sock, data)
+            else:
+                await send_fds(self.loop, self.sock, data, [fd])
+        except OSError as exc:
+            raise PeerGone(f"the peer left mid-message ({exc.strerror or exc})") from None
 
     async def _give(self, kind: Kind, meta_bytes: bytes, buffer: Buffer) -> None:
         """Pass a sealed memfd for the peer to keep; ours is closed once sent."""
         try:
             head = HEADER.pack(kind, _FLAG_FD, len(meta_bytes), buffer.size) + meta_bytes
-            await send_fds(self.loop, self.sock, head, [buffer.fd])
+            await self._write(head, buffer.fd)
         finally:
             buffer.close()
 
     async def receive(self) -> Message:
-        """The next message. Raises :class:`ChannelClosed`, and ValueError for garbage (an
-        unknown kind, metadata that is not a JSON object, a payload over ``max_payload``),
+        """The next message. Raises :class:`~xdt.PeerGone` when the peer left, and
+        :class:`~xdt.ProtocolError` for garbage (an unknown kind, metadata that is not a JSON
+        object, a payload over ``max_payload``, a memfd that is not sealed as it must be),
         before anything of the payload is allocated or mapped."""
         fds: list[int] = []
         try:
             head = await self._exactly(HEADER.size, fds)
             kind, flags, meta_length, payload_length = HEADER.unpack(head)
             if kind not in _KINDS:
-                raise ValueError(f"unknown message kind {kind}")
+                raise ProtocolError(f"unknown message kind {kind}")
             if meta_length > MAX_META:
-                raise ValueError(f"message metadata of {meta_length} bytes is too big")
+                raise ProtocolError(f"message metadata of {meta_length} bytes is too big")
             if self.max_payload is not None and payload_length > self.max_payload:
-                raise ValueError(
+                raise ProtocolError(
                     f"a payload of {payload_length} bytes is over the {self.max_payload} allowed"
                 )
-            meta = json.loads(await self._exactly(meta_length, fds)) if meta_length else {}
-            if not isinstance(meta, dict):
-                raise ValueError("message metadata must be a JSON object")
+            meta = _meta(await self._exactly(meta_length, fds)) if meta_length else {}
             if flags & (_FLAG_FD | _FLAG_LENT):
                 if len(fds) != 1:
-                    raise ValueError(f"expected one passed memfd, got {len(fds)}")
+                    raise ProtocolError(f"expected one passed memfd, got {len(fds)}")
                 adopt = Buffer.from_sealed_fd if flags & _FLAG_FD else LOANS.borrow
-                passed = adopt(fds.pop(), payload_length)
+                try:
+                    passed = adopt(fds.pop(), payload_length)
+                except (OSError, ValueError) as exc:
+                    raise ProtocolError(f"the passed memfd cannot be used: {exc}") from None
                 claimed = meta.pop(_CHECKSUM, None)
                 if flags & _FLAG_FD and type(claimed) is int and 0 <= claimed < 1 << 64:
                     passed.checksum = claimed
@@ -234,7 +221,7 @@ class Channel:
             if fds:
                 if isinstance(payload, Buffer):
                     payload.close()
-                raise ValueError("unexpected file descriptors passed")
+                raise ProtocolError("unexpected file descriptors passed")
         finally:
             for fd in fds:
                 os.close(fd)
@@ -246,9 +233,22 @@ class Channel:
         view = memoryview(buffer)
         got = 0
         while got < size:
-            count, passed = await recv_fds(self.loop, self.sock, view[got:], max_fds=1)
+            try:
+                count, passed = await recv_fds(self.loop, self.sock, view[got:], max_fds=1)
+            except OSError as exc:
+                raise PeerGone(f"the peer left mid-message ({exc.strerror or exc})") from None
             fds.extend(passed)
             if count == 0:
-                raise ChannelClosed("the peer closed the connection")
+                raise PeerGone("the peer closed the connection")
             got += count
         return bytes(buffer)
+
+
+def _meta(raw: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ProtocolError("message metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise ProtocolError("message metadata must be a JSON object")
+    return meta

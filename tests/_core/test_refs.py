@@ -150,7 +150,7 @@ references = st.builds(
     checksum=st.integers(0, (1 << 64) - 1),
     expires_at=st.floats(min_value=NOW + 0.01, max_value=NOW + 1e9),
     tenant=utf8_field,
-    mode=st.sampled_from(TransferMode),
+    mode=st.sampled_from([mode for mode in TransferMode if mode is not TransferMode.INLINE]),
 )
 
 
@@ -544,3 +544,19 @@ def test_a_vouch_is_bound_to_the_key_ring_and_the_token() -> None:
     assert not ring.vouched("not a token", b"\x00" * 16)
     rotated = ring.rotated()  # older references are still vouched for after a rotation
     assert rotated.vouched(token, ring.vouch(token))
+
+
+def test_an_inline_payload_is_never_a_sealed_reference() -> None:
+    with pytest.raises(ValueError, match="inline"):
+        make_ref(mode=TransferMode.INLINE)
+
+
+@pytest.mark.parametrize("label", ["inline", "xdt", "elasticache", "s3"])
+def test_modes_are_named_as_a_spec_names_them(label: str) -> None:
+    assert TransferMode.named(label).label == label
+
+
+@pytest.mark.parametrize("label", ["XDT", "", "redis", "Inline"])
+def test_an_unknown_mode_name_says_which_there_are(label: str) -> None:
+    with pytest.raises(ValueError, match="inline, xdt, elasticache, s3"):
+        TransferMode.named(label)

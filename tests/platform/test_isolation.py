@@ -19,17 +19,17 @@ import pytest
 from patterns import describe, make  # tests/_support/functions (see conftest.py)
 
 from _support.platform import FUNCTIONS, RunningPlatform, alive
+from xdt import IsolationError, SpecError
 from xdt.platform.isolation import (
     UID_BASE,
     UID_SPAN,
     Identity,
-    IsolationError,
     allocate,
     check_reachable,
     isolation_wanted,
     mapped,
 )
-from xdt.platform.spec import FunctionSpec, PlatformSpec, SpecError
+from xdt.platform.spec import FunctionSpec, PlatformSpec
 
 Start = Callable[[dict[str, Any]], RunningPlatform]
 

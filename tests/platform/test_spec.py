@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import yaml
 
-from xdt._core.refs import DEFAULT_TENANT
+from xdt import SpecError
+from xdt._core.refs import DEFAULT_TENANT, TransferMode
 from xdt.platform.autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
 from xdt.platform.spec import (
     DEFAULT_PLATFORM_SPEC,
     FunctionSpec,
     PlatformSpec,
     Spec,
-    SpecError,
     load_spec,
     parse_spec,
 )
@@ -144,7 +144,8 @@ def test_defaults() -> None:
     assert function.min_scale == 0
     assert function.max_scale == 10
     assert function.initial_scale is None
-    assert function.transfer == "xdt"
+    assert function.transfer is None  # the platform's, else xdt's:
+    assert spec.mode_of(function) is TransferMode.XDT
     assert function.timeout == 300.0
     assert function.tenant == DEFAULT_TENANT
     assert dict(function.env) == {}
@@ -747,3 +748,31 @@ def test_isolation_takes_yaml_bare_on_and_off(written: str, setting: str) -> Non
     # YAML 1.1 reads a bare on/off as a boolean: it still means the setting.
     document = yaml.safe_load(f"platform: {{{written}}}\nfunctions: [{{name: a, handler: 'm:f'}}]")
     assert parse(document).platform.isolation == setting
+
+
+def test_the_platforms_transfer_overrides_every_functions() -> None:
+    spec = parse(
+        {
+            "platform": {"transfer": "s3", "xdt_threshold": "1KiB", "object_ttl": "5s"},
+            "functions": [
+                {"name": "a", "handler": "m:a", "transfer": "elasticache"},
+                {"name": "b", "handler": "m:b"},
+            ],
+        }
+    )
+    a, b = spec.functions
+    assert spec.mode_of(a) is spec.mode_of(b) is TransferMode.S3
+    assert spec.modes() == {TransferMode.S3}
+    settings = spec.transfer_of(a)
+    assert (settings.mode, settings.xdt_threshold, settings.object_ttl) == (
+        TransferMode.S3,
+        1024,
+        5.0,
+    )
+    assert settings.inline_limit == spec.platform.inline_limit
+
+
+def test_a_functions_own_transfer_stands_without_an_override() -> None:
+    spec = parse({"functions": [{"name": "a", "handler": "m:a", "transfer": "inline"}]})
+    assert spec.mode_of(spec.functions[0]) is TransferMode.INLINE
+    assert spec.transfer_of(spec.functions[0]).inline_up_to == spec.platform.inline_limit

@@ -303,7 +303,7 @@ async def test_waiter_cancelled_just_after_being_granted_frees_the_slot() -> Non
 
 
 class NoInstance(XdtError):
-    pass
+    code = "test_no_instance"
 
 
 async def test_fail_waiting_makes_every_waiter_raise() -> None:

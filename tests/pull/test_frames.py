@@ -195,9 +195,10 @@ def test_object_wrong_length(payload: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "message"), [(0, ""), (3, "reference failed authentication"), (65535, "ünï 🚀")]
+    ("code", "message"),
+    [("x", ""), ("reference_tampered", "reference failed authentication"), ("z" * 64, "ünï 🚀")],
 )
-def test_error_round_trip(code: int, message: str) -> None:
+def test_error_round_trip(code: str, message: str) -> None:
     frame = encode_error(code, message)
     assert parse_header(frame) == (FrameType.ERROR, len(frame) - HEADER.size)
     assert decode_error(frame[HEADER.size :]) == (code, message)
@@ -205,29 +206,41 @@ def test_error_round_trip(code: int, message: str) -> None:
 
 
 def test_error_message_is_cut_to_fit() -> None:
-    frame = encode_error(7, "x" * 10_000)
+    frame = encode_error("not_found", "x" * 10_000)
     kind, length = parse_header(frame)
     assert kind is FrameType.ERROR
     assert length == MAX_CONTROL_PAYLOAD
-    assert decode_error(frame[HEADER.size :]) == (7, "x" * (MAX_CONTROL_PAYLOAD - 2))
+    room = MAX_CONTROL_PAYLOAD - 1 - len("not_found")
+    assert decode_error(frame[HEADER.size :]) == ("not_found", "x" * room)
+
+
+@pytest.mark.parametrize("code", ["", "z" * 65, "ünï"])
+def test_an_error_code_is_short_ascii(code: str) -> None:
+    with pytest.raises((ValueError, UnicodeEncodeError)):
+        encode_error(code, "message")
 
 
 def test_error_message_cut_inside_a_character_still_decodes() -> None:
-    frame = encode_error(1, "a" + "é" * 2000)
+    frame = encode_error("e", "a" + "é" * 2000)
     code, message = decode_error(frame[HEADER.size :])
-    assert code == 1
-    assert message.startswith("a" + "é" * 1022)
+    assert code == "e"
+    assert message.startswith("a" + "é" * 1021)
     assert len(message.encode()) <= MAX_CONTROL_PAYLOAD - 2 + 3  # at most one U+FFFD added
 
 
-@pytest.mark.parametrize("payload", [b"", b"\x00"])
+@pytest.mark.parametrize("payload", [b"", b"\x00", b"\x05abc", b"\x41" + b"a" * 80])
 def test_error_truncated(payload: bytes) -> None:
     with pytest.raises(ProtocolError, match="truncated"):
         decode_error(payload)
 
 
+def test_an_error_code_that_is_not_ascii_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="ASCII"):
+        decode_error(b"\x02\xff\xfeok")
+
+
 def test_error_invalid_utf8_is_replaced() -> None:
-    assert decode_error(b"\x00\x05\xff\xfeok") == (5, "\ufffd\ufffdok")
+    assert decode_error(b"\x01e\xff\xfeok") == ("e", "\ufffd\ufffdok")
 
 
 def test_done_round_trip() -> None:
@@ -339,7 +352,7 @@ def test_reader_needs_room_for_a_control_frame() -> None:
 
 def test_reader_waits_for_whole_frames() -> None:
     reader = FrameReader()
-    frame = encode_error(4, "expired")
+    frame = encode_error("reference_expired", "expired")
     for byte in frame[:-1]:
         assert write(reader, bytes((byte,))) == []
     assert reader.buffered == len(frame) - 1
@@ -361,7 +374,7 @@ def test_reader_yields_several_frames_from_one_read() -> None:
 def test_reader_slides_a_partial_frame_to_the_front() -> None:
     reader = FrameReader()
     done = encode_done()
-    big = encode_error(9, "m" * (MAX_CONTROL_PAYLOAD - 2))
+    big = encode_error("i", "m" * (MAX_CONTROL_PAYLOAD - 2))
     # Fill the buffer to its very end, then leave a partial frame there.
     filler = done * ((DEFAULT_CAPACITY - 100) // len(done))
     data = filler + big
@@ -420,7 +433,10 @@ frame_values = st.one_of(
         want_fd=st.booleans(),
     ),
     st.builds(ObjectHeader, size=st.integers(0, (1 << 64) - 1), fd_attached=st.booleans()),
-    st.tuples(st.integers(0, 65535), st.text(st.characters(codec="utf-8"), max_size=400)),
+    st.tuples(
+        st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=64),
+        st.text(st.characters(codec="utf-8"), max_size=400),
+    ),
     st.just("DONE"),
 )
 

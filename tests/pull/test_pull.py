@@ -205,7 +205,7 @@ async def test_altered_reference_is_rejected_by_client_and_server(
     kind, payload = await raw_pull(server.address, altered)
     assert kind is FrameType.ERROR
     code, message = decode_error(payload)
-    assert code in (xdt._core.errors.ErrorCode.TAMPERED, xdt._core.errors.ErrorCode.MALFORMED)
+    assert code in ("reference_tampered", "reference_malformed")
     assert message
     assert len(store) == 1  # the real object is untouched
     await assert_still_serving(store, server, keyring)
@@ -234,7 +234,7 @@ async def test_reference_from_another_key_ring(
             await client.pull(foreign)
     kind, payload = await raw_pull(server.address, foreign)
     assert kind is FrameType.ERROR
-    assert decode_error(payload)[0] == xdt._core.errors.ErrorCode.TAMPERED
+    assert decode_error(payload)[0] == "reference_tampered"
     await assert_still_serving(store, server, keyring)
 
 
@@ -248,7 +248,7 @@ async def test_expired_reference(
             await client.pull(token)
     kind, payload = await raw_pull(server.address, token)
     assert kind is FrameType.ERROR
-    assert decode_error(payload)[0] == xdt._core.errors.ErrorCode.EXPIRED
+    assert decode_error(payload)[0] == "reference_expired"
     assert store.stats.expiries == 1 and store.stats.bytes_held == 0
 
 
@@ -261,7 +261,7 @@ async def test_another_tenants_reference(
             await client.pull(token)
     kind, payload = await raw_pull(server.address, token, tenant="b")
     assert kind is FrameType.ERROR
-    assert decode_error(payload)[0] == xdt._core.errors.ErrorCode.WRONG_TENANT
+    assert decode_error(payload)[0] == "wrong_tenant"
     async with PullClient(keyring, TCP, tenant="a") as owner:
         with await owner.pull(token) as pulled:
             assert pulled.tobytes() == b"tenant a's data"

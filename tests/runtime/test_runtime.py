@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from _support.waiting import eventually
+from xdt._core.errors import PeerGone
 from xdt.channel import Channel, Kind
 from xdt.runtime import serve
 
@@ -53,6 +54,6 @@ async def test_any_other_uid_is_refused_and_the_runtime_goes_on(
     path = str(tmp_path / "rt.sock")
     async with running(path, peer_uid=os.getuid() + 1):  # the sidecar's uid is another
         for _ in range(2):
-            with pytest.raises(ConnectionError):
+            with pytest.raises(PeerGone):
                 await _ping(path)
     assert "refused a connection to the runtime socket" in capsys.readouterr().err

@@ -7,7 +7,8 @@ import contextlib
 
 import pytest
 
-from xdt.sidecar.breaker import Breaker, BreakerFull
+from xdt._core.errors import Overloaded
+from xdt.sidecar.breaker import Breaker
 
 # A regression here tends to leave a task waiting forever: fail fast instead.
 pytestmark = pytest.mark.timeout(5)
@@ -45,7 +46,7 @@ async def test_one_runs_two_wait_the_fourth_is_refused_at_once() -> None:
     assert breaker.in_flight == 3
     assert breaker.queued == 2
 
-    with pytest.raises(BreakerFull) as info:
+    with pytest.raises(Overloaded) as info:
         async with breaker.slot():
             pytest.fail("a fourth request must not run")
     assert "1 running plus 2 queued" in str(info.value)
@@ -103,7 +104,7 @@ async def test_concurrency_above_one() -> None:
     assert sum(r.running for r in requests) == 3
     assert breaker.in_flight == 4
     assert breaker.queued == 1
-    with pytest.raises(BreakerFull):
+    with pytest.raises(Overloaded):
         async with breaker.slot():
             pass
     for request in requests:
@@ -118,7 +119,7 @@ async def test_queue_depth_zero_refuses_as_soon_as_all_run() -> None:
     await settle()
     assert all(r.running for r in requests)
     assert breaker.queued == 0
-    with pytest.raises(BreakerFull):
+    with pytest.raises(Overloaded):
         async with breaker.slot():
             pass
     for request in requests:

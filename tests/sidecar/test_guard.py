@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from xdt._core.errors import Forbidden
 from xdt._core.peercred import PeerCheck
 from xdt._http.server import ERROR_HEADER
-from xdt.sidecar.guard import FORBIDDEN_CODE, PeerCheckedUnixSite, behind_secret
+from xdt.sidecar.guard import PeerCheckedUnixSite, behind_secret
 
 SECRET = "s3cr3t-path_0123456789"
 OTHER_UID = 2_000_000_000 + 4343
@@ -51,7 +52,7 @@ async def egress() -> AsyncIterator[str]:
 async def test_the_egress_refuses_any_path_but_the_secret_one(egress: str, path: str) -> None:
     async with aiohttp.ClientSession() as session, session.post(egress + path, data=b"x") as answer:
         assert answer.status == 403
-        assert answer.headers[ERROR_HEADER] == FORBIDDEN_CODE
+        assert answer.headers[ERROR_HEADER] == Forbidden.code
         assert "secret path in $XDT_EGRESS" in (await answer.json())["message"]
 
 

@@ -72,11 +72,28 @@ _KEY_ID = re.compile(r"^[0-9a-f]{8}$")
 
 
 class TransferMode(enum.IntEnum):
-    """Where the bytes behind a reference live."""
+    """The transfer modes, and where the bytes behind a reference to each live. Its names,
+    lower-cased, are the modes' names in a spec (``transfer: xdt``); the sealed references of
+    the three that store payloads carry its value."""
 
+    INLINE = 0  # in the invocation itself: never sealed (an inline "reference" is the bytes)
     XDT = 1  # in the source sidecar's memory, pulled directly
     ELASTICACHE = 2  # in a Redis server, under the key in ``source``
     S3 = 3  # in an S3 bucket, under the key in ``source``
+
+    @property
+    def label(self) -> str:
+        """The mode's name in a spec: ``"xdt"``."""
+        return self.name.lower()
+
+    @classmethod
+    def named(cls, label: str) -> TransferMode:
+        """The mode a spec names; ValueError naming the modes for anything else."""
+        try:
+            return cls[label.upper()] if label == label.lower() else cls[""]
+        except KeyError:
+            names = ", ".join(mode.label for mode in cls)
+            raise ValueError(f"{label!r} is not a transfer mode ({names})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +109,8 @@ class Reference:
     mode: TransferMode = TransferMode.XDT
 
     def __post_init__(self) -> None:
+        if self.mode is TransferMode.INLINE:
+            raise ValueError("inline payloads travel as themselves, not as sealed references")
         if len(self.object_id) != 16:
             raise ValueError("object_id must be 16 bytes")
         for name in ("tenant", "source"):

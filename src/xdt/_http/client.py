@@ -14,14 +14,12 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-__all__ = ["ConnectionPool", "HttpAnswer", "PeerGone"]
+from .._core.errors import PeerGone
+
+__all__ = ["ConnectionPool", "HttpAnswer"]
 
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
-
-
-class PeerGone(ConnectionError):
-    """The server could not be reached, or closed the connection before answering fully."""
 
 
 @dataclass(frozen=True, slots=True)

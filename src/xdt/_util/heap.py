@@ -17,7 +17,7 @@ import ctypes
 import time
 from collections.abc import Callable
 
-__all__ = ["IDLE_SECONDS", "give_back", "give_back_when_idle", "keep_warm"]
+__all__ = ["IDLE_SECONDS", "give_back", "give_back_when_idle", "keep_warm", "trims_when_idle"]
 
 IDLE_SECONDS = 30.0  # as the buffer pools' idle limit
 
@@ -33,8 +33,20 @@ def keep_warm(retain: int = 1 << 30) -> bool:
     return False
 
 
+_TRIMS: list[Callable[[], object]] = []
+
+
+def trims_when_idle(trim: Callable[[], object]) -> None:
+    """Have :func:`give_back` call ``trim`` too: the warm pools of a process's parts (the
+    SDK's, say) go back with its heap, without the part that idles knowing them."""
+    _TRIMS.append(trim)
+
+
 def give_back() -> bool:
-    """Return the heap's free memory to the kernel now (glibc's malloc_trim); True if any."""
+    """Trim every pool registered with :func:`trims_when_idle`, then return the heap's free
+    memory to the kernel (glibc's malloc_trim); True if the heap gave any."""
+    for trim in list(_TRIMS):
+        trim()
     with contextlib.suppress(OSError, AttributeError):
         return bool(ctypes.CDLL(None).malloc_trim(0))
     return False

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._core.errors import XdtError
-from .._http.server import error_from_answer
+from .._http.errors import error_from_answer
 from .._util.names import is_function_name
 from .._util.units import format_duration, format_size
 from ..platform import Platform, Spec, SpecError, load_spec

@@ -1,12 +1,71 @@
-"""Transfer modes: one invocation path, four data paths (inline, xdt, elasticache, s3).
+"""The transfer modes: one invocation path, four data paths behind one interface.
 
-:class:`DataPath` is the interface; :mod:`.xdt`, :mod:`.elasticache` and :mod:`.s3` implement
-it; ``inline`` needs none (the bytes travel in the HTTP body). The sidecar chooses by
-deployment configuration (:mod:`xdt.sidecar.payloads`); function code never does.
+:class:`~.base.DataPath` is the interface (see :mod:`.base` for what every path does alike);
+:mod:`.inline`, :mod:`.memory` (the ``xdt`` mode), :mod:`.redis` (``elasticache``) and
+:mod:`.s3` implement it. The sidecar picks the path by deployment configuration
+(:mod:`xdt.sidecar.payloads`); function code never does.
 """
 
-from .base import DataPath, StoreSettings
+from __future__ import annotations
 
-__all__ = ["MODES", "DataPath", "StoreSettings"]
+from dataclasses import dataclass
 
-MODES = ("inline", "xdt", "elasticache", "s3")
+from .._core.errors import SourceUnavailable
+from .._core.refs import KeyRing, TransferMode
+from .._core.store import ObjectStore
+from ..pull import ObjectServer, PullClient
+from .base import (
+    DEFAULT_STORE_SETTINGS,
+    DEFAULT_TRANSFER_SETTINGS,
+    DataPath,
+    StoreSettings,
+    TransferSettings,
+)
+from .inline import InlinePath
+from .memory import MemoryPath
+
+__all__ = [
+    "DEFAULT_STORE_SETTINGS",
+    "DEFAULT_TRANSFER_SETTINGS",
+    "MODES",
+    "DataPath",
+    "PathMaker",
+    "StoreSettings",
+    "TransferSettings",
+]
+
+MODES: tuple[str, ...] = tuple(mode.label for mode in TransferMode)
+"""Every transfer mode's name, as a spec writes it: inline, xdt, elasticache, s3."""
+
+
+@dataclass(frozen=True)
+class PathMaker:
+    """What a sidecar's data paths are made of; :meth:`make` builds the one for a mode (the
+    storage modes' clients are imported only when a mode first needs them)."""
+
+    keyring: KeyRing
+    sender: str  # sealed into storage references: names this sidecar's objects
+    stores: StoreSettings
+    inline_limit: int
+    store: ObjectStore
+    server: ObjectServer
+    client: PullClient
+    function: str | None = None
+
+    def make(self, mode: TransferMode) -> DataPath:
+        if mode is TransferMode.INLINE:
+            return InlinePath(self.inline_limit, function=self.function)
+        if mode is TransferMode.XDT:
+            return MemoryPath(self.store, self.server, self.client)
+        if mode is TransferMode.ELASTICACHE:
+            if self.stores.redis_url is None:
+                raise SourceUnavailable(
+                    "this platform has no Redis configured (platform.redis_url) for "
+                    "elasticache references"
+                )
+            from .redis import RedisPath
+
+            return RedisPath(self.stores.redis_url, self.keyring, self.sender)
+        from .s3 import S3Path
+
+        return S3Path(self.stores, self.keyring, self.sender)

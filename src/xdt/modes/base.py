@@ -1,18 +1,27 @@
-"""One interface, four data paths: what a sidecar does with a payload that does not travel
-inline in the invocation.
+"""One interface, four data paths: where a payload waits between its sender and its receiver.
 
-A :class:`DataPath` stores a payload somewhere and gives back a sealed reference; any sidecar
-holding the key ring can later fetch it by that reference. The reference's mode says which
-path it belongs to, so a receiver needs no configuration of the sender's choice:
+A :class:`DataPath` stores a payload and gives back a reference; any sidecar holding the key
+ring fetches it by that reference, whichever path made it (the reference says which, so a
+receiver needs no configuration of the sender's choice). Every path behaves the same way:
 
-============  ==================================  ======================================
-mode          where the bytes wait                who frees them
-============  ==================================  ======================================
-xdt           the sender sidecar's memory (memfd)  the last pull, release, or expiry
-elasticache   a Redis server (SET ... PX ttl)      the last pull (GET then DEL), or expiry
-s3            an S3 bucket (put_object)            the last pull, release, or the sender's
-                                                   sweeper at expiry
-============  ==================================  ======================================
+- ``put`` takes over a :class:`~xdt._core.buffers.Buffer` it is given (closing it when it
+  does not keep it), and refuses what it cannot hold with a typed error;
+- ``get`` returns bytes checked against the reference's length and checksum (or a sealed memfd
+  holding them, which the caller then owns), and counts one pull;
+- ``release`` frees the object early, and says False when it was gone or is not its to free;
+- ``unclaimed`` counts what this sender put that no receiver has taken yet and that lives only
+  as long as this sender does (scale-down waits for it).
+
+============  ====================================  =========================================
+path          where the bytes wait                  who frees them
+============  ====================================  =========================================
+inline        in the invocation (the "reference"    nobody: it is the bytes, base64url, and
+              is ``inline:`` + the bytes)           travels inside the invocations
+memory (xdt)  the sender sidecar's memory (memfd)   the last pull, release, or expiry
+redis         a Redis server (SET ... PX ttl)       the last pull, release, or expiry
+s3            an S3 bucket (put_object)             the last pull, release, or the sender's
+                                                    sweeper at expiry
+============  ====================================  =========================================
 """
 
 from __future__ import annotations
@@ -21,10 +30,100 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from .._core.buffers import Buffer
+from .._core.buffers import Buffer, as_bytes
+from .._core.checksum import checksum
+from .._core.errors import TransferCorrupted
 from .._core.refs import Reference, TransferMode
 
-__all__ = ["DataPath", "StoreSettings", "stored_reference"]
+__all__ = [
+    "DEFAULT_STORE_SETTINGS",
+    "DEFAULT_TRANSFER_SETTINGS",
+    "Data",
+    "DataPath",
+    "Payload",
+    "StoreSettings",
+    "TransferSettings",
+    "checked",
+    "plain",
+    "size_of",
+    "stored_reference",
+]
+
+Payload = bytes | Buffer  # a Buffer: a memfd, passed between local processes as it is
+Data = bytes | bytearray | memoryview | Buffer
+
+
+@dataclass(frozen=True)
+class TransferSettings:
+    """How a sidecar moves its function's payloads. The one home of these defaults: the
+    platform spec's keys of the same names default to them."""
+
+    mode: TransferMode = TransferMode.XDT
+    inline_limit: int = 6 << 20  # the largest invocation body (AWS Lambda's synchronous 6 MB)
+    xdt_threshold: int = 64 << 10  # xdt mode: payloads up to this travel inline
+    object_ttl: float = 60.0  # how long an unclaimed transferred object lives
+
+    @property
+    def inline_up_to(self) -> int:
+        """The biggest payload an invocation carries as itself in this mode: all up to the
+        inline limit in inline mode, small ones in xdt mode, none (but empty) in the storage
+        modes, which move every payload by reference, as their baselines do."""
+        if self.mode is TransferMode.INLINE:
+            return self.inline_limit
+        return self.xdt_threshold if self.mode is TransferMode.XDT else 0
+
+
+DEFAULT_TRANSFER_SETTINGS = TransferSettings()
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the storage modes' servers are (``None``: not configured). ``redis_url`` may
+    hold a password: it travels only on a sidecar's stdin, never in an error."""
+
+    redis_url: str | None = None
+    s3_endpoint_url: str | None = None  # None with a bucket: AWS S3 itself
+    s3_bucket: str = "xdt-transfers"
+    s3_region: str = "us-east-1"
+
+
+DEFAULT_STORE_SETTINGS = StoreSettings()
+
+
+class DataPath(Protocol):
+    """What a sidecar does with a payload that does not travel inline (see the module)."""
+
+    mode: TransferMode
+
+    async def put(self, data: Data, *, tenant: str, pulls: int | None, ttl: float) -> str:
+        """Store ``data`` (taking over a Buffer); its reference. ``pulls=None``: unlimited
+        until expiry."""
+        ...
+
+    async def get(self, token: str, ref: Reference | None) -> Payload:
+        """The checked bytes behind ``token`` (``ref``: the opened reference; None for an
+        inline one); counts one pull. Raises typed xdt errors."""
+        ...
+
+    async def release(self, token: str, ref: Reference | None) -> bool:
+        """Free the object now; False if it was already gone or is not this sender's."""
+        ...
+
+    async def unclaimed(self) -> int:
+        """Objects this sender put here that no receiver has taken yet, and that go when this
+        sender goes."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def size_of(data: Data) -> int:
+    return data.size if isinstance(data, Buffer) else memoryview(data).nbytes
+
+
+def plain(data: Data) -> bytes | bytearray | memoryview:
+    """``data`` as something bytes-like: a Buffer's bytes are copied out and it is closed."""
+    return as_bytes(data) if isinstance(data, Buffer) else data
 
 
 def stored_reference(
@@ -37,12 +136,10 @@ def stored_reference(
     mode: TransferMode,
 ) -> Reference:
     """The reference to ``data``, stored under ``object_id`` by a storage mode."""
-    from .._core.checksum import checksum
-
     return Reference(
         object_id=object_id,
         source=source,
-        size=len(data),
+        size=memoryview(data).nbytes,
         checksum=checksum(data),
         expires_at=time.time() + ttl,
         tenant=tenant,
@@ -50,32 +147,12 @@ def stored_reference(
     )
 
 
-@dataclass(frozen=True)
-class StoreSettings:
-    """Where the storage modes' servers are (``None``: not configured)."""
-
-    redis_url: str | None = None
-    s3_endpoint_url: str | None = None  # None with a bucket: AWS S3 itself
-    s3_bucket: str = "xdt-transfers"
-    s3_region: str = "us-east-1"
-
-
-class DataPath(Protocol):
-    mode: TransferMode
-
-    async def put(
-        self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
-    ) -> str:
-        """Store ``data``; its sealed reference. ``pulls=None``: unlimited until expiry."""
-        ...
-
-    async def get(self, ref: Reference, token: str) -> bytes | Buffer:
-        """The bytes of an opened reference (or a sealed memfd holding them, which the caller
-        then owns); counts one pull. Raises typed xdt errors."""
-        ...
-
-    async def release(self, ref: Reference) -> bool:
-        """Free the object now; False if it was already gone."""
-        ...
-
-    async def close(self) -> None: ...
+def checked(ref: Reference, data: bytes) -> bytes:
+    """``data`` if it has the reference's length and checksum; :class:`TransferCorrupted`
+    otherwise (what a store gave back is never trusted to be what was put)."""
+    if len(data) != ref.size or checksum(data) != ref.checksum:
+        raise TransferCorrupted(
+            f"object {ref.object_hex} from {ref.mode.label} has {len(data)} bytes or a "
+            "checksum that do not match its reference; it was not delivered"
+        )
+    return data

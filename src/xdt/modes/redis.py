@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import os
+import urllib.parse
 from typing import Any
 
 from .._core.errors import ObjectNotFound, SourceUnavailable
 from .._core.refs import KeyRing, Reference, TransferMode
-from .base import stored_reference
+from .base import Data, checked, plain, stored_reference
 
 __all__ = ["RedisPath"]
 
@@ -35,13 +36,20 @@ def _keys(object_id: bytes) -> tuple[str, str]:
     return f"xdt:{object_id.hex()}", f"xdt:{object_id.hex()}:pulls"
 
 
+def _where(url: str) -> str:
+    """``host:port`` of a Redis URL: its password never goes into an error."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname or '?'}:{parts.port or 6379}"
+
+
 class RedisPath:
     mode = TransferMode.ELASTICACHE
 
     def __init__(self, url: str, keyring: KeyRing, sender: str) -> None:
         import redis.asyncio  # only sidecars that use this mode load the client
 
-        self.url = url
+        self.where = _where(url)
+        self._password = urllib.parse.urlsplit(url).password
         self.keyring = keyring
         self.sender = sender  # sealed into its references: only it may release them early
         # No socket timeout (redis-py's default is 5 s, which a few hundred MiB outlast):
@@ -50,45 +58,63 @@ class RedisPath:
         self._pull = self._redis.register_script(_PULL)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 
-    async def put(
-        self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
-    ) -> str:
+    async def put(self, data: Data, *, tenant: str, pulls: int | None, ttl: float) -> str:
+        value = plain(data)
         object_id = os.urandom(16)
         key, budget = _keys(object_id)
         ttl_ms = max(1, math.ceil(ttl * 1000))
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(key, bytes(data), px=ttl_ms)
+                pipe.set(key, bytes(value), px=ttl_ms)
                 if pulls is None or pulls > 1:
                     pipe.set(budget, "unlimited" if pulls is None else str(pulls), px=ttl_ms)
                 await pipe.execute()
         except self._errors as exc:
-            raise SourceUnavailable(f"Redis at {self.url} refused the put: {exc}") from None
+            raise SourceUnavailable(
+                f"Redis at {self.where} refused the put: {self._why(exc)}"
+            ) from None
         ref = stored_reference(
-            object_id, data, source=self.sender, tenant=tenant, ttl=ttl, mode=self.mode
+            object_id, value, source=self.sender, tenant=tenant, ttl=ttl, mode=self.mode
         )
         return self.keyring.seal(ref)
 
-    async def get(self, ref: Reference, token: str) -> bytes:
+    async def get(self, token: str, ref: Reference | None) -> bytes:
+        assert ref is not None
         try:
             value = await self._pull(keys=list(_keys(ref.object_id)))
         except self._errors as exc:
-            raise SourceUnavailable(f"Redis at {self.url} failed the pull: {exc}") from None
+            raise SourceUnavailable(
+                f"Redis at {self.where} failed the pull: {self._why(exc)}"
+            ) from None
         if value is None:
             raise ObjectNotFound(
                 f"object {ref.object_hex} is no longer in Redis: its pull budget was used, or "
                 "it was released or expired"
             )
-        return bytes(value)
+        return checked(ref, bytes(value))
 
-    async def release(self, ref: Reference) -> bool:
+    async def release(self, token: str, ref: Reference | None) -> bool:
+        assert ref is not None
         if ref.source != self.sender:
             return False  # only its sender frees it early; the last pull or expiry does
         try:
             removed: int = await self._redis.delete(*_keys(ref.object_id))
         except self._errors as exc:
-            raise SourceUnavailable(f"Redis at {self.url} failed the release: {exc}") from None
+            raise SourceUnavailable(
+                f"Redis at {self.where} failed the release: {self._why(exc)}"
+            ) from None
         return removed > 0
+
+    async def unclaimed(self) -> int:
+        return 0  # Redis keeps them past this sender: their own PX frees them
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+    def _why(self, exc: BaseException) -> str:
+        """What went wrong, without the password, wherever redis-py may have put it."""
+        return _redact(f"{type(exc).__name__}: {exc}", self._password)
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text

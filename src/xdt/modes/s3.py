@@ -3,9 +3,13 @@ speaks S3, e.g. moto's for the embedded default).
 
 The payload goes to ``xdt/<sender>/<object id>`` in the bucket (multipart above
 ``MULTIPART_THRESHOLD``), its pull budget in the object's metadata. A receiver deletes a
-one-pull object once it has every byte; the sender deletes what is left at expiry (its
-sweeper) or on release, and reports still-unclaimed objects as held so that scale-down waits
-for them, as it does for xdt objects. boto3 is blocking: calls run in worker threads.
+one-pull object once it has every byte. An N-pull object keeps its remaining count in a small
+object beside it (``….pulls``), which each pull decrements with a conditional write
+(``If-Match`` on its ETag: S3's compare-and-swap since 2024), so that N pulls, and no more,
+succeed, and the last one deletes both. An unlimited one (broadcast) is read until expiry.
+The sender deletes what is left at expiry (its sweeper) or on release, and reports
+still-unclaimed objects as held so that scale-down waits for them, as it does for xdt objects.
+boto3 is blocking: calls run in worker threads.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from typing import Any
 
 from .._core.errors import ObjectNotFound, SourceUnavailable
 from .._core.refs import KeyRing, Reference, TransferMode
-from .base import StoreSettings, stored_reference
+from .base import Data, StoreSettings, checked, plain, stored_reference
 
 __all__ = ["MULTIPART_THRESHOLD", "S3Path"]
 
 MULTIPART_THRESHOLD = 16 << 20
 LIST_INTERVAL = 1.0  # seconds between listings of the unclaimed objects
+BUDGET_SUFFIX = ".pulls"
+_BUDGET_ATTEMPTS = 16  # conditional writes lost to concurrent pulls before giving up
+_MISSING = ("NoSuchKey", "404")
 
 
 class S3Path:
@@ -51,23 +58,25 @@ class S3Path:
             botocore.exceptions.BotoCoreError,
             botocore.exceptions.ClientError,
         )
-        self._missing = botocore.exceptions.ClientError
+        self._client_error = botocore.exceptions.ClientError
         self._sweeps: dict[str, asyncio.TimerHandle] = {}  # key → deletion at expiry
         self._listed_at = -LIST_INTERVAL
 
     def _key(self, object_id: bytes, sender: str | None = None) -> str:
         return f"xdt/{sender or self.sender}/{object_id.hex()}"
 
-    async def put(
-        self, data: bytes | bytearray | memoryview, *, tenant: str, pulls: int | None, ttl: float
-    ) -> str:
+    async def put(self, data: Data, *, tenant: str, pulls: int | None, ttl: float) -> str:
+        value = plain(data)
         object_id = os.urandom(16)
         key = self._key(object_id)
         budget = "unlimited" if pulls is None else str(pulls)
         try:
+            if pulls is not None and pulls > 1:
+                await self._call("put_object", Bucket=self.bucket, Key=key + BUDGET_SUFFIX,
+                                 Body=budget.encode())  # fmt: skip
             await asyncio.to_thread(
                 self._client.upload_fileobj,
-                io.BytesIO(data),
+                io.BytesIO(value),
                 self.bucket,
                 key,
                 ExtraArgs={"Metadata": {"xdt-pulls": budget}},
@@ -78,42 +87,64 @@ class S3Path:
         loop = asyncio.get_running_loop()
         self._sweeps[key] = loop.call_later(ttl, self._sweep, key)
         ref = stored_reference(
-            object_id, data, source=self.sender, tenant=tenant, ttl=ttl, mode=self.mode
+            object_id, value, source=self.sender, tenant=tenant, ttl=ttl, mode=self.mode
         )
         return self.keyring.seal(ref)
 
-    async def get(self, ref: Reference, token: str) -> bytes:
+    async def get(self, token: str, ref: Reference | None) -> bytes:
+        assert ref is not None
         key = self._key(ref.object_id, ref.source)
         try:
-            answer = await asyncio.to_thread(self._client.get_object, Bucket=self.bucket, Key=key)
+            answer = await self._call("get_object", Bucket=self.bucket, Key=key)
             data: bytes = await asyncio.to_thread(answer["Body"].read)
-        except self._missing as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise ObjectNotFound(
-                    f"object {ref.object_hex} is no longer in S3: its pull budget was used, or "
-                    "it was released or expired"
-                ) from None
+            budget = answer.get("Metadata", {}).get("xdt-pulls")
+            if budget == "1":
+                await self._delete(key)
+            elif budget != "unlimited" and await self._take_pull(key) == 0:
+                await self._delete(key, key + BUDGET_SUFFIX)
+        except self._client_error as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise self._gone(ref) from None
             raise SourceUnavailable(f"S3 failed the pull of {key}: {exc}") from None
         except self._errors as exc:
             raise SourceUnavailable(f"S3 failed the pull of {key}: {exc}") from None
-        if answer.get("Metadata", {}).get("xdt-pulls") == "1":
-            await self._delete(key)
-        return data
+        return checked(ref, data)
 
-    async def release(self, ref: Reference) -> bool:
+    async def _take_pull(self, key: str) -> int:
+        """Count one pull against an N-pull object's budget; the pulls left after it. Raises
+        ObjectNotFound's S3 error when none is left (the budget object is gone or at 0)."""
+        budget_key = key + BUDGET_SUFFIX
+        for _ in range(_BUDGET_ATTEMPTS):
+            answer = await self._call("get_object", Bucket=self.bucket, Key=budget_key)
+            left = int(await asyncio.to_thread(answer["Body"].read) or b"0") - 1
+            if left < 0:
+                raise self._client_error({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+            try:
+                await self._call("put_object", Bucket=self.bucket, Key=budget_key,
+                                 Body=str(left).encode(), IfMatch=answer["ETag"])  # fmt: skip
+            except self._client_error as exc:
+                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                    continue  # another pull took one meanwhile: read the count again
+                raise
+            return left
+        raise SourceUnavailable(f"S3: {_BUDGET_ATTEMPTS} pulls of {key} raced; try again")
+
+    async def release(self, token: str, ref: Reference | None) -> bool:
+        assert ref is not None
         if ref.source != self.sender:
             return False  # only its sender frees it early; a receiver's pull or expiry does
         key = self._key(ref.object_id, ref.source)
         sweep = self._sweeps.pop(key, None)
         if sweep is not None:
             sweep.cancel()
-        await self._delete(key)
+        await self._delete(key, key + BUDGET_SUFFIX)
         return True
 
     async def unclaimed(self) -> int:
         """How many of this sender's objects are still in the bucket (scale-down waits for
         them); forgets the ones receivers have taken. Draining asks ten times a second: the
-        bucket is listed at most every :data:`LIST_INTERVAL`, else the last count stands."""
+        bucket is listed, every page of it, at most every :data:`LIST_INTERVAL`, else the last
+        count stands."""
         if not self._sweeps:
             return 0
         now = time.monotonic()
@@ -121,26 +152,47 @@ class S3Path:
             return len(self._sweeps)
         self._listed_at = now
         try:
-            listing = await asyncio.to_thread(
-                self._client.list_objects_v2, Bucket=self.bucket, Prefix=f"xdt/{self.sender}/"
-            )
+            present = await asyncio.to_thread(self._list, f"xdt/{self.sender}/")
         except self._errors:
             return len(self._sweeps)  # unknown: assume still there
-        present = {item["Key"] for item in listing.get("Contents", [])}
         for key in [k for k in self._sweeps if k not in present]:
             self._sweeps.pop(key).cancel()
         return len(self._sweeps)
 
+    def _list(self, prefix: str) -> set[str]:
+        keys: set[str] = set()
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            keys.update(
+                item["Key"]
+                for item in page.get("Contents", [])
+                if not item["Key"].endswith(BUDGET_SUFFIX)
+            )
+        return keys
+
     def _sweep(self, key: str) -> None:
         self._sweeps.pop(key, None)
-        task = asyncio.get_running_loop().create_task(self._delete(key))
+        task = asyncio.get_running_loop().create_task(self._delete(key, key + BUDGET_SUFFIX))
         task.add_done_callback(lambda t: t.exception())  # a failed sweep is retried by nobody
 
-    async def _delete(self, key: str) -> None:
+    async def _call(self, operation: str, **arguments: Any) -> Any:
+        return await asyncio.to_thread(getattr(self._client, operation), **arguments)
+
+    async def _delete(self, *keys: str) -> None:
         try:
-            await asyncio.to_thread(self._client.delete_object, Bucket=self.bucket, Key=key)
+            for key in keys:
+                await self._call("delete_object", Bucket=self.bucket, Key=key)
         except self._errors as exc:
-            raise SourceUnavailable(f"S3 failed to delete {key}: {exc}") from None
+            raise SourceUnavailable(f"S3 failed to delete {keys[0]}: {exc}") from None
+
+    @staticmethod
+    def _gone(ref: Reference) -> ObjectNotFound:
+        return ObjectNotFound(
+            f"object {ref.object_hex} is no longer in S3: its pull budget was used, or it was "
+            "released or expired"
+        )
 
     async def close(self) -> None:
         for sweep in self._sweeps.values():
@@ -148,6 +200,6 @@ class S3Path:
         # Objects still here outlive this sender only if it is stopped before they expire,
         # which scale-down avoids (unclaimed() keeps the instance draining).
         for key in list(self._sweeps):
-            await self._delete(key)
+            await self._delete(key, key + BUDGET_SUFFIX)
         self._sweeps.clear()
         self._client.close()

@@ -9,9 +9,10 @@
 - :mod:`.platform` — all functions, the scrape and tick loops.
 """
 
+from .._core.errors import SpecError
 from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
 from .embedded import Platform
-from .spec import FunctionSpec, PlatformSpec, Spec, SpecError, load_spec, parse_spec
+from .spec import FunctionSpec, PlatformSpec, Spec, load_spec, parse_spec
 
 __all__ = [
     "DEFAULT_AUTOSCALER_CONFIG",

@@ -16,13 +16,19 @@ from typing import Any
 
 import aiohttp
 
-from .._core.errors import InstanceFailed, InvocationError, InvocationTimeout
-from .._http.client import PeerGone
-from .._http.server import ERROR_HEADER, TRANSFER_HEADER
-from ..sidecar.upstream import Answer
+from .._core.errors import (
+    InstanceFailed,
+    InstanceStartError,
+    InvocationError,
+    InvocationTimeout,
+    PeerGone,
+)
+from .._core.refs import TransferMode
+from .._http.client import HttpAnswer
+from .._http.headers import ERROR_HEADER
 from .autoscaler import Decider, Decision, ScaleGate
 from .balancer import Tracker
-from .instances import Instance, InstanceError, InstanceManager, State
+from .instances import Instance, InstanceManager, State
 from .spec import FunctionSpec, PlatformSpec
 from .throttler import Throttler
 
@@ -38,9 +44,12 @@ class Deployment:
         platform: PlatformSpec,
         manager: InstanceManager,
         session: aiohttp.ClientSession,
+        *,
+        mode: TransferMode = TransferMode.XDT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.spec = spec
+        self.mode = mode  # the effective one: the platform's override, else the function's
         self.manager = manager
         self.session = session
         self.clock = clock
@@ -73,7 +82,7 @@ class Deployment:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def invoke(self, body: bytes, headers: dict[str, str] | None = None) -> Answer:
+    async def invoke(self, body: bytes, headers: dict[str, str] | None = None) -> HttpAnswer:
         """Route one request to an instance and return its answer. ``headers`` are the
         transfer headers passed between sidecars."""
         self.requests += 1
@@ -95,12 +104,12 @@ class Deployment:
         except InvocationError as exc:
             self.answers[exc.code] += 1
             raise
-        self.answers[answer.error or str(answer.status)] += 1
+        self.answers[answer.header(ERROR_HEADER) or str(answer.status)] += 1
         return answer
 
     async def _forward(
         self, instance: Instance, body: bytes, headers: dict[str, str] | None
-    ) -> Answer:
+    ) -> HttpAnswer:
         assert instance.pool is not None
         try:
             answer = await instance.pool.post("/invoke", body, headers)
@@ -109,13 +118,7 @@ class Deployment:
                 f"instance {instance.id} of function {self.spec.name!r} failed mid-request: {exc}",
                 function=self.spec.name,
             ) from None
-        return Answer(
-            answer.status,
-            answer.body,
-            answer.header("content-type") or "application/octet-stream",
-            answer.header(ERROR_HEADER),
-            answer.header(TRANSFER_HEADER) == "ref",
-        )
+        return answer
 
     # -- autoscaling -------------------------------------------------------------------------
 
@@ -233,7 +236,7 @@ class Deployment:
                 self.instances.remove(instance)
             self._log("start cancelled: scaled down before it was ready", instance)
             raise
-        except InstanceError as exc:
+        except InstanceStartError as exc:
             reason = str(exc)
             self._start_failures += 1
             if self.ready_count == 0:
@@ -310,7 +313,7 @@ class Deployment:
             "concurrency": self.spec.concurrency,
             "min_scale": self.spec.min_scale,
             "max_scale": self.spec.max_scale,
-            "transfer": self.spec.transfer,
+            "transfer": self.mode.label,
             "kind": self.spec.kind,
             "restarts": self.restarts,
             "objects": sum(i.objects for i in self.instances),

@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .._core.refs import KEYRING_ENV, KeyRing
+from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
 from .autoscaler import sample_size
 from .deployment import Deployment
 from .gateway import create_app
@@ -120,9 +120,9 @@ class Platform:
         self.url = f"http://{settings.host}:{port}"
         self.stores = EmbeddedStores(self.spec)
         store_settings = await self.stores.start()
-        embedded_s3 = settings.s3_endpoint_url is None and "s3" in self.spec.modes()
+        embedded_s3 = settings.s3_endpoint_url is None and TransferMode.S3 in self.spec.modes()
         manager = InstanceManager(
-            settings,
+            self.spec,
             self.keyring,
             self._run_dir,
             self.url,
@@ -133,7 +133,9 @@ class Platform:
             identities=self.identities,
         )
         for function in self.spec.functions:
-            self.deployments[function.name] = Deployment(function, settings, manager, self._session)
+            self.deployments[function.name] = Deployment(
+                function, settings, manager, self._session, mode=self.spec.mode_of(function)
+            )
         for deployment in self.deployments.values():
             deployment.reconcile()
         self._loops = [asyncio.create_task(self._autoscale(settings.autoscaler.bucket_size))]

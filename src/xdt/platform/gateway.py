@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .._core.errors import FunctionNotFound, XdtError
-from .._http.server import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER, error_response, read_body
-
-# Between sidecars: whether the body is a reference, whether the caller takes one back.
-TRANSFER_HEADERS = (TRANSFER_HEADER, ACCEPT_HEADER)
+from .._http.headers import ERROR_HEADER, TRANSFER_HEADER, TRANSFER_HEADERS
+from .._http.metrics import CONTENT_TYPE
+from .._http.server import error_response, read_body
 
 if TYPE_CHECKING:
     from .embedded import Platform
@@ -44,18 +43,20 @@ def create_app(platform: Platform) -> web.Application:
             answer = await deployment.invoke(body, passed)
         except XdtError as exc:
             return error_response(exc, function=name)
-        headers = {"Content-Type": answer.content_type}
-        if answer.error is not None:
-            headers[ERROR_HEADER] = answer.error
-        if answer.by_reference:
-            headers[TRANSFER_HEADER] = "ref"
+        # The instance's answer as it gave it: its content type, an error code the platform
+        # made, and (to a caller's sidecar) the mark of a reference.
+        headers = {"Content-Type": answer.header("content-type") or "application/octet-stream"}
+        for name in (ERROR_HEADER, TRANSFER_HEADER):
+            value = answer.header(name)
+            if value is not None:
+                headers[name] = value
         return web.Response(status=answer.status, body=answer.body, headers=headers)
 
     async def status(request: web.Request) -> web.Response:
         return web.json_response(platform.status())
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text=platform.metrics(), content_type="text/plain")
+        return web.Response(text=platform.metrics(), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -42,15 +42,16 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
+from .._core.errors import InstanceStartError
 from .._core.refs import KEYRING_ENV, KeyRing
 from .._http.client import ConnectionPool
 from .._util.process import die_with_parent, free_port, isolated_child, signal_group
-from ..modes.base import StoreSettings
-from ..sidecar.server import SidecarConfig
+from ..modes import StoreSettings
+from ..sidecar.config import Faces, Launch, RunsAs, SidecarConfig
 from .isolation import Identity, make_private_folder, remove_private_folder
-from .spec import FunctionSpec, PlatformSpec
+from .spec import FunctionSpec, Spec
 
-__all__ = ["Instance", "InstanceError", "InstanceManager", "State"]
+__all__ = ["Instance", "InstanceManager", "State"]
 
 PROBE_PERIOD = 0.025  # Knative's queue-proxy probes an unready container every 25 ms
 START_TIMEOUT = 60.0
@@ -60,10 +61,6 @@ DRAIN_POLL = 0.1
 RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # a crash loop backs off, up to 10 s
 MAX_FAILED_RESTARTS = 5  # then the instance is FAILED and replaced
 CRASH_LOOP_RESET = 10.0  # a process that ran this long before crashing starts the backoff over
-
-
-class InstanceError(Exception):
-    """An instance could not be started."""
 
 
 class State(enum.Enum):
@@ -130,7 +127,7 @@ class InstanceManager:
 
     def __init__(
         self,
-        platform: PlatformSpec,
+        spec: Spec,
         keyring: KeyRing,
         run_dir: Path,
         activator_url: str,
@@ -140,7 +137,8 @@ class InstanceManager:
         sidecar_env: dict[str, str] | None = None,
         identities: Mapping[str, Identity] | None = None,
     ) -> None:
-        self.platform = platform
+        self.spec = spec
+        self.platform = spec.platform
         self.identities = identities  # None: functions run under our uid (no isolation)
         self.stores = stores or StoreSettings()
         self.sidecar_env = sidecar_env or {}  # e.g. credentials for an embedded S3 emulator
@@ -162,7 +160,7 @@ class InstanceManager:
         return Instance(instance_id, function, log, identity=identity)
 
     async def start(self, instance: Instance) -> None:
-        """Start the processes and wait until READY. Raises :class:`InstanceError`."""
+        """Start the processes and wait until READY. Raises :class:`InstanceStartError`."""
         try:
             if instance.identity is not None:
                 instance.private = self.run_dir / instance.id.rpartition("-")[2]
@@ -173,9 +171,9 @@ class InstanceManager:
         except BaseException as exc:
             await self._kill(instance)
             instance.state = State.FAILED
-            if isinstance(exc, InstanceError | OSError):
+            if isinstance(exc, InstanceStartError | OSError):
                 self.on_event(instance, f"failed: {exc}")
-                raise InstanceError(str(exc)) from None
+                raise InstanceStartError(str(exc)) from None
             raise
         instance.state = State.READY
         instance.ready_at = time.monotonic()
@@ -197,52 +195,48 @@ class InstanceManager:
         else:
             instance.function_port = free_port()
             instance.upstream = f"http:{instance.function_port}"
+        identity = instance.identity
         config = SidecarConfig(
             function=function.name,
+            instance=instance.id,
+            tenant=function.tenant,
             upstream=instance.upstream,
             activator_url=self.activator_url,
             concurrency=function.concurrency,
             timeout=function.timeout,
-            tenant=function.tenant,
-            host=self.platform.instance_host,
-            inline_limit=self.platform.inline_limit,
             object_quota=self.platform.object_quota,
-            ingress_socket=ingress_socket,
-            egress_socket=instance.egress_socket,
-            instance=instance.id,
-            transfer=self.platform.transfer or function.transfer,
-            xdt_threshold=self.platform.xdt_threshold,
-            object_ttl=self.platform.object_ttl,
-            s3_endpoint_url=self.stores.s3_endpoint_url,
-            s3_bucket=self.stores.s3_bucket,
-            s3_region=self.stores.s3_region,
-            function_uid=instance.identity.uid if instance.identity else None,
-            function_gid=instance.identity.gid if instance.identity else None,
+            transfer=self.spec.transfer_of(function),
+            stores=self.stores,
+            faces=Faces(
+                host=self.platform.instance_host,
+                ingress_socket=ingress_socket,
+                egress_socket=instance.egress_socket,
+            ),
+            runs_as=RunsAs(identity.uid, identity.gid) if identity else None,
         )
-        # The key ring and the Redis URL (which may hold a password, so it is not in the
-        # config above) go over a pipe: not on the command line, which every local user can
-        # read in /proc/<pid>/cmdline, nor in the environment, which /proc/<pid>/environ keeps
-        # for the process's whole life.
-        secrets = {"keyring": self.keyring.to_text(), "redis_url": self.stores.redis_url}
+        # The configuration (whose Redis URL may hold a password) and the key ring go over a
+        # pipe: not on the command line, which every local user can read in
+        # /proc/<pid>/cmdline, nor in the environment, which /proc/<pid>/environ keeps for the
+        # process's whole life.
+        launch = Launch(config, self.keyring)
         env = {k: v for k, v in os.environ.items() if k != KEYRING_ENV} | self.sidecar_env
         with _log(instance) as log:
             instance.sidecar = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "xdt.sidecar", "--config", config.to_json(),
-                "--secrets-stdin", stdin=asyncio.subprocess.PIPE,
+                sys.executable, "-m", "xdt.sidecar", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
                 preexec_fn=die_with_parent,
             )  # fmt: skip
         assert instance.sidecar.stdin is not None
-        instance.sidecar.stdin.write(json.dumps(secrets).encode())
+        instance.sidecar.stdin.write(launch.to_json().encode())
         instance.sidecar.stdin.close()
         assert instance.sidecar.stdout is not None
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 line = await instance.sidecar.stdout.readline()
         except TimeoutError:
-            raise InstanceError(f"{instance.id}: the sidecar did not start in time") from None
+            raise InstanceStartError(f"{instance.id}: the sidecar did not start in time") from None
         if not line:
-            raise InstanceError(
+            raise InstanceStartError(
                 f"{instance.id}: the sidecar exited at start; see {instance.log_path}"
                 + _tail(instance.log_path)
             )
@@ -292,11 +286,13 @@ class InstanceManager:
                     stdout=log, stderr=log, start_new_session=True, **options,
                 )  # fmt: skip
             except OSError as exc:
-                raise InstanceError(
+                raise InstanceStartError(
                     f"{instance.id}: cannot run {argv[0]!r}: {exc.strerror}"
                 ) from None
             except subprocess.SubprocessError as exc:  # preexec_fn failed in the child
-                raise InstanceError(f"{instance.id}: cannot start {argv[0]!r}: {exc}") from None
+                raise InstanceStartError(
+                    f"{instance.id}: cannot start {argv[0]!r}: {exc}"
+                ) from None
 
     async def _wait_ready(self, instance: Instance) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -304,7 +300,7 @@ class InstanceManager:
         while time.monotonic() < deadline:
             for process, what in ((instance.process, "function"), (instance.sidecar, "sidecar")):
                 if process is not None and process.returncode is not None:
-                    raise InstanceError(
+                    raise InstanceStartError(
                         f"{instance.id}: the {what} process exited with code "
                         f"{process.returncode} before it was ready" + _tail(instance.log_path)
                     )
@@ -313,7 +309,7 @@ class InstanceManager:
                     if r.status == 200:
                         return
             await asyncio.sleep(PROBE_PERIOD)
-        raise InstanceError(
+        raise InstanceStartError(
             f"{instance.id}: not ready after {START_TIMEOUT:g} s" + _tail(instance.log_path)
         )
 
@@ -351,7 +347,7 @@ class InstanceManager:
             try:
                 await self._start_function(instance)
                 await self._wait_ready(instance)
-            except InstanceError as exc:
+            except InstanceStartError as exc:
                 await self._kill_process(instance.process)  # it may still run, unready
                 if crashes >= MAX_FAILED_RESTARTS:
                     # Give the instance up: the deployment replaces it with a fresh one.

@@ -36,14 +36,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from .._core.errors import XdtError
-from .spec import FunctionSpec, PlatformSpec, SpecError
+from .._core.errors import IsolationError, SpecError
+from .spec import FunctionSpec, PlatformSpec
 
 __all__ = [
     "UID_BASE",
     "UID_SPAN",
     "Identity",
-    "IsolationError",
     "allocate",
     "check_reachable",
     "isolation_wanted",
@@ -55,10 +54,6 @@ __all__ = [
 
 UID_BASE = 2_000_000_000
 UID_SPAN = 1 << 24  # 16,777,216 uids: collisions between platforms are improbable, and checked
-
-
-class IsolationError(XdtError):
-    """A function cannot run under its own uid: a path it needs is not readable by it."""
 
 
 class Identity(NamedTuple):
@@ -184,7 +179,8 @@ def make_private_folder(path: Path, identity: Identity) -> tuple[Path, Path]:
 def remove_private_folder(path: Path) -> None:
     # rmtree works on file descriptors here (Linux): a symlink the function left in its folder
     # cannot make us delete anything outside it.
-    assert shutil.rmtree.avoids_symlink_attacks
+    if not shutil.rmtree.avoids_symlink_attacks:  # a check, not an assert: -O keeps it
+        raise RuntimeError("this platform's rmtree can follow symlinks: refusing to remove")
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -30,31 +30,32 @@ from typing import Any
 
 import yaml
 
-from .._core.errors import XdtError
-from .._core.refs import DEFAULT_TENANT
+from .._core.errors import SpecError
+from .._core.refs import DEFAULT_TENANT, TransferMode
+from .._core.store import DEFAULT_STORE_CONFIG
 from .._util.names import is_function_name
 from .._util.units import parse_duration, parse_size
+from ..modes import (
+    DEFAULT_STORE_SETTINGS,
+    DEFAULT_TRANSFER_SETTINGS,
+    MODES,
+    StoreSettings,
+    TransferSettings,
+)
 from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
 
 __all__ = [
     "DEFAULT_PLATFORM_SPEC",
     "ISOLATION_SETTINGS",
-    "TRANSFER_MODES",
     "FunctionSpec",
     "PlatformSpec",
     "Spec",
-    "SpecError",
     "load_spec",
     "parse_spec",
 ]
 
-TRANSFER_MODES = ("inline", "xdt", "elasticache", "s3")
 ISOLATION_SETTINGS = ("auto", "on", "off")  # see xdt.platform.isolation
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-class SpecError(XdtError):
-    """The spec file is missing, not YAML, or has a field with a bad value."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class FunctionSpec:
     min_scale: int = 0
     max_scale: int = 10  # 0 = unlimited, as in Knative; the embedded default is bounded (one host)
     initial_scale: int | None = None  # None = the autoscaler's initial_scale
-    transfer: str = "xdt"
+    transfer: str | None = None  # None: the platform's (platform.transfer, else xdt)
     timeout: float = 300.0  # Knative's revision-timeout-seconds
     tenant: str = DEFAULT_TENANT
     env: Mapping[str, str] = field(default_factory=dict)
@@ -89,20 +90,25 @@ class PlatformSpec:
     instance_host: str = "127.0.0.1"  # where sidecars listen; not the gateway's host
     key_file: Path | None = None  # None: XDT_KEYRING, else a fresh key ring for this run
     queue_depth: int = 10_000  # requests the activator buffers per function (Knative's 10000)
-    inline_limit: int = 6 << 20  # largest invocation body (AWS Lambda's synchronous 6 MB)
-    object_quota: int = 1 << 30  # bytes of live objects per sidecar
+    inline_limit: int = DEFAULT_TRANSFER_SETTINGS.inline_limit  # largest invocation body
+    object_quota: int = DEFAULT_STORE_CONFIG.quota_bytes  # bytes of live objects per sidecar
     drain_timeout: float = 600.0  # longest a draining instance waits for its objects
     autoscaler: AutoscalerConfig = DEFAULT_AUTOSCALER_CONFIG
     # -- transfers (see xdt.modes) --
     transfer: str | None = None  # overrides every function's transfer mode when set
-    xdt_threshold: int = 64 << 10  # xdt mode: payloads up to this travel inline
-    object_ttl: float = 60.0  # how long an unclaimed transferred object lives
+    xdt_threshold: int = DEFAULT_TRANSFER_SETTINGS.xdt_threshold  # xdt: up to this inline
+    object_ttl: float = DEFAULT_TRANSFER_SETTINGS.object_ttl  # an unclaimed object's life
     redis_url: str | None = None  # None: `xdt up` starts a local redis-server when needed
     s3_endpoint_url: str | None = None  # None: AWS S3, or a local moto server when needed
-    s3_bucket: str = "xdt-transfers"
-    s3_region: str = "us-east-1"
+    s3_bucket: str = DEFAULT_STORE_SETTINGS.s3_bucket
+    s3_region: str = DEFAULT_STORE_SETTINGS.s3_region
     # Each function under a uid of its own: "auto" when xdt up runs as root, "on" requires it.
     isolation: str = "auto"
+
+    @property
+    def stores(self) -> StoreSettings:
+        """Where the storage modes' servers are, as the spec names them."""
+        return StoreSettings(self.redis_url, self.s3_endpoint_url, self.s3_bucket, self.s3_region)
 
 
 DEFAULT_PLATFORM_SPEC = PlatformSpec()
@@ -117,11 +123,23 @@ class Spec:
     def function(self, name: str) -> FunctionSpec | None:
         return next((f for f in self.functions if f.name == name), None)
 
-    def mode_of(self, function: FunctionSpec) -> str:
-        """The transfer mode a function runs with: the platform's override, else its own."""
-        return self.platform.transfer or function.transfer
+    def mode_of(self, function: FunctionSpec) -> TransferMode:
+        """The transfer mode a function runs with — the platform's override, else its own,
+        else xdt's — the one place it is decided."""
+        label = self.platform.transfer or function.transfer
+        return DEFAULT_TRANSFER_SETTINGS.mode if label is None else TransferMode.named(label)
 
-    def modes(self) -> set[str]:
+    def transfer_of(self, function: FunctionSpec) -> TransferSettings:
+        """How the sidecars of ``function`` move its payloads."""
+        settings = self.platform
+        return TransferSettings(
+            mode=self.mode_of(function),
+            inline_limit=settings.inline_limit,
+            xdt_threshold=settings.xdt_threshold,
+            object_ttl=settings.object_ttl,
+        )
+
+    def modes(self) -> set[TransferMode]:
         return {self.mode_of(f) for f in self.functions}
 
 
@@ -204,8 +222,8 @@ def _isolation(value: Any, where: str) -> str:
 
 
 def _mode(value: Any, where: str) -> str:
-    if value not in TRANSFER_MODES:
-        raise SpecError(f"{where}: {value!r} is not a transfer mode ({', '.join(TRANSFER_MODES)})")
+    if value not in MODES:
+        raise SpecError(f"{where}: {value!r} is not a transfer mode ({', '.join(MODES)})")
     return str(value)
 
 

@@ -15,28 +15,25 @@ inside the Redis URL. moto cannot authenticate anyone: any local process can rea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 
-from .._core.errors import XdtError
+from .._core.errors import StoreStartError
+from .._core.refs import TransferMode
 from .._util.process import die_with_parent, free_port
-from ..modes.base import StoreSettings
+from ..modes import StoreSettings
 from .spec import Spec
 
-__all__ = ["EmbeddedStores", "StoreStartError"]
+__all__ = ["EmbeddedStores", "embedded_credentials"]
 
 START_TIMEOUT = 30.0
-
-
-class StoreStartError(XdtError):
-    """An embedded Redis or S3 server could not be started."""
 
 
 class EmbeddedStores:
@@ -44,10 +41,7 @@ class EmbeddedStores:
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
-        settings = spec.platform
-        self.settings = StoreSettings(
-            settings.redis_url, settings.s3_endpoint_url, settings.s3_bucket, settings.s3_region
-        )
+        self.settings = spec.platform.stores
         self.processes: list[asyncio.subprocess.Process] = []
         self.started: list[str] = []  # what was started, for the user
         self.moto_started = False
@@ -55,14 +49,14 @@ class EmbeddedStores:
     async def start(self) -> StoreSettings:
         modes = self.spec.modes()
         redis_url, s3_url = self.settings.redis_url, self.settings.s3_endpoint_url
-        if "elasticache" in modes and redis_url is None:
+        if TransferMode.ELASTICACHE in modes and redis_url is None:
             redis_url = await self._start_redis()
-        if "s3" in modes and s3_url is None:
+        if TransferMode.S3 in modes and s3_url is None:
             s3_url = await self._start_moto()
-        self.settings = StoreSettings(
-            redis_url, s3_url, self.settings.s3_bucket, self.settings.s3_region
+        self.settings = dataclasses.replace(
+            self.settings, redis_url=redis_url, s3_endpoint_url=s3_url
         )
-        if "s3" in modes:
+        if TransferMode.S3 in modes:
             await asyncio.to_thread(self._ensure_bucket)
         return self.settings
 
@@ -162,18 +156,15 @@ async def _wait_for(check: object, what: str) -> None:
 
 
 def _redis_answers(port: int, password: str) -> bool:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-            probe.sendall(f"AUTH {password}\r\nPING\r\n".encode())
-            answer = b""
-            while answer.count(b"\r\n") < 2:
-                chunk = probe.recv(64)
-                if not chunk:
-                    return False
-                answer += chunk
-            return answer == b"+OK\r\n+PONG\r\n"
-    except OSError:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
         return False
+    finally:
+        client.close()
 
 
 def _http_answers(url: str) -> bool:

@@ -32,7 +32,7 @@ from .._core.errors import (
     SourceUnavailable,
     TransferCorrupted,
     XdtError,
-    error_from_code,
+    error_for_code,
 )
 from .._core.loans import Loans
 from .._core.peercred import peer_is_us
@@ -331,7 +331,7 @@ class PullClient:
                 kind, payload = frame
                 if kind is FrameType.ERROR:
                     code, message = decode_error(payload)
-                    raise _Refused(error_from_code(code, f"source {ref.source}: {message}"))
+                    raise _Refused(error_for_code(code, f"source {ref.source}: {message}"))
                 if kind is not FrameType.OBJECT:
                     raise ProtocolError(f"source {ref.source} answered a PULL with {kind.name}")
                 header = decode_object(payload)

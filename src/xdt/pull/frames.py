@@ -52,12 +52,12 @@ __all__ = [
 ]
 
 MAGIC = b"XD"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: ERROR frames carry the error's code as text
 HEADER = struct.Struct("!2sBBI")
 MAX_CONTROL_PAYLOAD = 2048
 SMALL_OBJECT = 64 << 10  # objects up to this size are sent in one write with their header
 _OBJECT = struct.Struct("!QB")
-_ERROR = struct.Struct("!H")
+_MAX_CODE = 64  # an error code (xdt._core.errors) is short ASCII
 
 FLAG_WANT_FD = 0x01  # PULL: the receiver is on this host and can take a memfd
 FLAG_VOUCHED = 0x02  # PULL: a vouch (VOUCH_LEN bytes) follows the tenant
@@ -168,16 +168,26 @@ def encode_done() -> bytes:
     return _frame(FrameType.DONE)
 
 
-def encode_error(code: int, message: str) -> bytes:
-    text = message.encode()[: MAX_CONTROL_PAYLOAD - _ERROR.size]
-    return _frame(FrameType.ERROR, _ERROR.pack(code) + text)
+def encode_error(code: str, message: str) -> bytes:
+    """ERROR(code length u8, code, message): the error's wire code (:mod:`xdt._core.errors`)
+    and its message, cut to fit a control frame."""
+    raw_code = code.encode("ascii")
+    if not 0 < len(raw_code) <= _MAX_CODE:
+        raise ValueError(f"an error code is 1 to {_MAX_CODE} ASCII characters")
+    text = message.encode()[: MAX_CONTROL_PAYLOAD - 1 - len(raw_code)]
+    return _frame(FrameType.ERROR, bytes((len(raw_code),)) + raw_code + text)
 
 
-def decode_error(payload: bytes | bytearray | memoryview) -> tuple[int, str]:
-    if len(payload) < _ERROR.size:
-        raise ProtocolError("ERROR frame is truncated")
-    (code,) = _ERROR.unpack_from(payload)
-    return code, bytes(payload[_ERROR.size :]).decode(errors="replace")
+def decode_error(payload: bytes | bytearray | memoryview) -> tuple[str, str]:
+    """(code, message) of an ERROR frame's payload."""
+    data = bytes(payload)
+    if not data or not 0 < data[0] <= _MAX_CODE or len(data) < 1 + data[0]:
+        raise ProtocolError("ERROR frame is truncated or has no code")
+    try:
+        code = data[1 : 1 + data[0]].decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError("ERROR frame has a code that is not ASCII") from None
+    return code, data[1 + data[0] :].decode(errors="replace")
 
 
 class FrameReader:

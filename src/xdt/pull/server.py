@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._core import fdio
-from .._core.errors import ErrorCode, ProtocolError, XdtError, code_for
+from .._core.errors import ProtocolError, SourceUnavailable, XdtError
 from .._core.peercred import peer_is_us
 from .._core.refs import KeyRing, TransferMode
 from .._core.store import ObjectStore, Pull, StoredObject
@@ -154,7 +154,9 @@ class ObjectServer:
             if self.stats.connections >= self.config.max_connections:
                 with contextlib.suppress(OSError):
                     sock.send(
-                        encode_error(ErrorCode.BUSY, "object server has too many connections")
+                        encode_error(
+                            SourceUnavailable.code, "object server has too many connections"
+                        )
                     )
                 sock.close()
                 continue
@@ -178,7 +180,7 @@ class ObjectServer:
         except ProtocolError as exc:
             self.stats.protocol_errors += 1
             with contextlib.suppress(OSError):
-                sock.send(encode_error(ErrorCode.PROTOCOL, str(exc)))
+                sock.send(encode_error(ProtocolError.code, str(exc)))
         except (OSError, TimeoutError):
             pass  # the peer left or stalled: only this connection ends
         finally:
@@ -202,7 +204,7 @@ class ObjectServer:
             pull = await self.store.begin_pull(ref.object_id)
         except XdtError as exc:
             self.stats.errors += 1
-            await fdio.sendall(loop, sock, encode_error(code_for(exc), str(exc)))
+            await fdio.sendall(loop, sock, encode_error(exc.code, str(exc)))
             return
         sent_fd = False
         try:

@@ -27,17 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from .._core.buffers import BufferPool
+from .._core.errors import HandlerLoadError, PeerGone, ProtocolError
 from .._core.peercred import PeerCheck, bind_unix
 from .._util.heap import give_back, give_back_when_idle, keep_warm
 from ..channel import Channel, Kind, Message
 
-__all__ = ["Handler", "HandlerError", "load_handler", "serve"]
+__all__ = ["Handler", "load_handler", "serve"]
 
 Handler = Callable[[bytes], Any]
-
-
-class HandlerError(Exception):
-    """The handler named in the spec cannot be loaded."""
 
 
 def load_handler(target: str, folder: Path) -> Handler:
@@ -47,10 +44,10 @@ def load_handler(target: str, folder: Path) -> Handler:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise HandlerError(f"cannot import {module_name!r} from {folder}: {exc!r}") from exc
+        raise HandlerLoadError(f"cannot import {module_name!r} from {folder}: {exc!r}") from exc
     handler = getattr(module, function_name, None)
     if not callable(handler):
-        raise HandlerError(f"{module_name!r} has no function {function_name!r}")
+        raise HandlerLoadError(f"{module_name!r} has no function {function_name!r}")
     return handler  # type: ignore[no-any-return]
 
 
@@ -87,10 +84,7 @@ async def serve(
 
     def give_back_idle_memory() -> None:
         pool.trim()
-        sdk = sys.modules.get("xdt.sdk")  # the function's own calls lend from its pool
-        if sdk is not None:
-            sdk._POOL.trim()
-        give_back()
+        give_back()  # the SDK's pool too, if the function's code loaded it
 
     async def connection(channel: Channel) -> None:
         try:
@@ -101,7 +95,7 @@ async def serve(
                     continue
                 await handle(channel, message)
                 del message
-        except (ConnectionError, ValueError):
+        except (PeerGone, ProtocolError):
             pass  # the sidecar closed the connection, or sent garbage
         finally:
             channel.close()
@@ -180,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         handler = load_handler(args.handler, args.folder)
-    except HandlerError as exc:
+    except HandlerLoadError as exc:
         print(f"xdt runtime: {exc}", file=sys.stderr)
         return 2
     keep_warm()  # each request's payload becomes a fresh bytes object: reuse its pages

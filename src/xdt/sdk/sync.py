@@ -18,8 +18,9 @@ import urllib.parse
 from collections.abc import Sequence
 
 from .._core.errors import InstanceFailed
-from .._http.server import TRANSFER_HEADER, error_from_answer
-from . import SMALL_PAYLOAD, egress_url, put_path
+from .._http.errors import error_from_answer
+from .._http.headers import BY_REFERENCE, TRANSFER_HEADER
+from ._transport import egress_url, put_path
 
 __all__ = ["broadcast", "gather", "get", "invoke", "put", "release", "scatter"]
 
@@ -53,9 +54,9 @@ def gather(references: Sequence[str]) -> list[bytes]:
 
 
 def broadcast(function: str, data: bytes | bytearray | memoryview, n: int) -> list[bytes]:
-    if len(data) <= SMALL_PAYLOAD:  # as in xdt.sdk: small payloads are simply sent n times
-        return scatter(function, [bytes(data)] * n)
-    reference = put(data, pulls=None)
+    # As in xdt.sdk: a payload small enough for the function's mode to send inline is not
+    # stored; its "reference" is the bytes themselves.
+    reference = _post(put_path(None, None, inline_small=True), bytes(data)).decode()
     try:
         return list(
             _POOL.map(
@@ -75,7 +76,7 @@ def _post(
     egress = urllib.parse.urlsplit(egress_url())
     headers = {"Content-Type": "application/octet-stream"}
     if by_reference:
-        headers[TRANSFER_HEADER] = "ref"
+        headers[TRANSFER_HEADER] = BY_REFERENCE
     connection = http.client.HTTPConnection(egress.hostname or "127.0.0.1", egress.port or 80)
     try:
         # $XDT_EGRESS has a path (the egress's secret): the calls go under it.

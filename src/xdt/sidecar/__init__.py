@@ -1,12 +1,14 @@
-"""The sidecar, the trusted process in front of each function instance (see :mod:`.server`).
+"""The sidecar, the trusted process in front of each function instance (see :mod:`.app`).
 
-Run as ``python -m xdt.sidecar --config JSON`` with the key ring in ``$XDT_KEYRING`` (or, with
-``--secrets-stdin``, the key ring and store URLs as JSON on stdin); it prints one JSON line with
-its ports once it listens.
+One module per part, as Knative's ``pkg/queue``: :mod:`.config` (what the platform tells it),
+:mod:`.app` (lifecycle and wiring), :mod:`.ingress` and :mod:`.egress` (its two faces),
+:mod:`.payloads` (the function's transfer mode at both), :mod:`.upstream` (the function
+behind it), :mod:`.breaker` (containerConcurrency) and :mod:`.guard` (who may connect).
+Run as ``python -m xdt.sidecar`` with its :class:`~.config.Launch` on stdin.
 """
 
-from .._util.concurrency import RequestStats, StatsReport
-from .breaker import Breaker, BreakerFull
-from .server import Sidecar, SidecarConfig
+from .app import Sidecar
+from .breaker import Breaker
+from .config import Faces, Launch, RunsAs, SidecarConfig
 
-__all__ = ["Breaker", "BreakerFull", "RequestStats", "Sidecar", "SidecarConfig", "StatsReport"]
+__all__ = ["Breaker", "Faces", "Launch", "RunsAs", "Sidecar", "SidecarConfig"]

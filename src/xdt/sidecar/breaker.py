@@ -2,7 +2,7 @@
 queue in front, and an immediate refusal beyond it (Knative's ``pkg/queue/breaker.go``).
 
 Admission takes two steps, as in Knative: claim one of ``queue_depth + max_concurrency`` slots
-or be refused at once (:class:`BreakerFull`, which the sidecar answers with 503); then wait for
+or be refused at once (:class:`~xdt.Overloaded`, which the sidecar answers with 503); then wait for
 one of ``max_concurrency`` execution permits. The queue gives the autoscaler time to react to a
 burst without the callers seeing errors.
 """
@@ -13,20 +13,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-__all__ = ["Breaker", "BreakerFull"]
+from .._core.errors import Overloaded
 
-
-class BreakerFull(Exception):
-    """Every execution slot and queue slot is taken."""
+__all__ = ["Breaker"]
 
 
 class Breaker:
-    """``Breaker(queue_depth=10, max_concurrency=1)``; use ``async with breaker.slot(): ...``."""
+    """``Breaker(queue_depth=10, max_concurrency=1)``; use ``async with breaker.slot(): ...``.
+    ``function`` names whose instance it guards, in the refusals."""
 
-    def __init__(self, *, queue_depth: int, max_concurrency: int) -> None:
+    def __init__(self, *, queue_depth: int, max_concurrency: int, function: str = "") -> None:
         if max_concurrency < 1 or queue_depth < 0:
             raise ValueError("a breaker needs max_concurrency ≥ 1 and queue_depth ≥ 0")
         self.capacity = max_concurrency
+        self.function = function
         self.total_slots = queue_depth + max_concurrency
         self._in_flight = 0  # admitted: queued or executing
         self._permits = asyncio.Semaphore(max_concurrency)
@@ -42,9 +42,11 @@ class Breaker:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         if self._in_flight >= self.total_slots:
-            raise BreakerFull(
-                f"{self._in_flight} requests admitted, the most this instance takes is "
-                f"{self.capacity} running plus {self.total_slots - self.capacity} queued"
+            raise Overloaded(
+                f"function {self.function!r} is overloaded: {self._in_flight} requests "
+                f"admitted, the most this instance takes is {self.capacity} running plus "
+                f"{self.total_slots - self.capacity} queued; retry later",
+                function=self.function or None,
             )
         self._in_flight += 1
         try:

@@ -16,12 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
+from .._core.errors import Forbidden
 from .._core.peercred import PeerCheck, bind_unix
-from .._http.server import ERROR_HEADER
+from .._http.server import error_response
 
-__all__ = ["FORBIDDEN_CODE", "PeerCheckedUnixSite", "behind_secret"]
-
-FORBIDDEN_CODE = "forbidden"
+__all__ = ["PeerCheckedUnixSite", "behind_secret"]
 
 
 class _Admission(asyncio.Protocol):
@@ -92,11 +91,7 @@ def _requires(secret: str) -> Any:
                 "this sidecar's egress answers only under the secret path in $XDT_EGRESS: "
                 "POST $XDT_EGRESS/invoke/<function>, not /invoke/<function> on its port"
             )
-            return web.json_response(
-                {"error": FORBIDDEN_CODE, "message": message, "function": None},
-                status=403,
-                headers={ERROR_HEADER: FORBIDDEN_CODE},
-            )
+            return error_response(Forbidden(message))
         response: web.StreamResponse = await handler(request)
         return response
 

@@ -5,8 +5,9 @@
   payloads pass as sealed memfds both ways);
 - :class:`HttpUpstream`: any HTTP server on ``$PORT`` (Knative's container contract).
 
-``invoke`` returns the function's :class:`Answer` or raises :class:`~xdt.FunctionFailed` (the
-handler raised) or :class:`~xdt.InstanceFailed` (the function process is gone or not listening).
+``invoke`` returns the function's :class:`FunctionAnswer` or raises
+:class:`~xdt.FunctionFailed` (the handler raised) or :class:`~xdt.InstanceFailed` (the
+function process is gone or not listening).
 """
 
 from __future__ import annotations
@@ -20,28 +21,27 @@ from typing import Protocol
 
 import aiohttp
 
-from .._core.buffers import Buffer, BufferPool
-from .._core.errors import FunctionFailed, InstanceFailed
+from .._core.buffers import Buffer, BufferPool, as_bytes
+from .._core.errors import FunctionFailed, InstanceFailed, PeerGone, ProtocolError
 from .._core.peercred import peer_of, tcp_listeners
-from ..channel import Channel, Kind, as_bytes
+from ..channel import Channel, Kind
+from ..modes.base import Payload
 
-__all__ = ["Answer", "HttpUpstream", "Payload", "RuntimeUpstream", "Upstream"]
-
-
-Payload = bytes | Buffer  # a Buffer: a sealed memfd, passed between local processes as is
+__all__ = ["FunctionAnswer", "HttpUpstream", "RuntimeUpstream", "Upstream"]
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class FunctionAnswer:
+    """What the function answered: its status, its body (bytes, or a memfd from the Python
+    runtime), and the body's content type."""
+
     status: int
     body: Payload
     content_type: str = "application/octet-stream"
-    error: str | None = None  # the X-Xdt-Error code of a platform-made error answer
-    by_reference: bool = False  # the body is a sealed reference (X-Xdt-Transfer: ref)
 
 
 class Upstream(Protocol):
-    async def invoke(self, body: Payload) -> Answer: ...
+    async def invoke(self, body: Payload) -> FunctionAnswer: ...
     async def ready(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -73,7 +73,7 @@ class RuntimeUpstream:
         self.max_answer = max_answer  # the biggest answer taken from the function
         self._idle: list[Channel] = []
 
-    async def invoke(self, body: Payload) -> Answer:
+    async def invoke(self, body: Payload) -> FunctionAnswer:
         try:
             channel = await self._checkout()
         except BaseException:
@@ -85,7 +85,7 @@ class RuntimeUpstream:
             message = await channel.receive()
         except BaseException as exc:
             channel.close()  # mid-request state is unknown: never reuse this connection
-            if isinstance(exc, ConnectionError | ValueError):
+            if isinstance(exc, PeerGone | ProtocolError):
                 # The process is gone, and with it every pooled connection: a restarted
                 # runtime must not be reached through its predecessor's sockets.
                 self._drop_idle()
@@ -105,7 +105,7 @@ class RuntimeUpstream:
             message.payload = payload = kept
         self._checkin(channel)
         if message.kind is Kind.RESULT:
-            return Answer(200, payload)
+            return FunctionAnswer(200, payload)
         message.close()
         if message.kind is Kind.FAILED:
             raise FunctionFailed(
@@ -124,7 +124,7 @@ class RuntimeUpstream:
         try:
             await channel.send(Kind.PING)
             return (await channel.receive()).kind is Kind.PONG
-        except (OSError, ValueError):
+        except (OSError, PeerGone, ProtocolError):
             return False
         finally:
             channel.close()
@@ -186,13 +186,13 @@ class HttpUpstream:
         self.url = f"http://{host}:{port}/"
         self._session: aiohttp.ClientSession | None = None
 
-    async def invoke(self, body: Payload) -> Answer:
+    async def invoke(self, body: Payload) -> FunctionAnswer:
         session = self._session_now()
         try:
             async with session.post(self.url, data=as_bytes(body)) as response:
                 payload = await response.read()
                 content_type = response.headers.get("Content-Type", "application/octet-stream")
-                return Answer(response.status, payload, content_type)
+                return FunctionAnswer(response.status, payload, content_type)
         except aiohttp.ClientError as exc:
             raise InstanceFailed(
                 f"function {self.function!r} (HTTP on port {self.port}) failed mid-request: {exc}",

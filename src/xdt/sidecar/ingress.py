@@ -1,0 +1,170 @@
+"""The sidecar's ingress: invocations from the activator, and what the platform asks of it.
+
+- ``POST /invoke`` — admitted through the :class:`~.breaker.Breaker`, counted by the
+  time-weighted :class:`~xdt._util.concurrency.RequestStats`, its payload resolved (a reference
+  becomes bytes), forwarded to the function, within the function's timeout; a caller's sidecar
+  that accepts one gets a big answer back as a reference;
+- ``GET /xdt/ready`` — the readiness probe, which probes the function;
+- ``GET /xdt/stats`` — scraped by the autoscaler every second (resets the concurrency report);
+- ``GET /xdt/held`` — what draining waits on: requests in flight and unclaimed objects;
+- ``GET /metrics`` — Prometheus text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .._core.buffers import as_bytes
+from .._core.errors import InvocationTimeout, Overloaded, XdtError
+from .._core.store import ObjectStore
+from .._http.headers import ACCEPT_HEADER, BY_REFERENCE, TRANSFER_HEADER
+from .._http.metrics import CONTENT_TYPE, Metric, render
+from .._http.server import error_response, read_body
+from .._util.concurrency import RequestStats
+from .breaker import Breaker
+from .config import SidecarConfig
+from .payloads import Payloads
+from .upstream import FunctionAnswer, Upstream
+
+__all__ = ["Ingress"]
+
+
+class Ingress:
+    def __init__(
+        self,
+        config: SidecarConfig,
+        payloads: Payloads,
+        upstream: Upstream,
+        store: ObjectStore,
+        stats: RequestStats,
+    ) -> None:
+        self.config = config
+        self.payloads = payloads
+        self.upstream = upstream
+        self.store = store
+        self.stats = stats
+        self.breaker = (
+            Breaker(
+                queue_depth=10 * config.concurrency,
+                max_concurrency=config.concurrency,
+                function=config.function,
+            )
+            if config.concurrency > 0
+            else None
+        )
+        self.requests_total = 0
+        self.rejected_total = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.transfer.inline_limit + 1)
+        app.router.add_post("/invoke", self.invoke)
+        app.router.add_get("/xdt/ready", self.ready)
+        app.router.add_get("/xdt/stats", self.report)
+        app.router.add_get("/xdt/held", self.held)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def invoke(self, request: web.Request) -> web.StreamResponse:
+        self.stats.request_in()  # before the breaker: queued requests are demand too
+        self.requests_total += 1
+        function = self.config.function
+        by_reference = request.headers.get(TRANSFER_HEADER) == BY_REFERENCE
+        answer_by_reference = request.headers.get(ACCEPT_HEADER) == BY_REFERENCE
+        try:
+            body = await read_body(request, self.config.transfer.inline_limit, function=function)
+
+            async def work() -> FunctionAnswer:
+                payload = await self.payloads.inbound(body, by_reference)
+                return await self.upstream.invoke(payload)
+
+            answer = await self._admit(work)
+            headers = {"Content-Type": answer.content_type}
+            if answer_by_reference and answer.status == 200:
+                answer_body, as_reference = await self.payloads.outbound(
+                    answer.body, what="the answer"
+                )
+                if as_reference:
+                    headers[TRANSFER_HEADER] = BY_REFERENCE
+            else:
+                answer_body = as_bytes(answer.body)
+        except XdtError as exc:
+            return error_response(exc, function=function)
+        finally:
+            self.stats.request_out()
+        return web.Response(status=answer.status, body=answer_body, headers=headers)
+
+    async def _admit(self, work: Callable[[], Awaitable[FunctionAnswer]]) -> FunctionAnswer:
+        """Run ``work`` (resolve the payload, call the function) once the breaker admits it,
+        within the function's timeout."""
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                if self.breaker is None:
+                    return await work()
+                async with self.breaker.slot():
+                    return await work()
+        except Overloaded:
+            self.rejected_total += 1
+            raise
+        except TimeoutError:
+            raise InvocationTimeout(
+                f"function {self.config.function!r} did not answer within "
+                f"{self.config.timeout:g} s (its timeout)",
+                function=self.config.function,
+            ) from None
+
+    async def ready(self, request: web.Request) -> web.Response:
+        ok = await self.upstream.ready()
+        return web.Response(status=200 if ok else 503, text="ready" if ok else "not ready")
+
+    def snapshot(self) -> dict[str, float | int]:
+        """What the autoscaler scrapes: the time-weighted concurrency since the last scrape."""
+        report = self.stats.report()
+        store = self.store.stats
+        return {
+            "average_concurrency": report.average_concurrency,
+            "request_count": report.request_count,
+            "concurrency": report.concurrency,
+            "period": report.period,
+            "objects": store.objects,
+            "bytes_held": store.bytes_held,
+            "requests_total": self.requests_total,
+            "rejected_total": self.rejected_total,
+        }
+
+    async def report(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def held(self, request: web.Request) -> web.Response:
+        """What draining waits on, without resetting the autoscaler's report: requests in
+        flight, and objects this sidecar put that nobody has taken yet."""
+        return web.json_response(
+            {
+                "concurrency": self.stats.concurrency,
+                "objects": await self.payloads.unclaimed(),
+                "bytes_held": self.store.stats.bytes_held,
+            }
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        store, fn = self.store.stats, self.config.function
+        families = [
+            Metric("xdt_sidecar_concurrency", "gauge", "Requests in the sidecar now.")
+            .add(self.stats.concurrency, function=fn),
+            Metric("xdt_sidecar_requests_total", "counter", "Invocations that reached the sidecar.")
+            .add(self.requests_total, function=fn),
+            Metric("xdt_sidecar_rejected_total", "counter", "Invocations refused by the breaker.")
+            .add(self.rejected_total, function=fn),
+            Metric("xdt_sidecar_objects", "gauge", "Live objects in the sidecar's store.")
+            .add(store.objects, function=fn),
+            Metric("xdt_sidecar_object_bytes", "gauge", "Bytes of live objects in the store.")
+            .add(store.bytes_held, function=fn),
+            Metric("xdt_sidecar_pulls_total", "counter", "Pulls of the store's objects completed.")
+            .add(store.pulls, function=fn),
+            Metric("xdt_sidecar_payload_bytes_total", "counter", "Payload bytes the sidecar sent.")
+            .add(self.payloads.bytes_inline, function=fn, how="inline")
+            .add(self.payloads.bytes_by_reference, function=fn, how="reference"),
+        ]  # fmt: skip
+        return web.Response(text=render(families), headers={"Content-Type": CONTENT_TYPE})
