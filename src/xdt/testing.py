@@ -1,5 +1,18 @@
-"""``xdt up`` as a child process: for benchmarks, demos and tests that want the platform in a
-process of its own (so that their own event loop does not share its CPU time)."""
+"""``xdt up`` as a child process, for tests, benchmarks and demos.
+
+    from xdt.testing import LaunchedPlatform
+
+    platform = LaunchedPlatform(Path("xdt.yaml"), Path("up.log"))
+    try:
+        platform.wait_ready()
+        status, headers, body = platform.invoke("greet", b"world")
+    finally:
+        platform.stop()
+
+The platform runs in a process of its own, so the caller's event loop does not share its CPU
+time, and is driven only through its public faces (the gateway's HTTP API and signals), as a
+user would. Everything it prints goes to ``log_path``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +22,15 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import cast
+
+from ._util.polling import until_sync
+from ._util.process import stop
+from .platform.status import FunctionStatus, PlatformStatus
 
 __all__ = ["LaunchedPlatform"]
 
@@ -20,8 +38,8 @@ _URL = re.compile(r"xdt is up at (http://\S+)")
 
 
 class LaunchedPlatform:
-    """Starts ``xdt up -f spec --port 0``; everything it prints goes to ``log_path``.
-    :attr:`url` is the gateway. :meth:`stop` sends SIGINT (Ctrl-C) and waits."""
+    """Starts ``xdt up -f spec --port 0``; :attr:`url` is the gateway. :meth:`stop` sends
+    SIGINT (Ctrl-C) and waits."""
 
     def __init__(self, spec_path: Path, log_path: Path, *, start_timeout: float = 60.0) -> None:
         self.log_path = log_path
@@ -35,40 +53,81 @@ class LaunchedPlatform:
         self.url = self._wait_for_url(start_timeout)
 
     def _wait_for_url(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        found: list[str] = []
+
+        def started() -> bool:
             match = _URL.search(self.log_path.read_text(errors="replace"))
             if match:
-                return match.group(1)
+                found.append(match.group(1))
+                return True
             if self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"xdt up exited:\n{self.log_path.read_text()}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"xdt up did not start in {timeout:g} s:\n{self.log_path.read_text()}")
+                raise RuntimeError(f"xdt up exited:\n{self.stop()}")
+            return False
 
-    def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        if not until_sync(started, timeout=timeout):
+            raise RuntimeError(f"xdt up did not start in {timeout:g} s:\n{self.stop()}")
+        return found[0]
+
+    # -- asking it ---------------------------------------------------------------------------
+
+    def status(self, timeout: float = 10.0) -> PlatformStatus:
         """The platform's ``/status``."""
         with urllib.request.urlopen(f"{self.url}/status", timeout=timeout) as answer:
-            status: dict[str, Any] = json.loads(answer.read())
-            return status
+            return cast(PlatformStatus, json.loads(answer.read()))
+
+    def function(self, name: str) -> FunctionStatus:
+        """One function's part of ``/status``."""
+        return self.status()["functions"][name]
+
+    def invoke(
+        self, function: str, data: bytes = b"", timeout: float = 30
+    ) -> tuple[int, dict[str, str], bytes]:
+        """POST ``data`` to ``function``: (status, headers, body), errors included."""
+        request = urllib.request.Request(f"{self.url}/invoke/{function}", data=data, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return answer.status, dict(answer.headers.items()), answer.read()
+        except urllib.error.HTTPError as answer:
+            return answer.code, dict(answer.headers.items()), answer.read()
+
+    def wait_for(
+        self, condition: Callable[[PlatformStatus], bool], timeout: float = 30, what: str = ""
+    ) -> PlatformStatus:
+        """Poll ``/status`` until ``condition(status)`` holds; the status that satisfied it.
+        Raises AssertionError, with the last status, if it does not within ``timeout``."""
+        last: list[PlatformStatus] = []
+
+        def holds() -> bool:
+            last[:] = [self.status()]
+            return condition(last[0])
+
+        if not until_sync(holds, timeout=timeout, interval=0.1):
+            raise AssertionError(
+                f"timed out waiting for {what or 'a condition'}; last status:\n"
+                + json.dumps(last[0], indent=1)[:6000]
+            )
+        return last[0]
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Until every function has at least one ready instance."""
-        deadline = time.monotonic() + timeout
-        while not all(f["ready"] >= 1 for f in self.status()["functions"].values()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the functions did not become ready in {timeout:g} s")
-            time.sleep(0.1)
+        self.wait_for(
+            lambda s: all(f["ready"] >= 1 for f in s["functions"].values()),
+            timeout=timeout,
+            what="every function to have a ready instance",
+        )
+
+    def pids(self) -> list[int]:
+        """Every instance's sidecar and function process."""
+        found = []
+        for function in self.status()["functions"].values():
+            for instance in function["instances"]:
+                found += [p for p in (instance["sidecar_pid"], instance["function_pid"]) if p]
+        return found
+
+    # -- stopping ----------------------------------------------------------------------------
 
     def stop(self, timeout: float = 30.0) -> str:
-        """Stop the platform (as Ctrl-C does); what it printed."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """Stop the platform (as Ctrl-C does; SIGKILL after ``timeout``); what it printed."""
+        stop(self.process, grace=timeout, sig=signal.SIGINT)
         self._log.close()
         return self.log_path.read_text(errors="replace")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xdt._core.peercred import PeerCheck, bind_unix, peer_of, tcp_listeners
+from xdt._core.peercred import PeerCheck, bind_unix, peer_of
 
 OTHER_UID = 2_000_000_000 + 4242  # a uid of the isolation range, held by nobody here
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="running as another uid needs root")
@@ -101,10 +101,3 @@ def test_refusals_are_logged_once_a_second_at_most_with_a_count_of_the_rest() ->
     refuse()
     assert len(lines) == 2 and lines[1].endswith("(3 more refused since the last line)")
     assert check.refused == 5
-
-
-def test_tcp_listeners_names_the_uid_that_listens_on_a_port() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        assert tcp_listeners(port) == [os.getuid()]
-    assert tcp_listeners(port) == []

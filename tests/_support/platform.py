@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +17,7 @@ from xdt.testing import LaunchedPlatform
 FUNCTIONS = Path(__file__).parent / "functions"
 
 
-class RunningPlatform:
+class RunningPlatform(LaunchedPlatform):
     """``xdt up`` as a real subprocess on a free port. Its spec and functions are in
     :attr:`code`, a folder every user can read (as root, functions run under uids of their
     own, and pytest's ``tmp_path`` is under a folder only root may enter); the key ring, and
@@ -41,55 +36,14 @@ class RunningPlatform:
             spec.setdefault("platform", {})["key_file"] = str(keys)
             (self.code / "xdt.yaml").write_text(yaml.safe_dump(spec))
             self.folder = folder
-            launched = LaunchedPlatform(self.code / "xdt.yaml", folder / "up.log", start_timeout=30)
+            super().__init__(self.code / "xdt.yaml", folder / "up.log", start_timeout=30)
         except BaseException:
             shutil.rmtree(self.code, ignore_errors=True)
             raise
-        self.process, self.url, self._launched = launched.process, launched.url, launched
 
-    def invoke(
-        self, function: str, data: bytes = b"", timeout: float = 30
-    ) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(f"{self.url}/invoke/{function}", data=data, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:
-                return answer.status, dict(answer.headers.items()), answer.read()
-        except urllib.error.HTTPError as answer:
-            return answer.code, dict(answer.headers.items()), answer.read()
-
-    def status(self) -> dict[str, Any]:
-        return self._launched.status()
-
-    def function(self, name: str) -> dict[str, Any]:
-        function: dict[str, Any] = self.status()["functions"][name]
-        return function
-
-    def wait_for(
-        self, condition: Callable[[dict[str, Any]], bool], timeout: float = 30, what: str = ""
-    ) -> dict[str, Any]:
-        """Poll /status until ``condition(status)`` holds; the status that satisfied it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if condition(status):
-                return status
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"timed out waiting for {what or 'a condition'}; last status:\n"
-                    + json.dumps(status, indent=1)[:6000]
-                )
-            time.sleep(0.1)
-
-    def pids(self) -> list[int]:
-        pids = []
-        for function in self.status()["functions"].values():
-            for instance in function["instances"]:
-                pids += [p for p in (instance["sidecar_pid"], instance["function_pid"]) if p]
-        return pids
-
-    def stop(self) -> str:
+    def stop(self, timeout: float = 30.0) -> str:
         """Ctrl-C; what it printed. Logs it kept (an instance crashed) are removed."""
-        log = self._launched.stop()
+        log = super().stop(timeout)
         kept = re.search(r"its logs are kept in (\S+)", log)
         if kept:
             shutil.rmtree(Path(kept.group(1)).parent, ignore_errors=True)

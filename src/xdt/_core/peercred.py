@@ -4,7 +4,7 @@ The kernel records the credentials of a Unix socket's peer when it connects (or,
 client, of the listener when it called ``listen``): unlike anything the peer sends, they cannot
 be forged. File modes on a socket's path decide who may *try* to connect; this is the check
 that counts. For TCP there is no such thing, but the kernel does say which uid owns each
-listening socket (:func:`tcp_listeners`).
+listening socket (:func:`xdt._util.procfs.tcp_listeners`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Peer", "PeerCheck", "bind_unix", "peer_is_us", "peer_of", "tcp_listeners"]
+__all__ = ["Peer", "PeerCheck", "bind_unix", "peer_is_us", "peer_of"]
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _LOG_EVERY = 1.0  # seconds: a peer hammering a socket cannot flood the log
@@ -119,20 +119,3 @@ def bind_unix(
         raise
     listener.setblocking(False)
     return listener
-
-
-def tcp_listeners(port: int) -> list[int]:
-    """The uids owning the sockets that listen on TCP ``port``, at any address, IPv4 or IPv6,
-    in this network namespace (from ``/proc/net/tcp*``, which every process may read)."""
-    uids: list[int] = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as rows:
-                lines = rows.read().splitlines()[1:]
-        except OSError:
-            continue  # no IPv6 here
-        for line in lines:
-            fields = line.split()  # sl local rem st queues tr retrnsmt uid timeout inode
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
-                uids.append(int(fields[7]))
-    return uids

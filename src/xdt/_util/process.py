@@ -1,14 +1,23 @@
-"""Small process helpers shared by the instance manager and the embedded stores."""
+"""Child processes: started to die with us, stopped with a grace, and their ports."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import socket
+import subprocess
 
-__all__ = ["die_with_parent", "free_port", "isolated_child", "signal_group"]
+__all__ = [
+    "die_with_parent",
+    "free_port",
+    "isolated_child",
+    "signal_group",
+    "stop",
+    "terminate",
+]
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -46,3 +55,51 @@ def isolated_child() -> None:
     die_with_parent()
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+async def terminate(
+    process: asyncio.subprocess.Process,
+    *,
+    grace: float,
+    group: bool = True,
+    sig: signal.Signals = signal.SIGTERM,
+) -> int:
+    """Stop a child: ``sig`` (to its whole process group, each child leading its own), then
+    SIGKILL if it has not exited within ``grace`` seconds; with ``group``, whatever of its
+    group outlived it is killed too. Its exit code."""
+
+    def send(which: signal.Signals) -> None:
+        if group:
+            signal_group(process.pid, which)
+        elif process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(which)
+
+    if process.returncode is None:
+        send(sig)
+    try:
+        async with asyncio.timeout(grace):
+            code = await process.wait()
+    except TimeoutError:
+        send(signal.SIGKILL)
+        code = await process.wait()
+    if group:
+        signal_group(process.pid, signal.SIGKILL)
+    return code
+
+
+def stop(
+    process: subprocess.Popen[bytes] | subprocess.Popen[str],
+    *,
+    grace: float,
+    sig: signal.Signals = signal.SIGTERM,
+) -> int:
+    """:func:`terminate` for a ``subprocess.Popen`` child (code without an event loop)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

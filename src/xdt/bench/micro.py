@@ -18,8 +18,9 @@ reports the peaks with the case:
 - ``peak_rss_bytes``: summed RSS. It counts a memfd page once in every process that maps it;
 - ``peak_pss_bytes``: summed PSS, which splits such pages between those processes;
 - ``peak_memory_bytes``: the footprint — every process's own pages (anonymous memory and its
-  share of mapped files) plus the memfds the platform holds, counted once whether anyone maps
-  them or not (the machine's ``Shmem`` above what it was before the platform started);
+  share of mapped files) plus the memfds the platform's processes hold, each counted once
+  whether one process or several map it (read from their descriptors, not the machine-wide
+  ``Shmem``, so other processes on the machine do not move it);
 - ``idle_memory_bytes``: that footprint at rest, just before the case's first call, so
   ``peak_memory_bytes - idle_memory_bytes`` is what the case itself costs (its payloads, the
   buffers it warms), not the Python processes of the platform.
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import statistics
 import tempfile
 import threading
@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._util import procfs
 from .._util.units import format_size
 from ..testing import LaunchedPlatform
 
@@ -178,13 +179,12 @@ def run_micro_bench(
                 # A platform per size: no case is credited with the memory a case of another
                 # size left warm (freed heap blocks, pools), nor charged with it.
                 on_start(f"starting the platform with transfer: {mode} for {format_size(size)}")
-                shmem_before = _shmem()
                 platform = LaunchedPlatform(root / "xdt.yaml", root / f"up-{mode}.log")
                 try:
                     platform.wait_ready()
                     for pattern in patterns:
                         try:
-                            case = _measure(platform, mode, pattern, size, runs, shmem_before)
+                            case = _measure(platform, mode, pattern, size, runs)
                         except CaseFailed as failure:
                             on_failure(f"{mode} {failure}")
                             continue
@@ -213,11 +213,11 @@ def _call(url: str, body: bytes, timeout: float = 600) -> bytes:
 
 
 def _measure(
-    platform: LaunchedPlatform, mode: str, pattern: str, size: int, runs: int, shmem_before: int
+    platform: LaunchedPlatform, mode: str, pattern: str, size: int, runs: int
 ) -> MicroCase:
     url = f"{platform.url}/invoke/driver"
     order = f"{pattern} {size}".encode()
-    sampler = _MemorySampler(platform.process.pid, shmem_before)
+    sampler = _MemorySampler(platform.process.pid)
     idle = sampler.footprint()
     times: list[float] = []
     if size < SMALL_CASE:
@@ -245,9 +245,8 @@ class _MemorySampler:
     """Peaks of the summed RSS and PSS of a process and all its descendants, and of their
     footprint (see the module docstring), sampled every 10 ms."""
 
-    def __init__(self, root: int, shmem_before: int) -> None:
+    def __init__(self, root: int) -> None:
         self.root = root
-        self.shmem_before = shmem_before
         self.peak_rss = self.peak_pss = self.peak_memory = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -264,10 +263,11 @@ class _MemorySampler:
         return self._sample()[2]
 
     def _sample(self) -> tuple[int, int, int]:
-        totals = [_memory(pid) for pid in _descendants(self.root)]
-        own = sum(private for _, _, private in totals)
-        rss, pss = sum(t[0] for t in totals), sum(t[1] for t in totals)
-        return rss, pss, own + max(0, _shmem() - self.shmem_before)
+        processes = procfs.descendants(self.root)
+        totals = [procfs.memory(pid) for pid in processes]
+        own = sum(m.own for m in totals)
+        rss, pss = sum(m.rss for m in totals), sum(m.pss for m in totals)
+        return rss, pss, own + procfs.memfd_bytes(processes)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -276,47 +276,6 @@ class _MemorySampler:
             self.peak_pss = max(self.peak_pss, pss)
             self.peak_memory = max(self.peak_memory, memory)
             self._stop.wait(0.01)
-
-
-def _shmem() -> int:
-    """The machine's shared memory in bytes: memfds and tmpfs (``Shmem`` of /proc/meminfo)."""
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("Shmem:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, queue = [], [root]
-    while queue:
-        pid = queue.pop()
-        found.append(pid)
-        queue.extend(children.get(pid, []))
-    return found
-
-
-def _memory(pid: int) -> tuple[int, int, int]:
-    """(RSS, PSS, PSS without shared memory) of a process in bytes; zeros if it is gone."""
-    fields = {"Rss:": 0, "Pss:": 0, "Pss_Shmem:": 0}
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                name = line.split(maxsplit=1)[0] if line.strip() else ""
-                if name in fields:
-                    fields[name] = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return fields["Rss:"], fields["Pss:"], fields["Pss:"] - fields["Pss_Shmem:"]
 
 
 def describe_targets(cases: Sequence[MicroCase]) -> list[tuple[str, float, float, bool]]:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
+from .._util.process import stop
 from ..testing import LaunchedPlatform
 
 __all__ = ["PlatformBench", "run_platform_bench"]
@@ -129,8 +130,7 @@ def run_platform_bench(
             finally:
                 platform.stop()
         finally:
-            direct[0].terminate()
-            direct[0].wait(timeout=10)
+            stop(direct[0], grace=10)
 
 
 async def _measure(

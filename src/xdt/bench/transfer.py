@@ -38,6 +38,7 @@ import xxhash
 from .._core.refs import KEYRING_ENV, KeyRing
 from .._core.store import ObjectStore, StoreConfig
 from .._util.loops import run
+from .._util.tasks import TaskSet
 from .._util.units import format_size
 from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
 
@@ -111,14 +112,12 @@ def _serve_raw(listener: socket.socket, payloads: dict[int, bytes]) -> None:
 
 async def _serve_aio(listener: socket.socket, payloads: dict[int, bytes]) -> None:
     loop = asyncio.get_running_loop()
-    answering = set()
+    answering = TaskSet()
     while True:
         conn, _ = await loop.sock_accept(listener)
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        task = asyncio.ensure_future(_answer_aio(loop, conn, payloads))
-        answering.add(task)
-        task.add_done_callback(answering.discard)
+        answering.spawn(_answer_aio(loop, conn, payloads))
 
 
 async def _answer_aio(

@@ -13,36 +13,19 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from .. import __version__
-from .._core.errors import KeyRingError
-from .._core.refs import KeyRing
-from .._util.loops import LOOPS
-from .._util.units import format_duration, format_size, parse_size
-from .platform import add_platform_commands, platform_command
+from .._core.errors import ConfigError, XdtError
+from . import bench, demo, invoke, keygen, status, up
 
 __all__ = ["main"]
 
-
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [parse_size(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not sizes:
-        raise argparse.ArgumentTypeError("give at least one size, e.g. 1KiB,256MiB")
-    return sizes
+# One module per command, each with add_parser(commands) and a run(args, console) it sets.
+COMMANDS = (up, invoke, status, demo, keygen, bench)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,75 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"xdt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_platform_commands(commands)
-    demo = commands.add_parser(
-        "demo",
-        help="start the platform on an example, drive it, and show what happened",
-        description="Runs `xdt up` on a spec (default: the word-count example), calls its "
-        "entry function cold, warm and in a burst, then prints instances, autoscaler "
-        "decisions and events, and stops everything.",
-    )
-    demo.add_argument("-f", "--file", type=Path, default=Path("examples/wordcount/xdt.yaml"))
-    demo.add_argument("--entry", default="wordcount", help="the function to call")
-
-    keygen = commands.add_parser(
-        "keygen",
-        help="make a platform key ring (or rotate one)",
-        description="Print a new key ring, or write it to a file readable only by its owner. "
-        "With --rotate, add a fresh primary key to an existing ring: references sealed under "
-        "the older keys still open.",
-    )
-    keygen.add_argument("--out", type=Path, help="write the key ring here (mode 0600)")
-    keygen.add_argument("--rotate", type=Path, metavar="FILE", help="rotate this key ring file")
-
-    bench = commands.add_parser("bench", help="measure xdt on this machine")
-    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    transfer = benches.add_parser(
-        "transfer",
-        help="one object from a producer process to a consumer process",
-        description="Median time to move one object between two processes over a plain TCP "
-        "socket (raw-tcp, the baseline), the xdt pull protocol over TCP (xdt-tcp) and the "
-        "same-host memfd fast path (xdt-local).",
-    )
-    transfer.add_argument(
-        "--sizes", type=_sizes, default=None, help="comma-separated sizes (default 1KiB…256MiB)"
-    )
-    transfer.add_argument("--runs", type=int, default=None, help="timed runs per case")
-    transfer.add_argument("--json", type=Path, default=None, help="write one record per case")
-    transfer.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop to use")
-
-    platform = benches.add_parser(
-        "platform",
-        help="invocation latency, throughput and cold start through the platform",
-        description="Times an echo function through gateway → sidecar → Python runtime "
-        "against one plain aiohttp server (the single-hop baseline) in the same run: warm "
-        "latency (1 KiB in and out), throughput at several concurrencies, cold start.",
-    )
-    platform.add_argument("--requests", type=int, default=2000, help="warm requests per target")
-    platform.add_argument("--duration", type=float, default=3.0, help="seconds per throughput case")
-    platform.add_argument(
-        "--concurrency", default="1,8,64", help="comma-separated client counts (default 1,8,64)"
-    )
-    platform.add_argument("--cold-starts", type=int, default=5, help="cold starts to time")
-    platform.add_argument("--json", type=Path, default=None, help="write the results here")
-
-    micro = benches.add_parser(
-        "micro",
-        help="every transfer mode × pattern × size, function to function",
-        description="Runs each transfer mode on the platform and times, inside a driver "
-        "function, 1to1, scatter, gather and broadcast (4) at each size, with the peak RSS "
-        "of all platform processes. Writes tables, --json records and a --plot PNG.",
-    )
-    micro.add_argument("--quick", action="store_true", help="1 KiB, 1 MiB, 64 MiB; 3 runs")
-    micro.add_argument("--sizes", type=_sizes, default=None, help="comma-separated sizes")
-    micro.add_argument(
-        "--runs", type=int, default=None,
-        help="timed runs per case (default 5; cases under 1 MiB run at least 25 times)",
-    )  # fmt: skip
-    micro.add_argument("--modes", default=None, help="comma-separated modes (default all four)")
-    micro.add_argument("--patterns", default=None, help="comma-separated patterns (default all)")
-    micro.add_argument("--json", type=Path, default=None, help="write one record per case")
-    micro.add_argument("--plot", type=Path, default=None, help="write a PNG: time vs size")
+    for command in COMMANDS:
+        command.add_parser(commands)
     return parser
 
 
@@ -127,263 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     try:
-        answer = platform_command(args, console)
-        if answer is not None:
-            return answer
-        if args.command == "demo":
-            from .demo import run_demo
-
-            return run_demo(args.file, args.entry, console)
-        if args.command == "keygen":
-            return _keygen(args, console)
-        if args.command == "bench" and args.bench == "transfer":
-            return _bench_transfer(args, console)
-        if args.command == "bench" and args.bench == "platform":
-            return _bench_platform(args, console)
-        if args.command == "bench" and args.bench == "micro":
-            return _bench_micro(args, console)
-    except KeyRingError as exc:
+        code: int = args.run(args, console)
+    except ConfigError as exc:  # a key ring, a spec: the user's to fix
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
-    return 2  # pragma: no cover - argparse enforces the commands
-
-
-def _keygen(args: argparse.Namespace, console: Console) -> int:
-    if args.rotate is not None:
-        ring = KeyRing.from_file(args.rotate).rotated()
-        target: Path | None = args.out or args.rotate
-    else:
-        ring = KeyRing.generate()
-        target = args.out
-    if target is None:
-        sys.stdout.write(ring.to_text())
-        return 0
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(ring.to_text())
-    os.chmod(target, 0o600)
-    console.print(
-        f"wrote key ring to {target} (primary key {ring.primary_key_id}, "
-        f"{len(ring.key_ids)} key(s)); keep it secret, give it only to the platform"
-    )
-    return 0
-
-
-def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
-    from ..bench.transfer import DEFAULT_SIZES, PATHS, Case, describe_targets, run_transfer_bench
-
-    sizes = args.sizes or list(DEFAULT_SIZES)
-    if args.runs is not None and args.runs < 1:
-        console.print("[red]error:[/red] --runs must be at least 1")
-        return 2
-    total = len(sizes) * len(PATHS)
-    console.print(
-        f"xdt bench transfer: {len(sizes)} sizes × {len(PATHS)} paths, loop {args.loop}, "
-        f"runs per case {args.runs or 'adaptive'}"
-    )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("measuring", total=total)
-
-        def done(case: Case) -> None:
-            progress.update(
-                task, advance=1, description=f"{case.path} {format_size(case.size_bytes)}"
-            )
-
-        cases = run_transfer_bench(sizes, runs=args.runs, loop=args.loop, on_case=done)
-
-    baseline = {c.size_bytes: c for c in cases if c.path == "raw-tcp"}
-    table = Table(title="one object, producer process → consumer process (median of runs)")
-    for column in ("path", "size", "median", "min", "max", "GB/s", "speed vs raw-tcp", "runs"):
-        table.add_column(column, justify="left" if column == "path" else "right")
-    for case in cases:
-        raw = baseline.get(case.size_bytes)
-        speed = f"{raw.median_s / case.median_s:.2f}×" if raw else "-"
-        table.add_row(
-            case.path,
-            format_size(case.size_bytes),
-            format_duration(case.median_s),
-            format_duration(case.min_s),
-            format_duration(case.max_s),
-            f"{case.gbps:.2f}",
-            speed,
-            str(case.runs),
-        )
-    console.print(table)
-    console.print("speed vs raw-tcp = raw-tcp median / this median (above 1: faster than raw-tcp)")
-    for what, reached, wanted, met in describe_targets(cases):
-        mark = "[green]met[/green]" if met else "[yellow]not met[/yellow]"
-        console.print(f"target: {what} {wanted:g}×, reached {reached:.2f}× … {mark}")
-    if args.json is not None:
-        records = [c.record(baseline.get(c.size_bytes)) for c in cases]
-        args.json.write_text(json.dumps(records, indent=2) + "\n")
-        console.print(f"wrote {len(records)} records to {args.json}")
-    return 0
-
-
-def _bench_platform(args: argparse.Namespace, console: Console) -> int:
-    from ..bench.platform import run_platform_bench
-
-    try:
-        concurrencies = [int(part) for part in args.concurrency.split(",") if part.strip()]
-    except ValueError:
-        concurrencies = []
-    if not concurrencies or min(concurrencies) < 1 or args.requests < 100:
-        console.print("[red]error:[/red] --concurrency takes whole numbers ≥ 1 (e.g. 1,8,64); "
-                      "--requests at least 100")  # fmt: skip
-        return 2
-    with console.status("starting") as status:
-        bench = run_platform_bench(
-            requests=args.requests,
-            duration=args.duration,
-            concurrencies=concurrencies,
-            cold_starts=args.cold_starts,
-            progress=lambda what: status.update(what),
-        )
-    direct = bench.latency_of("direct")
-    table = Table(title="warm invocation, 1 KiB in and out (sequential)", title_justify="left")
-    for column in ("path", "p50", "p99", "mean", "p50 vs direct", "runs"):
-        table.add_column(column, justify="left" if column == "path" else "right")
-    names = {"direct": "direct: one aiohttp server", "xdt": "xdt: gateway → sidecar → function"}
-    for result in bench.latency:
-        table.add_row(
-            names[result.target], format_duration(result.p50_s), format_duration(result.p99_s),
-            format_duration(result.mean_s), f"{result.p50_s / direct.p50_s:.2f}×",
-            str(result.runs),
-        )  # fmt: skip
-    console.print(table)
-    rates = Table(title="throughput (requests/s, 1 KiB in and out)", title_justify="left")
-    rates.add_column("clients", justify="right")
-    for target in names:
-        rates.add_column(target, justify="right")
-    rates.add_column("xdt / direct", justify="right")
-    for concurrency in concurrencies:
-        row = {t.target: t for t in bench.throughput if t.concurrency == concurrency}
-        rates.add_row(
-            str(concurrency), f"{row['direct'].requests_per_s:,.0f}",
-            f"{row['xdt'].requests_per_s:,.0f}",
-            f"{row['xdt'].requests_per_s / row['direct'].requests_per_s:.2f}",
-        )  # fmt: skip
-    console.print(rates)
-    if bench.cold_starts_s:
-        cold = sorted(bench.cold_starts_s)
-        console.print(
-            f"cold start (request → answer, from zero instances): median "
-            f"{format_duration(statistics.median(cold))}, min {format_duration(cold[0])}, "
-            f"max {format_duration(cold[-1])} over {len(cold)}"
-        )
-    met = "[green]met[/green]" if bench.p50_ratio <= 3 else "[yellow]not met[/yellow]"
-    console.print(f"target: warm p50 ≤ 3× direct, reached {bench.p50_ratio:.2f}× … {met}")
-    if args.json is not None:
-        args.json.write_text(json.dumps(bench.records(), indent=2) + "\n")
-        console.print(f"wrote {len(bench.records())} records to {args.json}")
-    return 0
-
-
-def _bench_micro(args: argparse.Namespace, console: Console) -> int:
-    from ..bench.micro import (
-        DEFAULT_SIZES,
-        INLINE_LIMIT,
-        MODES,
-        PATTERNS,
-        QUICK_SIZES,
-        MicroCase,
-        describe_targets,
-        plot,
-        run_micro_bench,
-    )  # fmt: skip
-
-    modes = args.modes.split(",") if args.modes else list(MODES)
-    patterns = args.patterns.split(",") if args.patterns else list(PATTERNS)
-    unknown = [m for m in modes if m not in MODES] + [p for p in patterns if p not in PATTERNS]
-    if unknown:
-        console.print(
-            f"[red]error:[/red] unknown {', '.join(unknown)}; modes: {', '.join(MODES)}; "
-            f"patterns: {', '.join(PATTERNS)}"
-        )
-        return 2
-    sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
-    runs = args.runs or (3 if args.quick else 5)
-    failures: list[str] = []
-    total = sum(
-        1 for m in modes for _ in patterns for s in sizes if m != "inline" or s <= INLINE_LIMIT
-    )
-    console.print(
-        f"xdt bench micro: {len(modes)} modes × {len(patterns)} patterns × {len(sizes)} sizes "
-        f"({total} cases), {runs} runs each"
-    )
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
-    ) as progress:  # fmt: skip
-        task = progress.add_task("starting", total=total)
-
-        def done(case: MicroCase) -> None:
-            progress.update(
-                task, advance=1,
-                description=f"{case.mode} {case.pattern} {format_size(case.size_bytes)}",
-            )  # fmt: skip
-
-        def failed(what: str) -> None:
-            failures.append(what)
-            progress.update(task, advance=1)
-
-        cases = run_micro_bench(
-            modes=modes, patterns=patterns, sizes=sizes, runs=runs, on_case=done,
-            on_start=lambda what: progress.update(task, description=what),
-            on_failure=failed,
-        )  # fmt: skip
-    for pattern in patterns:
-        table = Table(
-            title=(
-                f"{pattern}: median end-to-end time (GB/s; peak RSS of the platform; "
-                "memory the case added)"
-            ),
-            title_justify="left",
-        )
-        table.add_column("size", justify="right")
-        for mode in modes:
-            table.add_column(mode, justify="right")
-        for size in sizes:
-            row = [format_size(size)]
-            for mode in modes:
-                case = next(
-                    (
-                        c
-                        for c in cases
-                        if (c.mode, c.pattern, c.size_bytes) == (mode, pattern, size)
-                    ),
-                    None,
-                )
-                if case is not None:
-                    row.append(
-                        f"{format_duration(case.median_s)} ({case.gb_per_s:.2f}; "
-                        f"{format_size(case.peak_rss_bytes)}; "
-                        f"+{format_size(case.case_memory_bytes)})"
-                    )
-                else:
-                    row.append(
-                        "over limit" if mode == "inline" and size > INLINE_LIMIT else "failed"
-                    )
-            table.add_row(*row)
-        console.print(table)
-    for failure in failures:
-        console.print(f"[red]failed:[/red] {escape(failure)}")
-    for what, reached, wanted, met in describe_targets(cases):
-        mark = "[green]met[/green]" if met else "[yellow]not met[/yellow]"
-        bound = "≥" if "speed-up" in what else "≤"
-        console.print(f"target: {what} {bound} {wanted:g}, reached {reached:.2f} … {mark}")
-    if args.json is not None:
-        records = [c.record() for c in cases]
-        args.json.write_text(json.dumps(records, indent=2) + "\n")
-        console.print(f"wrote {len(records)} records to {args.json}")
-    if args.plot is not None:
-        plot(cases, args.plot)
-        console.print(f"wrote the plot to {args.plot}")
-    return 1 if failures else 0
+    except XdtError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
+        return 1
+    return code

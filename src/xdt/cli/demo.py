@@ -8,6 +8,7 @@ events) and stops everything.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
@@ -23,16 +24,34 @@ from rich.markup import escape
 
 from .._util.units import format_duration
 from ..platform import load_spec
+from ..platform.status import PlatformStatus
 from ..testing import LaunchedPlatform
-from .platform import render_status
+from .status import render_status
 
-__all__ = ["run_demo"]
+__all__ = ["add_parser", "run", "run_demo"]
 
 TEXT = (
     b"Serverless functions pass intermediate data inline or through storage. XDT lets the "
     b"sender's sidecar keep the payload and send a reference; the receiver's sidecar pulls "
     b"the bytes straight from the sender. The function code does not change. " * 40
 )
+
+
+def add_parser(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="start the platform on an example, drive it, and show what happened",
+        description="Runs `xdt up` on a spec (default: the word-count example), calls its "
+        "entry function cold, warm and in a burst, then prints instances, autoscaler "
+        "decisions and events, and stops everything.",
+    )
+    demo.add_argument("-f", "--file", type=Path, default=Path("examples/wordcount/xdt.yaml"))
+    demo.add_argument("--entry", default="wordcount", help="the function to call")
+    demo.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    return run_demo(args.file, args.entry, console)
 
 
 def run_demo(spec_path: Path, entry: str, console: Console) -> int:
@@ -51,7 +70,7 @@ def run_demo(spec_path: Path, entry: str, console: Console) -> int:
         try:
             asyncio.run(_drive(platform.url, entry, console))
             with urllib.request.urlopen(f"{platform.url}/status", timeout=10) as answer:
-                status: dict[str, Any] = json.loads(answer.read())
+                status: PlatformStatus = json.loads(answer.read())
         finally:
             log = platform.stop()
     render_status(status, console)

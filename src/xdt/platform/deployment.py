@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -26,10 +26,13 @@ from .._core.errors import (
 from .._core.refs import TransferMode
 from .._http.client import HttpAnswer
 from .._http.headers import ERROR_HEADER
+from .._util.tasks import TaskSet
 from .autoscaler import Decider, Decision, ScaleGate
 from .balancer import Tracker
+from .events import Event, Kind
 from .instances import Instance, InstanceManager, State
 from .spec import FunctionSpec, PlatformSpec
+from .status import DecisionRecord, EventRecord, FunctionStatus
 from .throttler import Throttler
 
 __all__ = ["Deployment"]
@@ -68,15 +71,16 @@ class Deployment:
             self.desired = min(self.desired, spec.max_scale)
         self.instances: list[Instance] = []
         self.last_decision: Decision | None = None
-        self.decisions: collections.deque[dict[str, Any]] = collections.deque(maxlen=40)
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=100)
+        self.decisions: collections.deque[DecisionRecord] = collections.deque(maxlen=40)
+        self.events: collections.deque[EventRecord] = collections.deque(maxlen=100)
         self.requests = 0
         self.restarts = 0
         self.answers: collections.Counter[str] = collections.Counter()
         self._started = clock()
         self._start_failures = 0
         self._retry: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
+        self._troubled = False
         self._draining: dict[Instance, Tracker[Instance] | None] = {}
         self._starting: dict[Instance, asyncio.Task[None]] = {}
 
@@ -132,7 +136,11 @@ class Deployment:
         nothing: the buffered requests reach the autoscaler through :meth:`observe`."""
         wanted = max(self.desired, self.gate.poke(self.clock()))
         if wanted != self.desired:
-            self._log(f"poked: a request is waiting and no instance is ready; scale → {wanted}")
+            self._log(
+                Event(
+                    Kind.POKED, f"a request is waiting and no instance is ready; scale → {wanted}"
+                )
+            )
             self.desired = wanted
         self.reconcile()
 
@@ -154,7 +162,7 @@ class Deployment:
                 }
             )
         if desired != self.desired:
-            self._log(f"scale {self.desired} → {desired}")
+            self._log(Event(Kind.SCALED, f"{self.desired} → {desired}"))
         self.desired = desired
         self.reconcile()
 
@@ -169,7 +177,7 @@ class Deployment:
     def troubled(self) -> bool:
         """Whether an instance of this function crashed or failed (its logs are worth
         keeping)."""
-        return any(e["event"].startswith(("crashed", "failed")) for e in self.events)
+        return self._troubled
 
     @property
     def panicking(self) -> bool:
@@ -213,19 +221,20 @@ class Deployment:
                 self._draining[instance] = tracker
                 self._spawn(self._drain(instance, tracker))
 
-    def on_instance_event(self, instance: Instance, what: str) -> None:
-        self._log(what, instance)
-        if what == "restarted":
+    def on_instance_event(self, instance: Instance, event: Event) -> None:
+        self._log(event, instance)
+        kind = event.kind
+        if kind is Kind.RESTARTED:
             self.restarts += 1
-        if what in ("ready", "restarted") and instance.state is State.READY:
+        if kind in (Kind.READY, Kind.RESTARTED) and instance.state is State.READY:
             self.throttler.add(instance)
-        elif what.startswith(("crashed", "failed")):
+        elif kind in (Kind.CRASHED, Kind.FAILED):
             self.throttler.remove(instance)
-        if what.startswith("failed") and instance in self.instances:
+        if kind is Kind.FAILED and instance in self.instances:
             self.instances.remove(instance)
             if instance.ready_at is not None:  # it had been serving: replace it now
                 self.reconcile()
-        if what == "stopped" and instance in self.instances:
+        if kind is Kind.STOPPED and instance in self.instances:
             self.instances.remove(instance)
 
     async def _start(self, instance: Instance) -> None:
@@ -234,7 +243,7 @@ class Deployment:
         except asyncio.CancelledError:
             if instance in self.instances:
                 self.instances.remove(instance)
-            self._log("start cancelled: scaled down before it was ready", instance)
+            self._log(Event(Kind.START_CANCELLED, "scaled down before it was ready"), instance)
             raise
         except InstanceStartError as exc:
             reason = str(exc)
@@ -271,27 +280,24 @@ class Deployment:
     def _in_flight(self, instance: Instance) -> int:
         return next((t.in_flight for t in self.throttler.trackers if t.target is instance), 0)
 
-    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self._tasks.spawn(coroutine)
 
-    def _log(self, what: str, instance: Instance | None = None) -> None:
+    def _log(self, event: Event, instance: Instance | None = None) -> None:
+        self._troubled = self._troubled or event.kind.troubled
         self.events.append(
             {
                 "at": round(self.clock() - self._started, 3),
                 "instance": instance.id if instance else None,
-                "event": what,
+                "kind": event.kind.value,
+                "event": str(event),
             }
         )
 
     async def close(self) -> None:
         if self._retry is not None:
             self._retry.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         await asyncio.gather(
             *(self.manager.stop(i) for i in self.instances if i.state is not State.STOPPED),
             return_exceptions=True,
@@ -299,7 +305,7 @@ class Deployment:
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> FunctionStatus:
         return {
             "ready": self.ready_count,
             "starting": self.count(State.STARTING, State.RESTARTING),
@@ -317,9 +323,7 @@ class Deployment:
             "kind": self.spec.kind,
             "restarts": self.restarts,
             "objects": sum(i.objects for i in self.instances),
-            "instances": [
-                {**i.describe(), "in_flight": self._in_flight(i)} for i in self.instances
-            ],
+            "instances": [i.describe(self._in_flight(i)) for i in self.instances],
             "decisions": list(self.decisions)[-10:],
             "events": list(self.events)[-30:],
         }

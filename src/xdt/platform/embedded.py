@@ -19,7 +19,6 @@ runs ``xdt up`` as a child process.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import random
 import shutil
@@ -27,14 +26,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
+from .._http.metrics import Metric, render
+from .._util.polling import until
 from .autoscaler import sample_size
 from .deployment import Deployment
+from .events import Event
 from .gateway import create_app
 from .instances import Instance, InstanceManager, State
 from .isolation import (
@@ -45,6 +46,7 @@ from .isolation import (
     stop_processes_of,
 )
 from .spec import Spec
+from .status import PlatformStatus
 from .stores import EmbeddedStores, embedded_credentials
 
 __all__ = ["Platform"]
@@ -59,7 +61,7 @@ class Platform:
         spec: Spec,
         keyring: KeyRing | None = None,
         *,
-        on_event: Callable[[str, str | None, str], None] | None = None,
+        on_event: Callable[[str, str | None, Event], None] | None = None,
     ) -> None:
         self.spec = spec
         self.keyring = keyring or _keyring_for(spec)
@@ -153,10 +155,7 @@ class Platform:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        for _ in range(math.ceil(grace / 0.05)):  # poll: requests end in many places
-            if not self.in_flight:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: not self.in_flight, timeout=grace)  # requests end in many places
         await asyncio.gather(*(d.close() for d in self.deployments.values()))
         if self.identities is not None:
             # What a function started and left running (a daemon outside its process group)
@@ -225,14 +224,14 @@ class Platform:
         concurrency: float = stats["average_concurrency"]
         return concurrency
 
-    def _instance_event(self, instance: Instance, what: str) -> None:
-        self.deployments[instance.function.name].on_instance_event(instance, what)
+    def _instance_event(self, instance: Instance, event: Event) -> None:
+        self.deployments[instance.function.name].on_instance_event(instance, event)
         if self.on_event is not None:
-            self.on_event(instance.function.name, instance.id, what)
+            self.on_event(instance.function.name, instance.id, event)
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> PlatformStatus:
         return {
             "url": self.url,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
@@ -242,24 +241,29 @@ class Platform:
         }
 
     def metrics(self) -> str:
-        gauges: dict[str, Callable[[Deployment], int]] = {
-            "xdt_instances_ready": lambda d: d.ready_count,
-            "xdt_instances_draining": lambda d: d.count(State.DRAINING),
-            "xdt_instances_desired": lambda d: d.desired,
-            "xdt_requests_in_flight": lambda d: d.throttler.in_flight,
-            "xdt_requests_queued": lambda d: d.throttler.queued,
-            "xdt_panic_mode": lambda d: int(d.panicking),
-            "xdt_objects_held": lambda d: sum(i.objects for i in d.instances),
-        }
-        lines: list[str] = []
-        for metric, value in gauges.items():
-            lines.append(f"# TYPE {metric} gauge")
-            lines += [f'{metric}{{function="{n}"}} {value(d)}' for n, d in self.deployments.items()]
-        lines.append("# TYPE xdt_requests_total counter")
-        for name, deployment in self.deployments.items():
+        """The platform's Prometheus metrics, one sample per function."""
+        gauges: list[tuple[str, str, Callable[[Deployment], int]]] = [
+            ("xdt_instances_ready", "Instances serving.", lambda d: d.ready_count),
+            ("xdt_instances_draining", "Instances draining.", lambda d: d.count(State.DRAINING)),
+            ("xdt_instances_desired", "Instances the autoscaler wants.", lambda d: d.desired),
+            ("xdt_requests_in_flight", "Requests at instances.", lambda d: d.throttler.in_flight),
+            ("xdt_requests_queued", "Requests buffered in the activator.",
+             lambda d: d.throttler.queued),
+            ("xdt_panic_mode", "1 while the autoscaler panics.", lambda d: int(d.panicking)),
+            ("xdt_objects_held", "Unclaimed objects in the function's sidecars.",
+             lambda d: sum(i.objects for i in d.instances)),
+        ]  # fmt: skip
+        families = []
+        for name, text, value in gauges:
+            metric = Metric(name, "gauge", text)
+            for function, deployment in self.deployments.items():
+                metric.add(value(deployment), function=function)
+            families.append(metric)
+        answers = Metric("xdt_requests_total", "counter", "Invocations answered, by answer.")
+        for function, deployment in self.deployments.items():
             for answer, count in sorted(deployment.answers.items()):
-                lines.append(f'xdt_requests_total{{function="{name}",answer="{answer}"}} {count}')
-        return "\n".join(lines) + "\n"
+                answers.add(count, function=function, answer=answer)
+        return render([*families, answers])
 
 
 def _keyring_for(spec: Spec) -> KeyRing:

@@ -31,11 +31,10 @@ import enum
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,11 +44,15 @@ import aiohttp
 from .._core.errors import InstanceStartError
 from .._core.refs import KEYRING_ENV, KeyRing
 from .._http.client import ConnectionPool
-from .._util.process import die_with_parent, free_port, isolated_child, signal_group
+from .._util.polling import until
+from .._util.process import die_with_parent, free_port, isolated_child, terminate
+from .._util.tasks import TaskSet
 from ..modes import StoreSettings
 from ..sidecar.config import Faces, Launch, RunsAs, SidecarConfig
+from .events import Event, Kind
 from .isolation import Identity, make_private_folder, remove_private_folder
 from .spec import FunctionSpec, Spec
+from .status import InstanceStatus
 
 __all__ = ["Instance", "InstanceManager", "State"]
 
@@ -72,7 +75,7 @@ class State(enum.Enum):
     FAILED = "failed"
 
 
-Event = Callable[["Instance", str], None]
+OnEvent = Callable[["Instance", Event], None]
 
 
 @dataclass(eq=False)
@@ -98,13 +101,13 @@ class Instance:
     bytes_held: int = 0
     stopping: bool = False
     pool: ConnectionPool | None = None  # the activator's connections to the sidecar's ingress
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tasks: TaskSet = field(default_factory=TaskSet)
 
     @property
     def serving(self) -> bool:
         return self.state is State.READY
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, in_flight: int = 0) -> InstanceStatus:
         return {
             "id": self.id,
             "state": self.state.value,
@@ -118,12 +121,13 @@ class Instance:
             "restarts": self.restarts,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "log": str(self.log_path),
+            "in_flight": in_flight,
         }
 
 
 class InstanceManager:
-    """Starts and stops the instances of every function. ``on_event(instance, what)`` hears
-    each state change ("ready", "crashed", "restarted", "draining", "stopped", "failed")."""
+    """Starts and stops the instances of every function. ``on_event(instance, event)`` hears
+    each state change (:mod:`.events`)."""
 
     def __init__(
         self,
@@ -132,7 +136,7 @@ class InstanceManager:
         run_dir: Path,
         activator_url: str,
         session: aiohttp.ClientSession,
-        on_event: Event,
+        on_event: OnEvent,
         stores: StoreSettings | None = None,
         sidecar_env: dict[str, str] | None = None,
         identities: Mapping[str, Identity] | None = None,
@@ -172,14 +176,14 @@ class InstanceManager:
             await self._kill(instance)
             instance.state = State.FAILED
             if isinstance(exc, InstanceStartError | OSError):
-                self.on_event(instance, f"failed: {exc}")
+                self.on_event(instance, Event(Kind.FAILED, str(exc)))
                 raise InstanceStartError(str(exc)) from None
             raise
         instance.state = State.READY
         instance.ready_at = time.monotonic()
         self._spawn(instance, self._watch_sidecar(instance))
         self._spawn(instance, self._watch_function(instance))
-        self.on_event(instance, "ready")
+        self.on_event(instance, Event(Kind.READY))
 
     async def _start_sidecar(self, instance: Instance) -> None:
         function = instance.function
@@ -295,9 +299,9 @@ class InstanceManager:
                 ) from None
 
     async def _wait_ready(self, instance: Instance) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
         url = f"{instance.ingress_url}/xdt/ready"
-        while time.monotonic() < deadline:
+
+        async def ready() -> bool:
             for process, what in ((instance.process, "function"), (instance.sidecar, "sidecar")):
                 if process is not None and process.returncode is not None:
                     raise InstanceStartError(
@@ -306,12 +310,13 @@ class InstanceManager:
                     )
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(PROBE_PERIOD)
-        raise InstanceStartError(
-            f"{instance.id}: not ready after {START_TIMEOUT:g} s" + _tail(instance.log_path)
-        )
+                    return r.status == 200
+            return False
+
+        if not await until(ready, timeout=START_TIMEOUT, interval=PROBE_PERIOD):
+            raise InstanceStartError(
+                f"{instance.id}: not ready after {START_TIMEOUT:g} s" + _tail(instance.log_path)
+            )
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -321,7 +326,7 @@ class InstanceManager:
         if instance.stopping:
             return
         instance.state = State.FAILED
-        self.on_event(instance, f"failed: the sidecar exited with code {code}")
+        self.on_event(instance, Event(Kind.FAILED, f"the sidecar exited with code {code}"))
         await self._kill(instance)
         if instance.pool is not None:
             instance.pool.close()
@@ -339,7 +344,9 @@ class InstanceManager:
             if instance.state is not State.RESTARTING:
                 previous = instance.state
             instance.state = State.RESTARTING
-            self.on_event(instance, f"crashed: the function process exited with code {code}")
+            self.on_event(
+                instance, Event(Kind.CRASHED, f"the function process exited with code {code}")
+            )
             crashes = 1 if time.monotonic() - since > CRASH_LOOP_RESET else crashes + 1
             await asyncio.sleep(RESTART_DELAYS[min(crashes, len(RESTART_DELAYS)) - 1])
             if instance.stopping:
@@ -352,14 +359,16 @@ class InstanceManager:
                 if crashes >= MAX_FAILED_RESTARTS:
                     # Give the instance up: the deployment replaces it with a fresh one.
                     instance.state = State.FAILED
-                    self.on_event(instance, f"failed: {crashes} restarts in a row failed: {exc}")
+                    self.on_event(
+                        instance, Event(Kind.FAILED, f"{crashes} restarts in a row failed: {exc}")
+                    )
                     await self._kill(instance)
                     return
-                self.on_event(instance, f"restart failed: {exc}")
+                self.on_event(instance, Event(Kind.RESTART_FAILED, str(exc)))
                 continue
             instance.restarts += 1
             instance.state = previous
-            self.on_event(instance, "restarted")
+            self.on_event(instance, Event(Kind.RESTARTED))
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -379,7 +388,7 @@ class InstanceManager:
     def begin_drain(self, instance: Instance) -> None:
         """Mark ``instance`` DRAINING (the caller stops routing to it), then :meth:`drain`."""
         instance.state = State.DRAINING
-        self.on_event(instance, "draining")
+        self.on_event(instance, Event(Kind.DRAINING))
 
     async def drain(self, instance: Instance, in_flight: Callable[[], int]) -> None:
         """Stop ``instance`` once nothing is in flight and its sidecar holds no object (or
@@ -393,14 +402,16 @@ class InstanceManager:
             if held is None:
                 silent += 1
                 if silent == 10:
-                    self.on_event(instance, "draining: the sidecar does not answer; waiting")
+                    self.on_event(
+                        instance, Event(Kind.DRAIN_SILENT, "the sidecar does not answer; waiting")
+                    )
             elif in_flight() == 0 and held == (0, 0):
                 break
             else:
                 silent = 0
             await asyncio.sleep(DRAIN_POLL)
         else:
-            self.on_event(instance, "drain timed out with objects still held")
+            self.on_event(instance, Event(Kind.DRAIN_TIMED_OUT, "objects still held"))
         await self.stop(instance)
 
     async def stop(self, instance: Instance) -> None:
@@ -408,12 +419,10 @@ class InstanceManager:
         await self._kill(instance)
         if instance.pool is not None:
             instance.pool.close()
-        for task in list(instance.tasks):
-            task.cancel()
-        await asyncio.gather(*instance.tasks, return_exceptions=True)
+        await instance.tasks.cancel()
         if instance.state is not State.FAILED:
             instance.state = State.STOPPED
-        self.on_event(instance, "stopped")
+        self.on_event(instance, Event(Kind.STOPPED))
 
     async def _kill(self, instance: Instance) -> None:
         """Stop the function, then the sidecar; then remove the function's private folder."""
@@ -425,24 +434,12 @@ class InstanceManager:
 
     @staticmethod
     async def _kill_process(process: asyncio.subprocess.Process | None) -> None:
-        """SIGTERM the process's whole group (a ``command`` may have children of its own),
-        SIGKILL it after a grace."""
-        if process is None:
-            return
-        if process.returncode is None:
-            signal_group(process.pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(STOP_GRACE):
-                await process.wait()
-        except TimeoutError:
-            signal_group(process.pid, signal.SIGKILL)
-            await process.wait()
-        signal_group(process.pid, signal.SIGKILL)  # whatever of its group outlived it
+        """Stop the process's whole group (a ``command`` may have children of its own)."""
+        if process is not None:
+            await terminate(process, grace=STOP_GRACE)
 
-    def _spawn(self, instance: Instance, coroutine: Any) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coroutine)
-        instance.tasks.add(task)
-        task.add_done_callback(instance.tasks.discard)
+    def _spawn(self, instance: Instance, coroutine: Coroutine[Any, Any, None]) -> None:
+        instance.tasks.spawn(coroutine)
 
 
 @contextlib.contextmanager

@@ -32,11 +32,12 @@ import shutil
 import signal
 import stat
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from .._core.errors import IsolationError, SpecError
+from .._util import procfs
 from .spec import FunctionSpec, PlatformSpec
 
 __all__ = [
@@ -128,20 +129,12 @@ def _known(id_: int) -> bool:
     return False
 
 
-def _processes() -> Iterable[tuple[int, set[int]]]:
-    """(pid, its uids and gids: real, effective, saved, filesystem) of every process."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        ids: set[int] = set()
-        try:
-            with open(f"/proc/{entry}/status") as status:
-                for line in status:
-                    if line.startswith(("Uid:", "Gid:")):
-                        ids.update(int(field) for field in line.split()[1:])
-        except (OSError, ValueError):
-            continue  # it exited meanwhile
-        yield int(entry), ids
+def _processes() -> Iterator[tuple[int, set[int]]]:
+    """(pid, its uids and gids) of every process still there."""
+    for pid in procfs.pids():
+        ids = procfs.ids_of(pid)
+        if ids is not None:
+            yield pid, ids
 
 
 def _ids_in_use() -> set[int]:

@@ -19,21 +19,22 @@ import dataclasses
 import os
 import secrets
 import shutil
-import signal
 import sys
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from .._core.errors import StoreStartError
 from .._core.refs import TransferMode
-from .._util.process import die_with_parent, free_port
+from .._util.polling import until
+from .._util.process import die_with_parent, free_port, terminate
 from ..modes import StoreSettings
 from .spec import Spec
 
 __all__ = ["EmbeddedStores", "embedded_credentials"]
 
 START_TIMEOUT = 30.0
+STOP_GRACE = 5.0  # SIGTERM, then SIGKILL
 
 
 class EmbeddedStores:
@@ -62,14 +63,7 @@ class EmbeddedStores:
 
     async def close(self) -> None:
         for process in self.processes:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    async with asyncio.timeout(5):
-                        await process.wait()
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+            await terminate(process, grace=STOP_GRACE)
         self.processes.clear()
 
     async def _start_redis(self) -> str:
@@ -146,13 +140,9 @@ class EmbeddedStores:
             client.close()
 
 
-async def _wait_for(check: object, what: str) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + START_TIMEOUT
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise StoreStartError(f"{what} did not start within {START_TIMEOUT:g} s")
-        await asyncio.sleep(0.05)
+async def _wait_for(check: Callable[[], bool], what: str) -> None:
+    if not await until(lambda: asyncio.to_thread(check), timeout=START_TIMEOUT):
+        raise StoreStartError(f"{what} did not start within {START_TIMEOUT:g} s")
 
 
 def _redis_answers(port: int, password: str) -> bool:

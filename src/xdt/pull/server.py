@@ -18,15 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from .._core import fdio
 from .._core.errors import ProtocolError, SourceUnavailable, XdtError
 from .._core.peercred import peer_is_us
 from .._core.refs import KeyRing, TransferMode
 from .._core.store import ObjectStore, Pull, StoredObject
+from .._util.tasks import TaskSet
 from .frames import (
     SMALL_OBJECT,
     FrameReader,
@@ -87,7 +86,7 @@ class ObjectServer:
         self.stats = ServerStats()
         self.address = ""
         self._listeners: list[socket.socket] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
 
     async def __aenter__(self) -> ObjectServer:
         await self.start()
@@ -108,34 +107,26 @@ class ObjectServer:
         port = tcp.getsockname()[1]
         host = f"[{self.config.host}]" if family == socket.AF_INET6 else self.config.host
         self.address = self.config.advertise or f"{host}:{port}"
-        self._spawn(self._accept(loop, tcp, local=False))
+        self._tasks.spawn(self._accept(loop, tcp, local=False))
         if self.config.local:
             unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             unix.bind(local_name(self.address))
             unix.listen(1024)
             unix.setblocking(False)
             self._listeners.append(unix)
-            self._spawn(self._accept(loop, unix, local=True))
+            self._tasks.spawn(self._accept(loop, unix, local=True))
 
     async def close(self) -> None:
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     def seal(self, obj: StoredObject) -> str:
         """A sealed reference to an object of this server's store, pointing at this server."""
         return self.keyring.seal(obj.reference(self.address))
 
     # -- serving -----------------------------------------------------------------------------
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _accept(
         self, loop: asyncio.AbstractEventLoop, listener: socket.socket, *, local: bool
@@ -160,7 +151,7 @@ class ObjectServer:
                     )
                 sock.close()
                 continue
-            self._spawn(self._serve(loop, sock, local=local))
+            self._tasks.spawn(self._serve(loop, sock, local=local))
 
     async def _serve(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, *, local: bool

@@ -30,6 +30,7 @@ from .._core.buffers import BufferPool
 from .._core.errors import HandlerLoadError, PeerGone, ProtocolError
 from .._core.peercred import PeerCheck, bind_unix
 from .._util.heap import give_back, give_back_when_idle, keep_warm
+from .._util.tasks import TaskSet
 from ..channel import Channel, Kind, Message
 
 __all__ = ["Handler", "load_handler", "serve"]
@@ -61,7 +62,7 @@ async def serve(
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
     call = _caller(handler, executor)
     loop = asyncio.get_running_loop()
-    connections: set[asyncio.Task[None]] = set()
+    connections = TaskSet()
     pool = BufferPool(name="xdt-result")  # warm buffers big answers are lent to the sidecar in
     activity = _Activity()
 
@@ -108,12 +109,11 @@ async def serve(
             if not peers.admits(sock):
                 sock.close()
                 continue
-            task = asyncio.create_task(connection(Channel(sock, pool)))
-            connections.add(task)
-            task.add_done_callback(connections.discard)
+            connections.spawn(connection(Channel(sock, pool)))
     finally:
         idle.cancel()
         listener.close()
+        await connections.cancel()
         executor.shutdown(wait=False, cancel_futures=True)
 
 

@@ -23,7 +23,8 @@ import aiohttp
 
 from .._core.buffers import Buffer, BufferPool, as_bytes
 from .._core.errors import FunctionFailed, InstanceFailed, PeerGone, ProtocolError
-from .._core.peercred import peer_of, tcp_listeners
+from .._core.peercred import peer_of
+from .._util.procfs import tcp_listeners
 from ..channel import Channel, Kind
 from ..modes.base import Payload
 

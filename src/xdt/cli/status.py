@@ -1,0 +1,85 @@
+"""``xdt status``: a running platform's functions, instances and autoscaler decisions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.box import SIMPLE_HEAD
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .._util.units import format_duration, format_size
+from ..platform.status import PlatformStatus
+from ._options import add_url_option
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Any) -> None:
+    status = commands.add_parser("status", help="functions, instances and autoscaler decisions")
+    add_url_option(status)
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    try:
+        with urllib.request.urlopen(f"{args.url.rstrip('/')}/status", timeout=10) as response:
+            status = json.loads(response.read())
+    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
+        console.print(f"[red]error:[/red] no platform answering at {args.url}: {escape(str(exc))}")
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps(status, indent=2) + "\n")
+        return 0
+    render_status(status, console)
+    return 0
+
+
+def render_status(status: PlatformStatus, console: Console) -> None:
+    functions = Table(
+        title=f"xdt at {status['url']}", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1)
+    )
+    functions.caption = "instances: ready/starting/draining → wanted by the autoscaler"
+    for column in ("function", "instances", "busy", "queued", "mode", "calls", "restarts",
+                   "objs"):  # fmt: skip
+        functions.add_column(column, justify="left" if column == "function" else "right",
+                             no_wrap=True)  # fmt: skip
+    for name, f in status["functions"].items():
+        functions.add_row(
+            name, f"{f['ready']}/{f['starting']}/{f['draining']} → {f['desired']}",
+            str(f["in_flight"]), str(f["queued"]), "panic" if f["panicking"] else "stable",
+            str(f["requests"]), str(f["restarts"]), str(f["objects"]),
+        )  # fmt: skip
+    console.print(functions)
+    instances = Table(title="instances", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1))
+    for column in ("instance", "state", "busy", "objs", "held", "restarts", "uptime",
+                   "pids"):  # fmt: skip
+        instances.add_column(column)
+    for f in status["functions"].values():
+        for i in f["instances"]:
+            instances.add_row(
+                i["id"], i["state"], str(i["in_flight"]), str(i["objects"]),
+                format_size(i["bytes_held"]), str(i["restarts"]),
+                format_duration(i["uptime_s"]), f"{i['sidecar_pid']}/{i['function_pid']}",
+            )  # fmt: skip
+    console.print(instances)
+    decisions = Table(
+        title="recent autoscaler decisions", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1)
+    )
+    for column in ("function", "at", "ready", "desired", "stable", "panic", "mode"):
+        decisions.add_column(column)
+    for name, f in status["functions"].items():
+        for d in f["decisions"][-3:]:
+            decisions.add_row(
+                name, f"{d['at']:.1f}s", str(d["ready"]), str(d["desired"]),
+                f"{d['stable_concurrency']:.2f}", f"{d['panic_concurrency']:.2f}",
+                "panic" if d["panicking"] else "stable",
+            )  # fmt: skip
+    console.print(decisions)

@@ -1,0 +1,109 @@
+"""``xdt up``: run the platform in the foreground until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .._core.errors import SpecError, XdtError
+from ..platform import Platform, Spec, load_spec
+from ..platform.embedded import SHUTDOWN_GRACE
+from ..platform.events import Event
+from ..platform.isolation import isolation_wanted
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Any) -> None:
+    up = commands.add_parser(
+        "up",
+        help="run the platform in the foreground",
+        description="Start the functions of a spec file and serve invocations at "
+        "http://HOST:PORT/invoke/<function>. Ctrl-C stops everything it started.",
+    )
+    up.add_argument("-f", "--file", type=Path, default=Path("xdt.yaml"), help="the spec file")
+    up.add_argument("--port", type=int, default=None, help="gateway port (0: any free port)")
+    up.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
+    up.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    try:
+        spec = load_spec(args.file)
+        isolation_wanted(spec.platform)  # isolation: on without root is the spec's error
+    except SpecError as exc:
+        console.print(f"[red]error in the spec:[/red] {escape(str(exc))}")
+        return 2
+    settings = spec.platform
+    overrides: dict[str, Any] = {}
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.host is not None:
+        overrides["host"] = args.host
+    if overrides:
+        from dataclasses import replace
+
+        spec = replace(spec, platform=replace(settings, **overrides))
+    try:
+        asyncio.run(_up(spec, console))
+    except (OSError, XdtError) as exc:  # XdtError: a store or a function's files (isolation)
+        console.print(f"[red]error:[/red] cannot start the platform: {escape(str(exc))}")
+        return 1
+    return 0
+
+
+async def _up(spec: Spec, console: Console) -> None:
+    started = time.monotonic()
+
+    def event(function: str, instance: str | None, what: Event) -> None:
+        colour = "red" if what.kind.troubled else "cyan"
+        console.print(
+            f"[dim]{time.monotonic() - started:8.3f}s[/dim] [{colour}]{instance or function}"
+            f"[/{colour}] {escape(str(what))}",
+            soft_wrap=True,
+        )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Platform(spec, on_event=event) as platform:
+        # The first line is plain and stable: scripts (and tests) read the URL from it.
+        print(f"xdt is up at {platform.url}", flush=True)
+        table = Table(title="functions", title_justify="left")
+        for column in ("name", "kind", "concurrency", "scale", "transfer"):
+            table.add_column(column)
+        for function in spec.functions:
+            scale = f"{function.min_scale}…{function.max_scale or '∞'}"
+            table.add_row(
+                function.name,
+                function.handler or " ".join(function.command or ()),
+                str(function.concurrency or "unlimited"),
+                scale,
+                spec.mode_of(function).label,
+            )
+        console.print(table)
+        console.print(
+            f"invoke with: curl --data-binary @in.bin {platform.url}/invoke/<function>  "
+            "(Ctrl-C stops everything)",
+            soft_wrap=True,
+        )
+        await stop.wait()
+        busy = platform.in_flight
+        console.print(
+            f"stopping: waiting up to {SHUTDOWN_GRACE:g} s for {busy} requests in flight, "
+            "then stopping every instance…"
+            if busy
+            else "stopping every instance…"
+        )
+    if platform.kept_logs is not None:
+        console.print(f"an instance crashed or failed: its logs are kept in {platform.kept_logs}")
+    console.print("stopped")

@@ -1,0 +1,81 @@
+"""What ``GET /status`` answers: the platform's account of itself, typed.
+
+The same shapes are what ``xdt status`` and ``xdt demo`` render, and what tests read; a field
+added here is added everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+__all__ = [
+    "DecisionRecord",
+    "EventRecord",
+    "FunctionStatus",
+    "InstanceStatus",
+    "PlatformStatus",
+]
+
+
+class EventRecord(TypedDict):
+    at: float  # seconds since the deployment started
+    instance: str | None
+    kind: str  # an events.Kind value
+    event: str  # the whole line: "crashed: the function process exited with code 1"
+
+
+class DecisionRecord(TypedDict):
+    at: float
+    desired: int  # after min/max scale and scale to zero
+    kpa_desired: int  # what the KPA asked for
+    ready: int
+    stable_concurrency: float
+    panic_concurrency: float
+    panicking: bool
+    excess_burst_capacity: int
+
+
+class InstanceStatus(TypedDict):
+    id: str
+    state: str
+    sidecar_pid: int | None
+    function_pid: int | None
+    uid: int | None
+    ingress: str
+    objects_address: str
+    objects: int
+    bytes_held: int
+    restarts: int
+    uptime_s: float
+    log: str
+    in_flight: int
+
+
+class FunctionStatus(TypedDict):
+    ready: int
+    starting: int
+    draining: int
+    desired: int
+    in_flight: int
+    queued: int
+    panicking: bool
+    requests: int
+    answers: dict[str, int]
+    concurrency: int
+    min_scale: int
+    max_scale: int
+    transfer: str  # the effective mode: platform.transfer, else the function's own
+    kind: str  # "python" or "command"
+    restarts: int
+    objects: int
+    instances: list[InstanceStatus]
+    decisions: list[DecisionRecord]
+    events: list[EventRecord]
+
+
+class PlatformStatus(TypedDict):
+    url: str
+    uptime_s: float
+    stores: list[str]
+    isolation: bool
+    functions: dict[str, FunctionStatus]
