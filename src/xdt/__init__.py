@@ -54,47 +54,67 @@ from ._core.errors import (
     WrongTenant,
     XdtError,
 )
-from ._core.refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
-from ._core.store import DEFAULT_STORE_CONFIG, ObjectStore, StoreConfig, StoredObject, StoreStats
-from .pull import (
-    DEFAULT_CLIENT_CONFIG,
-    DEFAULT_SERVER_CONFIG,
-    ClientConfig,
-    ObjectServer,
-    PullClient,
-    Pulled,
-    ServerConfig,
-)
 
 __version__ = "0.1.0"
 
-
-# The SDK loads on first use (PEP 562): a function that makes no calls does not pay for
-# importing the HTTP client.
-_SDK = ("broadcast", "buffer", "gather", "get", "invoke", "put", "release", "scatter")
+# Everything but the exceptions loads on first use (PEP 562): a function process that imports
+# xdt for its SDK pays neither for the AEAD and the object server, nor, until it makes a
+# call, for the SDK; a sidecar neither for the SDK.
+_LAZY = {
+    **dict.fromkeys(("DEFAULT_TENANT", "KeyRing", "Reference", "TransferMode"), "._core.refs"),
+    **dict.fromkeys(
+        ("DEFAULT_STORE_CONFIG", "ObjectStore", "StoreConfig", "StoredObject", "StoreStats"),
+        "._core.store",
+    ),
+    **dict.fromkeys(
+        (
+            "DEFAULT_CLIENT_CONFIG",
+            "DEFAULT_SERVER_CONFIG",
+            "ClientConfig",
+            "ObjectServer",
+            "PullClient",
+            "Pulled",
+            "ServerConfig",
+        ),
+        ".pull",
+    ),
+    **dict.fromkeys(
+        ("broadcast", "buffer", "gather", "get", "invoke", "put", "release", "scatter"), ".sdk"
+    ),
+    "sync": ".sdk.sync",  # a module
+}
 
 if TYPE_CHECKING:
-    from .sdk import broadcast as broadcast
-    from .sdk import buffer as buffer
-    from .sdk import gather as gather
-    from .sdk import get as get
-    from .sdk import invoke as invoke
-    from .sdk import put as put
-    from .sdk import release as release
-    from .sdk import scatter as scatter
-    from .sdk import sync as sync
+    from ._core.refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
+    from ._core.store import (
+        DEFAULT_STORE_CONFIG,
+        ObjectStore,
+        StoreConfig,
+        StoredObject,
+        StoreStats,
+    )
+    from .pull import (
+        DEFAULT_CLIENT_CONFIG,
+        DEFAULT_SERVER_CONFIG,
+        ClientConfig,
+        ObjectServer,
+        PullClient,
+        Pulled,
+        ServerConfig,
+    )
+    from .sdk import broadcast, buffer, gather, get, invoke, put, release, scatter, sync
 
 
 def __getattr__(name: str) -> object:
-    if name in _SDK:
-        from . import sdk
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xdt' has no attribute {name!r}")
+    import importlib
 
-        return getattr(sdk, name)
-    if name == "sync":
-        from .sdk import sync
-
-        return sync
-    raise AttributeError(f"module 'xdt' has no attribute {name!r}")
+    loaded = importlib.import_module(module, __name__)
+    value = loaded if module.endswith(f".{name}") else getattr(loaded, name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value
 
 
 __all__ = [

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 import xdt
+from _support.clock import ManualClock
 from xdt import ObjectStore, StoreConfig
 from xdt._core.checksum import checksum
 
@@ -57,12 +58,16 @@ async def test_waiter_for_the_last_pull_learns_it_was_used(store: ObjectStore) -
 
 
 async def test_unlimited_pulls_until_expiry() -> None:
-    store = ObjectStore()
-    obj = await store.put(b"broadcast", pulls=None, ttl=0.2)
+    clock = ManualClock()
+    store = ObjectStore(clock=clock)
+    obj = await store.put(b"broadcast", pulls=None, ttl=20)
+    assert obj.expires_at == clock.now + 20
     for _ in range(5):
         (await store.begin_pull(obj.id)).complete()
     assert obj.id in store and store.stats.pulls == 5
-    await asyncio.sleep(0.3)
+    clock.advance(19.9)
+    assert obj.id in store
+    clock.advance(0.1)
     assert obj.id not in store
     with pytest.raises(xdt.ReferenceExpired, match="expired"):
         store.get(obj.id)
@@ -70,11 +75,12 @@ async def test_unlimited_pulls_until_expiry() -> None:
 
 
 async def test_nothing_leaks_after_expiry() -> None:
-    store = ObjectStore()
+    clock = ManualClock()
+    store = ObjectStore(clock=clock)
     for size in (0, 1, 5000, 1 << 20):
-        await store.put(b"z" * size, ttl=0.1)
+        await store.put(b"z" * size, ttl=60)
     assert store.stats.objects == 4
-    await asyncio.sleep(0.25)
+    clock.advance(60)
     assert store.stats.objects == 0 and store.stats.bytes_held == 0
     assert store.stats.expiries == 4 and len(store) == 0
     assert store._reserved == 0
@@ -82,10 +88,11 @@ async def test_nothing_leaks_after_expiry() -> None:
 
 
 async def test_a_pull_in_flight_keeps_the_buffer_past_expiry() -> None:
-    store = ObjectStore()
-    obj = await store.put(b"still being read", ttl=0.05)
+    clock = ManualClock()
+    store = ObjectStore(clock=clock)
+    obj = await store.put(b"still being read", ttl=5)
     pull = await store.begin_pull(obj.id)
-    await asyncio.sleep(0.1)
+    clock.advance(10)
     assert obj.id not in store and store.stats.expiries == 1
     assert pull.object.buffer.view().tobytes() == b"still being read"  # not reused under us
     assert store.stats.bytes_held == 16
@@ -159,15 +166,17 @@ async def test_quota_waiters_are_served_in_order() -> None:
 
 
 async def test_drain_resolves_when_the_last_object_goes() -> None:
-    store = ObjectStore()
+    clock = ManualClock()
+    store = ObjectStore(clock=clock)
     assert await store.drain(timeout=0.01) is True  # empty already
     obj = await store.put(b"x")
-    await store.put(b"y", ttl=0.1)
+    await store.put(b"y", ttl=30)
     assert await store.drain(timeout=0.01) is False
     draining = asyncio.ensure_future(store.drain(timeout=5))
     store.release(obj.id)
     await asyncio.sleep(0.01)
     assert not draining.done()  # one still lives until its expiry
+    clock.advance(30)
     assert await draining is True
     assert store.stats.objects == 0
     store.close()
@@ -210,3 +219,25 @@ async def test_buffers_are_reused_warm(store: ObjectStore) -> None:
         obj = await store.put(b"r" * 70_000)
         store.release(obj.id)
     assert store.pool.created == 1 and store.pool.reused == 2
+
+
+async def test_a_gone_object_says_it_expired_once_its_time_has_passed() -> None:
+    clock = ManualClock()
+    store = ObjectStore(clock=clock)
+    obj = await store.put(b"x", ttl=10)
+    store.release(obj.id)
+    with pytest.raises(xdt.ObjectNotFound, match="released"):
+        store.get(obj.id)
+    clock.now += 11  # past its expiry, whatever removed it: expired is the truer answer
+    with pytest.raises(xdt.ReferenceExpired):
+        store.get(obj.id)
+    store.close()
+
+
+async def test_closing_cancels_every_timer() -> None:
+    clock = ManualClock()
+    store = ObjectStore(clock=clock)
+    await store.put(b"x" * 5000, ttl=10)
+    assert clock.pending == 1
+    store.close()
+    assert clock.pending == 0

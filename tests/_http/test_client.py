@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from xdt._http.client import ConnectionPool, PeerGone
+from xdt._core.errors import PeerGone, ProtocolError
+from xdt._http.client import ConnectionPool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -142,11 +143,60 @@ async def test_nobody_listening_is_peer_gone() -> None:
         await ConnectionPool("127.0.0.1", port).post("/", b"x")
 
 
-async def test_garbage_instead_of_http_is_peer_gone() -> None:
+async def test_garbage_instead_of_http_is_a_protocol_error() -> None:
     server, port = await raw_server(answers_then_hangs_up(b"SSH-2.0-OpenSSH\r\n\r\n"))
     async with server:
-        with pytest.raises(PeerGone):
+        with pytest.raises(ProtocolError, match=r"not HTTP/1\.1"):
             await ConnectionPool("127.0.0.1", port).post("/", b"x")
+
+
+async def test_an_answer_without_content_length_is_read_to_the_end_and_not_reused() -> None:
+    server, port = await raw_server(answers_then_hangs_up(b"HTTP/1.1 200 OK\r\n\r\nall of it"))
+    async with server:
+        pool = ConnectionPool("127.0.0.1", port)
+        answer = await pool.post("/", b"x")
+        assert (answer.status, answer.body) == (200, b"all of it")  # not b"", as it was
+        assert pool._idle == []  # framed by its end: that connection is done
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000,
+        b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 100000,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % 60000
+        + b"x" * 60000
+        + b"\r\n"
+        + b"%x\r\n" % 60000
+        + b"x" * 60000
+        + b"\r\n0\r\n\r\n",
+    ],
+    ids=["content-length", "to-the-end", "chunked"],
+)
+async def test_an_answer_over_max_answer_is_refused(answer: bytes) -> None:
+    server, port = await raw_server(answers_then_hangs_up(answer))
+    async with server:
+        with pytest.raises(ProtocolError, match="over the 65536"):
+            await ConnectionPool("127.0.0.1", port, max_answer=65536).post("/", b"x")
+
+
+async def test_a_content_length_that_is_not_a_number_is_a_protocol_error() -> None:
+    server, port = await raw_server(
+        answers_then_hangs_up(b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nabc")
+    )
+    async with server:
+        with pytest.raises(ProtocolError, match="Content-Length '-5'"):
+            await ConnectionPool("127.0.0.1", port).post("/", b"x")
+
+
+async def test_no_content_no_body() -> None:
+    server, port = await raw_server(answers_then_hangs_up(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    async with server:
+        pool = ConnectionPool("127.0.0.1", port)
+        answer = await pool.post("/", b"x")
+        assert (answer.status, answer.body) == (204, b"")
+        pool.close()
 
 
 @pytest.mark.parametrize(

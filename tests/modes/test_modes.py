@@ -77,6 +77,8 @@ def test_every_pattern_gives_the_same_answer_in_every_mode(
     platform: RunningPlatform, stores: Stores
 ) -> None:
     mode: str = platform.mode  # type: ignore[attr-defined]
+    # platform.transfer overrides every function's own: /status shows the mode in effect.
+    assert {f["transfer"] for f in platform.status()["functions"].values()} == {mode}
     stores.reset_counters()
 
     size = MiB  # well above the xdt inline threshold (64 KiB), under the inline limit (6 MiB)

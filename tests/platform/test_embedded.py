@@ -322,11 +322,14 @@ async def test_scale_up_under_load_panic_then_down_to_zero(start_platform: Start
     platform.wait_for(lambda s: s["functions"]["slow"]["ready"] == 1, what="one ready instance")
     peak_ready, panicked = 0, False
     async with aiohttp.ClientSession() as session:
+        # The load lasts until the platform has both panicked and added an instance (a loaded
+        # 2-core machine may take longer than the 3 s a fixed load gave it), 60 s at most.
+        seen = asyncio.Event()
 
         async def client() -> int:
             ok = 0
-            deadline = time.monotonic() + 3.0
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 60
+            while not seen.is_set() and time.monotonic() < deadline:
                 async with session.post(f"{platform.url}/invoke/slow", data=b"0.2") as answer:
                     ok += answer.status == 200
             return ok
@@ -336,6 +339,8 @@ async def test_scale_up_under_load_panic_then_down_to_zero(start_platform: Start
             status = await asyncio.to_thread(platform.function, "slow")
             peak_ready = max(peak_ready, status["ready"])
             panicked = panicked or status["panicking"]
+            if panicked and peak_ready >= 2:
+                seen.set()
             await asyncio.sleep(0.2)
         served = sum(await load)
     assert served >= 8
@@ -460,7 +465,7 @@ def test_cli_invoke_status_and_ctrl_c_stops_everything(start_platform: Start) ->
     # Ctrl-C with a request in flight: it is answered, then everything stops.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         answer = pool.submit(platform.invoke, "slow", b"1.5")
-        time.sleep(0.5)
+        platform.wait_for(lambda s: s["functions"]["slow"]["in_flight"] == 1, what="the call")
         log = platform.stop()
         assert answer.result(timeout=30)[::2] == (200, b"slept 1.5")
     assert platform.process.returncode == 0, log

@@ -20,6 +20,7 @@ from patterns import describe, make  # tests/_support/functions (see conftest.py
 
 from _support.platform import FUNCTIONS, RunningPlatform, alive
 from xdt import IsolationError, SpecError
+from xdt._util.polling import until_sync
 from xdt.platform.isolation import (
     UID_BASE,
     UID_SPAN,
@@ -262,11 +263,16 @@ def test_a_function_cannot_reach_another_ones_sockets_processes_or_redis(
         os.chmod(path, 0o666)
     seen = probe()
     assert (seen["in"], seen["out"], seen["runtime"]) == ("closed",) * 3, seen
-    log = Path(victim["log"]).read_text()
     probe_uid = platform.status()["functions"]["probe"]["instances"][0]["uid"]
-    for what in ("ingress socket", "egress socket", "runtime socket"):
-        assert f"refused a connection to the {what} from pid" in log
-    assert f"uid {probe_uid}: only uid" in log
+    wanted = [f"refused a connection to the {what} from pid" for what in
+              ("ingress socket", "egress socket", "runtime socket")]  # fmt: skip
+    wanted.append(f"uid {probe_uid}: only uid")
+
+    def logged() -> bool:  # the refusing processes write their lines as they refuse
+        log = Path(victim["log"]).read_text()
+        return all(line in log for line in wanted)
+
+    assert until_sync(logged, timeout=10), Path(victim["log"]).read_text()
 
     # Nothing refused got through, nothing broke: the victim and Redis still serve.
     assert platform.invoke("victim", b"still")[::2] == (200, b"STILL")

@@ -25,9 +25,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .._util.units import format_size
 from .buffers import DEFAULT_POOL_LIMITS, Buffer, BufferPool, PoolLimits
@@ -44,12 +47,39 @@ from .refs import DEFAULT_TENANT, Reference, TransferMode
 __all__ = [
     "DEFAULT_STORE_CONFIG",
     "Allocation",
+    "Clock",
+    "LoopClock",
     "ObjectStore",
     "Pull",
     "StoreConfig",
     "StoreStats",
     "StoredObject",
 ]
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Where a store reads the time and sets its timers (expiry, trimming idle buffers).
+    Tests give it one they advance by hand, rather than sleeping through real TTLs."""
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch, as references carry their expiry."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer: ...
+
+
+class LoopClock:
+    """The real clock: ``time.time()`` and the running event loop's timers."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
+        return asyncio.get_running_loop().call_later(delay, callback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +126,7 @@ class StoredObject:
     buffer: Buffer
     readers: int = 0  # pulls in flight
     freed: bool = False
-    _timer: asyncio.TimerHandle | None = None
+    _timer: Timer | None = None
     _waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     @property
@@ -191,8 +221,11 @@ _GONE_EXHAUSTED, _GONE_EXPIRED, _GONE_RELEASED = "exhausted", "expired", "releas
 class ObjectStore:
     """The objects one sidecar holds. See the module docstring for the life of an object."""
 
-    def __init__(self, config: StoreConfig = DEFAULT_STORE_CONFIG) -> None:
+    def __init__(
+        self, config: StoreConfig = DEFAULT_STORE_CONFIG, *, clock: Clock | None = None
+    ) -> None:
         self.config = config
+        self.clock = LoopClock() if clock is None else clock
         self._counters = StoreStats()  # every field but `objects`, which is derived
         self.pool = BufferPool(config.pool, name="xdt-object")
         self._objects: dict[bytes, StoredObject] = {}
@@ -204,7 +237,7 @@ class ObjectStore:
         self._empty = asyncio.Event()
         self._empty.set()
         self._closed = False
-        self._trim_timer: asyncio.TimerHandle | None = None
+        self._trim_timer: Timer | None = None
 
     # -- putting -----------------------------------------------------------------------------
 
@@ -392,11 +425,11 @@ class ObjectStore:
             # only that function's own transfers' checks.
             checksum=checksum(buffer.view()) if buffer.checksum is None else buffer.checksum,
             tenant=tenant,
-            expires_at=time.time() + ttl,
+            expires_at=self.clock.time() + ttl,
             pulls_left=pulls,
             buffer=buffer,
         )
-        obj._timer = asyncio.get_running_loop().call_later(ttl, self._expire, obj)
+        obj._timer = self.clock.call_later(ttl, functools.partial(self._expire, obj))
         self._objects[obj.id] = obj
         self._empty.clear()
         self._counters.puts += 1
@@ -434,7 +467,7 @@ class ObjectStore:
         name = object_id.hex()
         if why == _GONE_EXHAUSTED:
             return PullBudgetExhausted(f"object {name}: every pull it allowed has been made")
-        if why == _GONE_EXPIRED or (why and time.time() >= expires_at):
+        if why == _GONE_EXPIRED or (why and self.clock.time() >= expires_at):
             return ReferenceExpired(f"object {name} expired and was freed")
         if why == _GONE_RELEASED:
             return ObjectNotFound(f"object {name} was released by its owner")
@@ -494,9 +527,7 @@ class ObjectStore:
     def _schedule_trim(self) -> None:
         # Idle buffers give their memory back after pool.idle_seconds; one timer, no polling.
         if self._trim_timer is None and self.pool.idle_bytes:
-            self._trim_timer = asyncio.get_running_loop().call_later(
-                self.config.pool.idle_seconds, self._trim
-            )
+            self._trim_timer = self.clock.call_later(self.config.pool.idle_seconds, self._trim)
 
     def _trim(self) -> None:
         self._trim_timer = None

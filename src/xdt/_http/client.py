@@ -2,7 +2,10 @@
 sidecar egress → gateway).
 
 Both ends of those hops are ours, so this needs only ``POST`` with a body and answers framed by
-``Content-Length`` or chunked encoding. It exists because it is the measured hot path: aiohttp's
+``Content-Length``, chunked encoding, or (HTTP/1.1's last resort) the end of the connection.
+Connecting is bounded by ``connect_timeout``, an answer's body by ``max_answer``; callers bound
+the whole exchange (an invocation's timeout) and a cancelled exchange closes its connection.
+It exists because it is the measured hot path: aiohttp's
 client costs about 300 µs per request on this machine, this one about a third of that, which
 is most of the platform's overhead per invocation (``xdt bench platform``). Function code and
 ``command`` functions (any HTTP server) are still reached through aiohttp.
@@ -14,7 +17,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 
-from .._core.errors import PeerGone
+from .._core.errors import PeerGone, ProtocolError
 
 __all__ = ["ConnectionPool", "HttpAnswer"]
 
@@ -39,20 +42,31 @@ class ConnectionPool:
     """Persistent connections to one ``host:port``, one request at a time each."""
 
     def __init__(
-        self, host: str, port: int, *, unix_path: str | None = None, max_idle: int = 64
+        self,
+        host: str,
+        port: int,
+        *,
+        unix_path: str | None = None,
+        max_idle: int = 64,
+        connect_timeout: float = 5.0,
+        max_answer: int | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.unix_path = unix_path  # connect here instead (the Host header still names host)
         self.max_idle = max_idle
+        self.connect_timeout = connect_timeout
+        self.max_answer = max_answer  # None: any size (the peer is one of ours)
         self._idle: list[_Connection] = []
         self._host_header = f"{host}:{port}".encode()
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None
     ) -> HttpAnswer:
-        """POST ``body``; the whole answer. Raises :class:`PeerGone`, and ValueError for a
-        path or header that would break the request's framing (CR, LF; a space in the path):
-        on a pooled keep-alive connection that would let one caller inject a request."""
+        """POST ``body``; the whole answer. Raises :class:`~xdt.PeerGone` (cannot connect, or
+        the peer left mid-answer), :class:`~xdt.ProtocolError` (an answer that is not HTTP, or
+        over ``max_answer``), and ValueError for a path or header that would break the
+        request's framing (CR, LF; a space in the path): on a pooled keep-alive connection
+        that would let one caller inject a request."""
         if _UNSAFE_PATH.search(path) or any(
             _UNSAFE_HEADER.search(f"{k}{v}") for k, v in (headers or {}).items()
         ):
@@ -72,12 +86,18 @@ class ConnectionPool:
             except _StaleConnection:
                 continue  # closed by the server while idle, before reading a byte: retry
         try:
-            if self.unix_path is not None:
-                connection = await asyncio.open_unix_connection(self.unix_path)
-            else:
-                connection = await asyncio.open_connection(self.host, self.port)
+            async with asyncio.timeout(self.connect_timeout):
+                if self.unix_path is not None:
+                    connection = await asyncio.open_unix_connection(self.unix_path)
+                else:
+                    connection = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
             raise PeerGone(f"cannot connect to {self.host}:{self.port}: {exc.strerror}") from None
+        except TimeoutError:
+            raise PeerGone(
+                f"cannot connect to {self.host}:{self.port}: no answer within "
+                f"{self.connect_timeout:g} s"
+            ) from None
         try:
             return await self._exchange(connection, head, body)
         except _StaleConnection:
@@ -100,26 +120,56 @@ class ConnectionPool:
                     raise _StaleConnection from None
                 raise
             status, headers = _parse_head(raw_head)
-            if headers.get("transfer-encoding", "").lower() == "chunked":
-                answer_body = await _read_chunked(reader)
-            else:
-                answer_body = await reader.readexactly(int(headers.get("content-length", "0")))
+            answer_body, reusable = await self._read_body(reader, status, headers)
         except BaseException as exc:
             writer.close()
-            if isinstance(exc, _StaleConnection):
+            if isinstance(exc, _StaleConnection | ProtocolError):
                 raise
-            if isinstance(exc, asyncio.IncompleteReadError | ConnectionError | ValueError):
+            if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
                 raise PeerGone(
                     f"{self.host}:{self.port} went away mid-answer ({type(exc).__name__})"
                 ) from None
-            if isinstance(exc, asyncio.LimitOverrunError):
-                raise PeerGone(f"{self.host}:{self.port} sent oversized headers") from None
+            if isinstance(exc, ValueError | asyncio.LimitOverrunError):
+                raise ProtocolError(
+                    f"{self.host}:{self.port} sent an answer that is not HTTP/1.1 as xdt "
+                    f"speaks it ({type(exc).__name__}: {exc})"
+                ) from None
             raise
-        if headers.get("connection", "").lower() == "close" or len(self._idle) >= self.max_idle:
+        if (
+            not reusable
+            or headers.get("connection", "").lower() == "close"
+            or len(self._idle) >= self.max_idle
+        ):
             writer.close()
         else:
             self._idle.append(connection)
         return HttpAnswer(status, headers, answer_body)
+
+    async def _read_body(
+        self, reader: asyncio.StreamReader, status: int, headers: dict[str, str]
+    ) -> tuple[bytes, bool]:
+        """The answer's body, and whether the connection can carry another request."""
+        if status < 200 or status in (204, 304):
+            return b"", True
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            return await _read_chunked(reader, self.max_answer), True
+        length = headers.get("content-length")
+        if length is None:  # framed by the end of the connection (RFC 9112, 6.3)
+            limit = -1 if self.max_answer is None else self.max_answer + 1
+            body = await reader.read(limit)
+            self._check_size(len(body))
+            return body, False
+        if not length.isdigit():
+            raise ProtocolError(f"{self.host}:{self.port} sent Content-Length {length[:20]!r}")
+        self._check_size(int(length))
+        return await reader.readexactly(int(length)), True
+
+    def _check_size(self, size: int) -> None:
+        if self.max_answer is not None and size > self.max_answer:
+            raise ProtocolError(
+                f"{self.host}:{self.port} answered {size} bytes, over the {self.max_answer} "
+                "this hop takes"
+            )
 
 
 class _StaleConnection(Exception):
@@ -140,14 +190,18 @@ def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
     return status, headers
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+async def _read_chunked(reader: asyncio.StreamReader, limit: int | None) -> bytes:
     parts: list[bytes] = []
+    total = 0
     while True:
         size_line = await reader.readuntil(b"\r\n")
         size = int(size_line.split(b";", 1)[0].strip(), 16)
         if size == 0:
             await _skip_trailers(reader)
             return b"".join(parts)
+        total += size
+        if limit is not None and total > limit:
+            raise ProtocolError(f"a chunked answer over the {limit} bytes this hop takes")
         parts.append(await reader.readexactly(size))
         await reader.readexactly(2)
 

@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiohttp
-
 from .._core.errors import (
     InstanceFailed,
     InstanceStartError,
     InvocationError,
     InvocationTimeout,
     PeerGone,
+    ProtocolError,
 )
 from .._core.refs import TransferMode
 from .._http.client import HttpAnswer
@@ -46,7 +45,6 @@ class Deployment:
         spec: FunctionSpec,
         platform: PlatformSpec,
         manager: InstanceManager,
-        session: aiohttp.ClientSession,
         *,
         mode: TransferMode = TransferMode.XDT,
         clock: Callable[[], float] = time.monotonic,
@@ -54,7 +52,6 @@ class Deployment:
         self.spec = spec
         self.mode = mode  # the effective one: the platform's override, else the function's
         self.manager = manager
-        self.session = session
         self.clock = clock
         config = platform.autoscaler
         self.throttler: Throttler[Instance] = Throttler(
@@ -117,7 +114,7 @@ class Deployment:
         assert instance.pool is not None
         try:
             answer = await instance.pool.post("/invoke", body, headers)
-        except PeerGone as exc:
+        except (PeerGone, ProtocolError) as exc:
             raise InstanceFailed(
                 f"instance {instance.id} of function {self.spec.name!r} failed mid-request: {exc}",
                 function=self.spec.name,

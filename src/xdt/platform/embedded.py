@@ -136,7 +136,7 @@ class Platform:
         )
         for function in self.spec.functions:
             self.deployments[function.name] = Deployment(
-                function, settings, manager, self._session, mode=self.spec.mode_of(function)
+                function, settings, manager, mode=self.spec.mode_of(function)
             )
         for deployment in self.deployments.values():
             deployment.reconcile()

@@ -41,6 +41,8 @@ from .upstream import HttpUpstream, RuntimeUpstream, Upstream
 
 __all__ = ["Sidecar"]
 
+_ERROR_ROOM = 64 << 10
+
 
 def _make_upstream(config: SidecarConfig, store: ObjectStore, pulls: PullClient) -> Upstream:
     kind, _, where = config.upstream.partition(":")
@@ -92,7 +94,13 @@ class Sidecar:
         self.egress = Egress(
             config,
             self.payloads,
-            ConnectionPool(activator.hostname or "127.0.0.1", activator.port or 80),
+            ConnectionPool(
+                activator.hostname or "127.0.0.1",
+                activator.port or 80,
+                # An answer is inline (the inline limit at most) or a reference; an error's
+                # JSON is small.
+                max_answer=config.transfer.inline_limit + _ERROR_ROOM,
+            ),
             lend=self.pulls.pool,
             check=PeerCheck({own, function_uid}, "egress socket"),
             max_ttl=self.store.config.max_ttl,

@@ -140,8 +140,8 @@ class Egress:
         try:
             async with asyncio.timeout(self.config.timeout):
                 answer = await self.activator.post(f"/invoke/{target}", body, headers)
-        except PeerGone as exc:
-            raise InstanceFailed(f"the activator is unreachable: {exc}", function=target) from None
+        except (PeerGone, ProtocolError) as exc:
+            raise InstanceFailed(f"the activator failed the call: {exc}", function=target) from None
         except TimeoutError:
             raise InvocationTimeout(
                 f"no answer from {target!r} within {self.config.timeout:g} s (the timeout of "

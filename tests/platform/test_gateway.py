@@ -1,0 +1,169 @@
+"""The gateway (``xdt.platform.gateway``): the platform's front door, in one process.
+
+A real Platform object (not started) with real deployments, whose one instance is a stand-in
+sidecar ingress (an aiohttp server that records what reaches it and answers as told): what
+the gateway refuses itself, what it passes on, and what it hands back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+
+from xdt._http.client import ConnectionPool
+from xdt._http.headers import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER
+from xdt.platform.deployment import Deployment
+from xdt.platform.embedded import Platform
+from xdt.platform.gateway import create_app
+from xdt.platform.instances import Instance, State
+from xdt.platform.spec import parse_spec
+
+
+@dataclass
+class Ingress:
+    """A sidecar's ingress as the gateway sees it."""
+
+    seen: list[dict[str, str]] = field(default_factory=list)
+    answer: Callable[[web.Request], Awaitable[web.Response]] | None = None
+    port: int = 0
+
+
+async def serve_ingress(ingress: Ingress) -> web.AppRunner:
+    async def invoke(request: web.Request) -> web.Response:
+        ingress.seen.append(dict(request.headers))
+        if ingress.answer is not None:
+            return await ingress.answer(request)
+        return web.Response(body=(await request.read()).upper(), content_type="text/x-shout")
+
+    app = web.Application()
+    app.router.add_post("/invoke", invoke)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    ingress.port = server.sockets[0].getsockname()[1]
+    return runner
+
+
+class NoProcesses:
+    """The instance manager of a deployment whose instances the test wires by hand."""
+
+    def create(self, function: object) -> Instance:
+        raise AssertionError("the test wires instances itself")
+
+
+@dataclass
+class Front:
+    client: TestClient[web.Request, web.Application]
+    ingress: Ingress
+    platform: Platform
+
+
+@pytest.fixture
+async def front() -> AsyncIterator[Front]:
+    spec = parse_spec(
+        {
+            "platform": {"inline_limit": "1KiB"},
+            "functions": [{"name": "shout", "handler": "m:shout", "initial_scale": 0}],
+        },
+        folder=Path("/srv"),
+    )
+    platform = Platform(spec)
+    (function,) = spec.functions
+    deployment = Deployment(function, spec.platform, NoProcesses())  # type: ignore[arg-type]
+    platform.deployments["shout"] = deployment
+    ingress = Ingress()
+    runner = await serve_ingress(ingress)
+    instance = Instance("shout-1", function, Path("/dev/null"), state=State.READY)
+    instance.pool = ConnectionPool("127.0.0.1", ingress.port)
+    deployment.instances.append(instance)
+    deployment.throttler.add(instance)
+    client = TestClient(TestServer(create_app(platform)))
+    await client.start_server()
+    yield Front(client, ingress, platform)
+    await client.close()
+    instance.pool.close()
+    await runner.cleanup()
+
+
+async def test_an_invocation_goes_to_an_instance_and_its_answer_comes_back(front: Front) -> None:
+    answer = await front.client.post("/invoke/shout", data=b"hi")
+    assert answer.status == 200 and await answer.read() == b"HI"
+    assert answer.headers["Content-Type"] == "text/x-shout"
+    assert ACCEPT_HEADER not in front.ingress.seen[0]  # an outside caller takes bytes
+    assert front.platform.deployments["shout"].answers == {"200": 1}
+
+
+async def test_the_transfer_headers_pass_both_ways_and_nothing_else_of_the_answer(
+    front: Front,
+) -> None:
+    async def by_reference(request: web.Request) -> web.Response:
+        return web.Response(text="a-token", headers={TRANSFER_HEADER: "ref", "X-Secret": "no"})
+
+    front.ingress.answer = by_reference
+    answer = await front.client.post(
+        "/invoke/shout", data=b"tok", headers={TRANSFER_HEADER: "ref", ACCEPT_HEADER: "ref"}
+    )
+    seen = front.ingress.seen[0]
+    assert (seen[TRANSFER_HEADER], seen[ACCEPT_HEADER]) == ("ref", "ref")
+    assert answer.headers[TRANSFER_HEADER] == "ref" and "X-Secret" not in answer.headers
+
+
+async def test_an_unknown_function_is_a_404_naming_the_deployed_ones(front: Front) -> None:
+    answer = await front.client.post("/invoke/nope", data=b"x")
+    body = json.loads(await answer.read())
+    assert answer.status == 404 and answer.headers[ERROR_HEADER] == "function_not_found"
+    assert body["function"] == "nope" and "deployed: shout" in body["message"]
+
+
+async def test_a_body_over_the_inline_limit_is_a_413_naming_the_limit(front: Front) -> None:
+    answer = await front.client.post("/invoke/shout", data=b"x" * 1025)
+    assert answer.status == 413 and answer.headers[ERROR_HEADER] == "payload_too_large"
+    assert front.ingress.seen == []  # refused before any instance saw it
+
+
+async def test_a_platform_error_of_the_instance_keeps_its_code(front: Front) -> None:
+    async def overloaded(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"error": "overloaded", "message": "busy"},
+            status=503,
+            headers={ERROR_HEADER: "overloaded"},
+        )
+
+    front.ingress.answer = overloaded
+    answer = await front.client.post("/invoke/shout", data=b"x")
+    assert answer.status == 503 and answer.headers[ERROR_HEADER] == "overloaded"
+    assert front.platform.deployments["shout"].answers == {"overloaded": 1}
+
+
+async def test_an_instance_that_is_gone_is_a_502(front: Front) -> None:
+    instance = front.platform.deployments["shout"].instances[0]
+    assert instance.pool is not None
+    instance.pool = ConnectionPool("127.0.0.1", 1)  # nothing listens on port 1
+    answer = await front.client.post("/invoke/shout", data=b"x")
+    body = json.loads(await answer.read())
+    assert answer.status == 502 and body["error"] == "instance_failed"
+    assert "shout-1" in body["message"]
+
+
+async def test_metrics_status_and_health(front: Front) -> None:
+    await front.client.post("/invoke/shout", data=b"x")
+    answer = await front.client.get("/metrics")
+    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    families = {f.name: f for f in text_string_to_metric_families(await answer.text())}
+    (sample,) = families["xdt_requests"].samples
+    assert sample.labels == {"function": "shout", "answer": "200"} and sample.value == 1
+    assert families["xdt_instances_ready"].samples[0].value == 1
+    status = await (await front.client.get("/status")).json()
+    assert status["functions"]["shout"]["transfer"] == "xdt"
+    assert (await front.client.get("/healthz")).status == 200
