@@ -41,6 +41,7 @@ from pathlib import Path
 
 from .._util import procfs
 from .._util.units import format_size
+from ..modes import DEFAULT_TRANSFER_SETTINGS, MODES
 from ..testing import LaunchedPlatform
 
 __all__ = [
@@ -54,11 +55,10 @@ __all__ = [
     "run_micro_bench",
 ]
 
-MODES = ("inline", "xdt", "elasticache", "s3")
 PATTERNS = ("1to1", "scatter", "gather", "broadcast")
 DEFAULT_SIZES = (1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20)
 QUICK_SIZES = (1 << 10, 1 << 20, 64 << 20)
-INLINE_LIMIT = 6 << 20
+INLINE_LIMIT = DEFAULT_TRANSFER_SETTINGS.inline_limit
 FAN = 4
 # Cases under 1 MiB take about a millisecond, where one scheduling hiccup moves a median of 5
 # by half: they run at least 25 times (a few seconds even through moto).
@@ -151,7 +151,7 @@ def _spec(mode: str) -> str:
         for name in ("driver", "sink", "produce", "consume")
     )
     return (
-        f"platform:\n  transfer: {mode}\n  object_quota: 4GiB\n  inline_limit: 6MiB\n"
+        f"platform:\n  transfer: {mode}\n  object_quota: 4GiB\n  inline_limit: {INLINE_LIMIT}\n"
         f"functions:\n{functions}\n"
     )
 
