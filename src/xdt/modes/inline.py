@@ -45,7 +45,10 @@ class InlinePath:
 
     async def get(self, token: str, ref: Reference | None) -> bytes:
         try:
-            return base64.urlsafe_b64decode(token.removeprefix(INLINE_PREFIX).encode("ascii"))
+            text = token.removeprefix(INLINE_PREFIX).encode("ascii")
+            # validate: a character outside base64url, or after the padding, is refused,
+            # never silently dropped.
+            return base64.b64decode(text, altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             raise ReferenceMalformed("not an inline reference: bad base64url") from None
 

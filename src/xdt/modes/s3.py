@@ -3,13 +3,14 @@ speaks S3, e.g. moto's for the embedded default).
 
 The payload goes to ``xdt/<sender>/<object id>`` in the bucket (multipart above
 ``MULTIPART_THRESHOLD``), its pull budget in the object's metadata. A receiver deletes a
-one-pull object once it has every byte. An N-pull object keeps its remaining count in a small
-object beside it (``….pulls``), which each pull decrements with a conditional write
-(``If-Match`` on its ETag: S3's compare-and-swap since 2024), so that N pulls, and no more,
-succeed, and the last one deletes both. An unlimited one (broadcast) is read until expiry.
-The sender deletes what is left at expiry (its sweeper) or on release, and reports
-still-unclaimed objects as held so that scale-down waits for them, as it does for xdt objects.
-boto3 is blocking: calls run in worker threads.
+one-pull object once it has every byte, with a conditional delete (``If-Match`` on the ETag it
+read), so that of receivers racing for it only the one whose delete succeeds delivers it. An
+N-pull object keeps its remaining count in a small object beside it (``….pulls``), which each
+pull decrements with a conditional write (``If-Match`` on its ETag: S3's compare-and-swap since
+2024), so that N pulls, and no more, succeed, and the last one deletes both. An unlimited one
+(broadcast) is read until expiry. The sender deletes what is left at expiry (its sweeper) or
+on release, and reports still-unclaimed objects as held so that scale-down waits for them, as
+it does for xdt objects. boto3 is blocking: calls run in worker threads.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LIST_INTERVAL = 1.0  # seconds between listings of the unclaimed objects
 BUDGET_SUFFIX = ".pulls"
 _BUDGET_ATTEMPTS = 16  # conditional writes lost to concurrent pulls before giving up
 _MISSING = ("NoSuchKey", "404")
+_LOST_RACE = ("PreconditionFailed", "412")  # another reader took it first
 
 
 class S3Path:
@@ -99,11 +101,14 @@ class S3Path:
             data: bytes = await asyncio.to_thread(answer["Body"].read)
             budget = answer.get("Metadata", {}).get("xdt-pulls")
             if budget == "1":
-                await self._delete(key)
+                # Only the get whose delete of what it read succeeds delivers: S3 has no
+                # GETDEL, but a conditional delete lets one of many racing readers win.
+                await self._call("delete_object", Bucket=self.bucket, Key=key,
+                                 IfMatch=answer["ETag"])  # fmt: skip
             elif budget != "unlimited" and await self._take_pull(key) == 0:
                 await self._delete(key, key + BUDGET_SUFFIX)
         except self._client_error as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
+            if exc.response.get("Error", {}).get("Code") in (*_MISSING, *_LOST_RACE):
                 raise self._gone(ref) from None
             raise SourceUnavailable(f"S3 failed the pull of {key}: {exc}") from None
         except self._errors as exc:
@@ -137,6 +142,14 @@ class S3Path:
         sweep = self._sweeps.pop(key, None)
         if sweep is not None:
             sweep.cancel()
+        try:  # S3's delete says nothing of whether there was anything to delete: ask first
+            await self._call("head_object", Bucket=self.bucket, Key=key)
+        except self._client_error as exc:
+            if exc.response.get("Error", {}).get("Code") not in _MISSING:
+                raise SourceUnavailable(f"S3 failed the release of {key}: {exc}") from None
+            return False
+        except self._errors as exc:
+            raise SourceUnavailable(f"S3 failed the release of {key}: {exc}") from None
         await self._delete(key, key + BUDGET_SUFFIX)
         return True
 
