@@ -371,3 +371,37 @@ def test_isolation_on_without_root_is_refused_before_anything_starts(shared_path
     output = " ".join(done.stdout.split())
     assert "error in the spec: platform.isolation: on" in output
     assert "needs root, and xdt up runs as uid 65534" in output
+
+
+@needs_root
+def test_a_function_cannot_pull_another_tenants_object_by_speaking_the_protocol(
+    start_platform: Start,
+) -> None:
+    """The attack that read another tenant's data: a hostile function that holds a reference of
+    tenant 'bank' sends a hand-made PULL naming 'bank' straight to the bank's sidecar. Only a
+    sidecar can prove it is one; the same-host socket is in a folder functions cannot enter."""
+    platform = start_platform(
+        {
+            "functions": [
+                {"name": "bank", "handler": "patterns:put_ref", "tenant": "bank"},
+                {"name": "steal", "handler": "fns:steal", "tenant": "evil"},
+            ]
+        }
+    )
+    status, _, token = platform.invoke("bank", json.dumps({"size": 1 << 20, "seed": 7}).encode())
+    assert status == 200
+    (bank,) = _instances(platform, "bank")
+    address = bank["objects_address"]
+    private_socket = str(_run_dir(bank) / "objects" / f"{address}.sock")
+    order = {"token": token.decode(), "tenant": "bank", "address": address,
+             "private_socket": private_socket}  # fmt: skip
+    status, _, body = platform.invoke("steal", json.dumps(order).encode())
+    assert status == 200, body
+    tried = json.loads(body)
+    assert tried["tcp"] == "pull_refused"
+    assert tried["abstract"] == "ConnectionRefusedError"  # sidecars bind no abstract name
+    assert tried["private"] == "PermissionError"  # the folder is the platform's alone
+    assert tried["sdk"] == "WrongTenant"
+    platform.wait_for(  # the object is untouched, still there for its owner's receivers
+        lambda s: s["functions"]["bank"]["objects"] == 1, what="bank to still hold its object"
+    )

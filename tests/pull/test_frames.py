@@ -28,6 +28,8 @@ from xdt.pull.frames import (
 DEFAULT_CAPACITY = HEADER.size + MAX_CONTROL_PAYLOAD
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
+PROOF = bytes(range(16))
+
 
 def header(
     magic: bytes = b"XD", version: int = PROTOCOL_VERSION, kind: int = 1, length: int = 0
@@ -93,7 +95,7 @@ def model(data: bytes) -> tuple[Frames, bool]:
         if (
             magic != b"XD"
             or version != PROTOCOL_VERSION
-            or kind not in {1, 2, 3, 4}
+            or kind not in {1, 2, 3, 4, 5}
             or length > MAX_CONTROL_PAYLOAD
         ):
             return frames, True
@@ -117,11 +119,11 @@ def test_frame_header_layout() -> None:
 @pytest.mark.parametrize(
     "request_",
     [
-        PullRequest(token="abc-_XYZ019", tenant="acme", want_fd=True),
-        PullRequest(token="abc", tenant="acme"),
-        PullRequest(token="", tenant=""),
-        PullRequest(token="A" * 782, tenant="é" * 127 + "a", want_fd=True),
-        PullRequest(token="tok", tenant="🚀 tenant"),
+        PullRequest(token="abc-_XYZ019", tenant="acme", proof=PROOF, want_fd=True),
+        PullRequest(token="abc", tenant="acme", proof=PROOF),
+        PullRequest(token="", tenant="", proof=bytes(16)),
+        PullRequest(token="A" * 782, tenant="é" * 127 + "a", proof=PROOF, want_fd=True),
+        PullRequest(token="tok", tenant="🚀 tenant", proof=PROOF),
     ],
 )
 def test_pull_round_trip(request_: PullRequest) -> None:
@@ -135,25 +137,28 @@ def test_pull_round_trip(request_: PullRequest) -> None:
 
 
 def test_pull_flag_is_one_bit() -> None:
-    payload = encode_pull(PullRequest(token="t", tenant="x"))[HEADER.size :]
+    payload = encode_pull(PullRequest(token="t", tenant="x", proof=PROOF))[HEADER.size :]
     assert decode_pull(b"\xfc" + payload[1:]).want_fd is False
     assert decode_pull(b"\x01" + payload[1:]).want_fd is True
 
 
-def test_pull_carries_a_vouch_between_tenant_and_token() -> None:
-    request = PullRequest(token="tok", tenant="acme", want_fd=True, vouch=bytes(range(16)))
-    assert decode_pull(encode_pull(request)[HEADER.size :]) == request
+def test_pull_carries_its_proof_between_tenant_and_token() -> None:
+    request = PullRequest(token="tok", tenant="acme", proof=PROOF, want_fd=True)
+    payload = encode_pull(request)[HEADER.size :]
+    assert payload[2 + 4 : 2 + 4 + 16] == PROOF and payload.endswith(b"tok")
+    assert decode_pull(payload) == request
 
 
-def test_pull_with_a_cut_vouch_is_truncated() -> None:
-    payload = encode_pull(PullRequest(token="", tenant="x", vouch=b"v" * 16))[HEADER.size :]
+def test_pull_with_a_cut_proof_is_truncated() -> None:
+    payload = encode_pull(PullRequest(token="", tenant="x", proof=PROOF))[HEADER.size :]
     with pytest.raises(ProtocolError, match="truncated"):
         decode_pull(payload[:-1])
 
 
-def test_pull_rejects_a_vouch_of_the_wrong_length() -> None:
+@pytest.mark.parametrize("proof", [b"", b"short", bytes(17)])
+def test_pull_rejects_a_proof_of_the_wrong_length(proof: bytes) -> None:
     with pytest.raises(ValueError, match="16 bytes"):
-        encode_pull(PullRequest(token="t", tenant="x", vouch=b"short"))
+        encode_pull(PullRequest(token="t", tenant="x", proof=proof))
 
 
 def test_object_lent_flag_needs_the_fd_flag() -> None:
@@ -164,12 +169,12 @@ def test_object_lent_flag_needs_the_fd_flag() -> None:
 
 def test_pull_rejects_long_tenant() -> None:
     with pytest.raises(ValueError, match="255"):
-        encode_pull(PullRequest(token="t", tenant="t" * 256))
+        encode_pull(PullRequest(token="t", tenant="t" * 256, proof=PROOF))
 
 
 def test_pull_rejects_huge_token() -> None:
     with pytest.raises(ValueError, match="too long"):
-        encode_pull(PullRequest(token="A" * MAX_CONTROL_PAYLOAD, tenant="t"))
+        encode_pull(PullRequest(token="A" * MAX_CONTROL_PAYLOAD, tenant="t", proof=PROOF))
 
 
 @pytest.mark.parametrize(
@@ -277,7 +282,7 @@ def test_parse_header_bad_version(version: int) -> None:
         parse_header(header(version=version))
 
 
-@pytest.mark.parametrize("kind", [0, 5, 255])
+@pytest.mark.parametrize("kind", [0, 6, 255])
 def test_parse_header_unknown_type(kind: int) -> None:
     with pytest.raises(ProtocolError, match=f"unknown frame type {kind}"):
         parse_header(header(kind=kind))
@@ -298,26 +303,28 @@ def test_decode_pull_truncated(payload: bytes) -> None:
         decode_pull(payload)
 
 
-@pytest.mark.parametrize("payload", [b"\x00\x02\xff\xfetoken", b"\x00\x01tto\xc3\xa9ken"])
+@pytest.mark.parametrize(
+    "payload", [b"\x00\x02\xff\xfe" + PROOF + b"token", b"\x00\x01t" + PROOF + b"to\xc3\xa9ken"]
+)
 def test_decode_pull_bad_text(payload: bytes) -> None:
     with pytest.raises(ProtocolError, match="not valid"):
         decode_pull(payload)
 
 
 def test_decode_pull_every_prefix() -> None:
-    request = PullRequest(token="Zm9vYmFy", tenant="tenant", want_fd=True)
+    request = PullRequest(token="Zm9vYmFy", tenant="tenant", proof=PROOF, want_fd=True)
     payload = encode_pull(request)[HEADER.size :]
-    tenant_end = 2 + len(b"tenant")
+    token_start = 2 + len(b"tenant") + 16
     for length in range(len(payload) + 1):
         prefix = payload[:length]
-        if length < tenant_end:
+        if length < token_start:
             with pytest.raises(ProtocolError):
                 decode_pull(prefix)
         else:
             decoded = decode_pull(prefix)
-            assert decoded.tenant == "tenant"
+            assert (decoded.tenant, decoded.proof) == ("tenant", PROOF)
             assert decoded.want_fd is True
-            assert decoded.token == request.token[: length - tenant_end]
+            assert decoded.token == request.token[: length - token_start]
 
 
 @settings(max_examples=300, deadline=None)
@@ -326,11 +333,10 @@ def test_decode_pull_garbage_raises_only_protocol_error(payload: bytes) -> None:
     try:
         request = decode_pull(payload)
     except ProtocolError:
-        vouch = 16 if len(payload) >= 1 and payload[0] & 0x02 else 0
         assert (
             len(payload) < 2
-            or len(payload) < 2 + payload[1] + vouch
-            or not payload[2 + payload[1] + vouch :].isascii()
+            or len(payload) < 2 + payload[1] + 16
+            or not payload[2 + payload[1] + 16 :].isascii()
             or not payload[2:].isascii()
         )
     else:
@@ -430,6 +436,7 @@ frame_values = st.one_of(
         PullRequest,
         token=st.text(alphabet=B64URL, max_size=782),
         tenant=st.text(st.characters(codec="utf-8"), max_size=60),
+        proof=st.binary(min_size=16, max_size=16),
         want_fd=st.booleans(),
     ),
     st.builds(ObjectHeader, size=st.integers(0, (1 << 64) - 1), fd_attached=st.booleans()),
@@ -485,7 +492,7 @@ noise = st.one_of(
     st.builds(
         lambda magic, version, kind, length, tail: HEADER.pack(magic, version, kind, length) + tail,
         st.sampled_from([b"XD", b"XD", b"XD", b"DX"]),
-        st.sampled_from([PROTOCOL_VERSION, PROTOCOL_VERSION, 0, 2]),
+        st.sampled_from([PROTOCOL_VERSION, PROTOCOL_VERSION, 0, PROTOCOL_VERSION - 1]),
         st.integers(0, 6),
         st.one_of(st.integers(0, MAX_CONTROL_PAYLOAD + 2), st.integers(0, (1 << 32) - 1)),
         st.binary(max_size=100),

@@ -13,7 +13,8 @@ do about it, and never carries a secret. The tree::
     │   ├── ReferenceTampered         fails authentication: altered, or sealed under a key we lack
     │   ├── ReferenceExpired          past its expiry
     │   ├── WrongTenant               minted for another tenant
-    │   └── PullBudgetExhausted       every pull it allowed has been made
+    │   ├── PullBudgetExhausted       every pull it allowed has been made
+    │   └── PullRefused               the puller is not a sidecar of this platform
     ├── TransferError                 moving the bytes failed; the reference may still be good
     │   ├── SourceUnavailable         the source sidecar cannot be reached, or went away mid-pull
     │   ├── ObjectNotFound            the source does not hold the object (released or expired)
@@ -71,6 +72,7 @@ __all__ = [
     "PlatformError",
     "ProtocolError",
     "PullBudgetExhausted",
+    "PullRefused",
     "QuotaExceeded",
     "ReferenceExpired",
     "ReferenceMalformed",
@@ -176,6 +178,13 @@ class PullBudgetExhausted(ReferenceRejected):
     """Every pull the object allowed has already been made."""
 
     code = "pull_budget_exhausted"
+
+
+class PullRefused(ReferenceRejected):
+    """The puller did not prove it is a sidecar of this platform: object servers serve only
+    pulls that carry a proof made with the key ring, which function code never holds."""
+
+    code = "pull_refused"
 
 
 class TransferError(XdtError):

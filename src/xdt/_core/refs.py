@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_TENANT",
     "FORMAT_VERSION",
     "KEYRING_ENV",
+    "PROOF_LEN",
     "KeyRing",
     "Reference",
     "TransferMode",
@@ -60,8 +61,8 @@ KEYRING_ENV = "XDT_KEYRING"
 _HEADER = struct.Struct("!B4s12s")  # version, key id, nonce
 _BODY = struct.Struct("!B16sQQQ")  # mode, object id, size, checksum, expires_at (unix ms)
 _TAG_LEN = 16
-VOUCH_LEN = 16
-_VOUCH_LABEL = b"xdt sidecar vouch v1"
+PROOF_LEN = 16
+_PROOF_LABEL = b"xdt sidecar pull v1"
 _KEY_LEN = 32
 _MAX_TEXT_FIELD = 255  # tenant and source are length-prefixed with one byte
 _MIN_SEALED = _HEADER.size + _BODY.size + 2 + _TAG_LEN
@@ -140,13 +141,13 @@ class KeyRing:
     Only sidecars and the platform hold a key ring; function code never does.
     """
 
-    __slots__ = ("_aeads", "_keys", "_primary", "_vouch_keys")
+    __slots__ = ("_aeads", "_keys", "_primary", "_proof_keys")
 
     def __init__(self, keys: Iterable[tuple[bytes, bytes]]) -> None:
         """``keys`` are ``(key id, key)`` pairs, the primary first."""
         self._keys: dict[bytes, bytes] = {}
         self._aeads: dict[bytes, ChaCha20Poly1305] = {}
-        self._vouch_keys: dict[bytes, bytes] = {}
+        self._proof_keys: dict[bytes, bytes] = {}
         primary: bytes | None = None
         for key_id, key in keys:
             if len(key_id) != 4 or len(key) != _KEY_LEN:
@@ -155,8 +156,8 @@ class KeyRing:
                 raise KeyRingError(f"key id {key_id.hex()} appears twice in the key ring")
             self._keys[key_id] = bytes(key)
             self._aeads[key_id] = ChaCha20Poly1305(key)
-            # A key of its own for vouching, derived so that no MAC ever uses the AEAD key.
-            self._vouch_keys[key_id] = hmac.digest(key, _VOUCH_LABEL, hashlib.sha256)
+            # A key of its own for pull proofs, derived so that no MAC ever uses the AEAD key.
+            self._proof_keys[key_id] = hmac.digest(key, _PROOF_LABEL, hashlib.sha256)
             primary = key_id if primary is None else primary
         if primary is None:
             raise KeyRingError("the key ring holds no key; make one with `xdt keygen`")
@@ -287,35 +288,39 @@ class KeyRing:
             ) from None
         ref = _parse_body(body)
         if tenant is not None and ref.tenant != tenant:
+            # Not naming the reference's tenant: whoever presents it must not learn it.
             raise WrongTenant(
-                f"reference belongs to tenant {ref.tenant!r} and cannot be used by tenant "
-                f"{tenant!r}; references never cross tenants"
+                f"the reference belongs to another tenant than {tenant!r}; references never "
+                "cross tenants"
             )
         if ref.expired(now):
             ago = -ref.ttl(now)
             raise ReferenceExpired(
-                f"reference to object {ref.object_hex} expired {ago:.1f}s ago; "
-                "make the object with a longer ttl or pull it sooner"
+                f"the reference expired {ago:.1f}s ago; make the object with a longer ttl or "
+                "pull it sooner"
             )
         return ref
 
-    # -- vouching ----------------------------------------------------------------------------
+    # -- proving a puller is a sidecar ------------------------------------------------------
 
-    def vouch(self, token: str) -> bytes:
-        """Proof that whoever asks with ``token`` holds this key ring — a sidecar, never
-        function code, which may hold the token itself. Sources hand memory (a memfd) only to
-        pulls that carry it. Raises like :meth:`open` for a token it could not open."""
+    def pull_proof(self, token: str, tenant: str) -> bytes:
+        """Proof that whoever pulls ``token`` for ``tenant`` holds this key ring — a sidecar,
+        never function code, which may hold the token itself. An object server serves only
+        pulls that carry it, and the tenant it covers is the one the pull acts for.
+        Raises like :meth:`open` for a token it could not open."""
         sealed = _decode_token(token)
         _, key_id, _ = _HEADER.unpack_from(sealed)
-        key = self._vouch_keys.get(key_id)
+        key = self._proof_keys.get(key_id)
         if key is None:
             raise ReferenceTampered(f"reference is sealed under unknown key {key_id.hex()}")
-        return hmac.digest(key, sealed, hashlib.sha256)[:VOUCH_LEN]
+        encoded = tenant.encode()
+        message = bytes((len(encoded),)) + encoded + sealed
+        return hmac.digest(key, message, hashlib.sha256)[:PROOF_LEN]
 
-    def vouched(self, token: str, proof: bytes) -> bool:
-        """Whether ``proof`` is :meth:`vouch` of ``token`` under this key ring."""
+    def proves(self, token: str, tenant: str, proof: bytes) -> bool:
+        """Whether ``proof`` is :meth:`pull_proof` of ``token`` and ``tenant``."""
         try:
-            expected = self.vouch(token)
+            expected = self.pull_proof(token, tenant)
         except (ReferenceMalformed, ReferenceTampered):
             return False
         return hmac.compare_digest(expected, proof)

@@ -10,8 +10,14 @@ expiry: broadcast). Its life::
                               └── expiry ───────────────────┘
 
 A pull counts when it *completes* (the receiver confirmed every byte), so a receiver that dies
-mid-pull leaves the object for a retry. While a pull is in flight the buffer is never reused,
-even if the object expires or is released meanwhile: it is freed when the last reader is done.
+mid-pull leaves the object for a retry. One that had every byte handed over and never
+confirmed is *unconfirmed*: the object forgives as many of those as its budget allows pulls,
+then counts them as pulls — so an object with ``pulls=N`` is handed over at most 2N times,
+whatever its pullers do, while a receiver that crashed after the hand-over still gets its
+retry. (Only sidecars can pull at all: :meth:`xdt._core.refs.KeyRing.pull_proof`.) A receiver
+that says the bytes arrived wrong (``failed``) is not counted. While a pull is in flight the
+buffer is never reused, even if the object expires or is released meanwhile: it is freed when
+the last reader is done.
 
 Memory is bounded by a byte quota over live objects: a put beyond it waits (FIFO) until space
 frees or its timeout passes, then raises :class:`~xdt.QuotaExceeded`. :meth:`ObjectStore.drain`
@@ -124,6 +130,8 @@ class StoredObject:
     expires_at: float  # wall clock, as in references
     pulls_left: int | None  # None: unlimited until expiry
     buffer: Buffer
+    budget: int = 0  # the pulls it allowed when made (0 with pulls_left None: unlimited)
+    unconfirmed: int = 0  # hand-overs never confirmed, forgiven so far
     readers: int = 0  # pulls in flight
     freed: bool = False
     _timer: Timer | None = None
@@ -193,7 +201,9 @@ class Allocation:
 
 
 class Pull:
-    """One pull in flight: holds the buffer; :meth:`complete` counts it, :meth:`abort` not."""
+    """One pull in flight: holds the buffer. :meth:`complete` counts it; :meth:`abort` does
+    not, unless ``handed_over`` (every byte went out, no confirmation came) and the object has
+    forgiven as many of those as its budget allows (see the module docstring)."""
 
     __slots__ = ("_done", "_store", "completed", "object")
 
@@ -209,10 +219,18 @@ class Pull:
             self.completed = True
             self._store._finish_pull(self.object, completed=True)
 
-    def abort(self) -> None:
+    def abort(self, *, handed_over: bool = False) -> None:
         if not self._done:
             self._done = True
-            self._store._finish_pull(self.object, completed=False)
+            obj = self.object
+            if handed_over and obj.pulls_left is not None:
+                if obj.unconfirmed < obj.budget:
+                    obj.unconfirmed += 1  # forgiven: perhaps its receiver died
+                else:
+                    self.completed = True  # no more forgiving: it counts
+                    self._store._finish_pull(obj, completed=True)
+                    return
+            self._store._finish_pull(obj, completed=False)
 
 
 _GONE_EXHAUSTED, _GONE_EXPIRED, _GONE_RELEASED = "exhausted", "expired", "released"
@@ -346,8 +364,7 @@ class ObjectStore:
             except TimeoutError:
                 self._counters.rejects += 1
                 raise PullBudgetExhausted(
-                    f"object {obj.object_hex}: every pull it allows is in flight; "
-                    "none finished within the wait"
+                    "every pull the object allows is in flight; none finished within the wait"
                 ) from None
 
     def _finish_pull(self, obj: StoredObject, *, completed: bool) -> None:
@@ -428,6 +445,7 @@ class ObjectStore:
             expires_at=self.clock.time() + ttl,
             pulls_left=pulls,
             buffer=buffer,
+            budget=pulls or 0,
         )
         obj._timer = self.clock.call_later(ttl, functools.partial(self._expire, obj))
         self._objects[obj.id] = obj
@@ -464,15 +482,14 @@ class ObjectStore:
 
     def _gone_error(self, object_id: bytes) -> Exception:
         why, expires_at = self._gone.get(object_id, ("", 0.0))
-        name = object_id.hex()
         if why == _GONE_EXHAUSTED:
-            return PullBudgetExhausted(f"object {name}: every pull it allowed has been made")
+            return PullBudgetExhausted("every pull the object allowed has been made")
         if why == _GONE_EXPIRED or (why and self.clock.time() >= expires_at):
-            return ReferenceExpired(f"object {name} expired and was freed")
+            return ReferenceExpired("the object expired and was freed")
         if why == _GONE_RELEASED:
-            return ObjectNotFound(f"object {name} was released by its owner")
+            return ObjectNotFound("the object was released by its owner")
         return ObjectNotFound(
-            f"object {name} is not held here (it never was, or it is long gone; "
+            "the object is not held here (it never was, or it is long gone; "
             "was the source sidecar restarted?)"
         )
 

@@ -152,7 +152,7 @@ def checked(ref: Reference, data: bytes) -> bytes:
     otherwise (what a store gave back is never trusted to be what was put)."""
     if len(data) != ref.size or checksum(data) != ref.checksum:
         raise TransferCorrupted(
-            f"object {ref.object_hex} from {ref.mode.label} has {len(data)} bytes or a "
+            f"the object from {ref.mode.label} has {len(data)} bytes or a "
             "checksum that do not match its reference; it was not delivered"
         )
     return data

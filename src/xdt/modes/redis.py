@@ -88,7 +88,7 @@ class RedisPath:
             ) from None
         if value is None:
             raise ObjectNotFound(
-                f"object {ref.object_hex} is no longer in Redis: its pull budget was used, or "
+                "the object is no longer in Redis: its pull budget was used, or "
                 "it was released or expired"
             )
         return checked(ref, bytes(value))

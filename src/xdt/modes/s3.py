@@ -203,8 +203,7 @@ class S3Path:
     @staticmethod
     def _gone(ref: Reference) -> ObjectNotFound:
         return ObjectNotFound(
-            f"object {ref.object_hex} is no longer in S3: its pull budget was used, or it was "
-            "released or expired"
+            "the object is no longer in S3: its pull budget was used, or it was released or expired"
         )
 
     async def close(self) -> None:

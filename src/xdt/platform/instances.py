@@ -153,6 +153,10 @@ class InstanceManager:
         self.on_event = on_event
         self._counter = itertools.count(1)
         (run_dir / "logs").mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Sidecars' same-host object sockets: the platform's alone (functions may not even
+        # look in), so none can be taken or reached by a function.
+        self.objects_dir = run_dir / "objects"
+        self.objects_dir.mkdir(mode=0o700, exist_ok=True)
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -215,6 +219,7 @@ class InstanceManager:
                 host=self.platform.instance_host,
                 ingress_socket=ingress_socket,
                 egress_socket=instance.egress_socket,
+                objects_dir=str(self.objects_dir),
             ),
             runs_as=RunsAs(identity.uid, identity.gid) if identity else None,
         )

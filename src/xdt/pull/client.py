@@ -2,10 +2,11 @@
 
 One :class:`PullClient` per sidecar keeps persistent connections per source (bounded), and
 receives straight into a warm memfd-backed buffer from its own pool, checking length and
-checksum before anything is handed over. When the source is on this host (its abstract Unix
-socket answers, from a process of our own user) no byte crosses a socket: the pull carries the
-key ring's vouch, and the source lends its buffer (copied once into ours, warm) or gives a
-sealed memfd (kept as it is).
+checksum before anything is handed over. Every pull carries the key ring's proof that it
+comes from a sidecar (object servers serve nothing else). When the source is on this host (its
+Unix socket answers, from a process of our own user) no byte crosses a socket: the source lends
+its buffer (copied once into ours, warm) or gives a sealed memfd (kept as it is). Bytes that
+arrive wrong are reported (FAILED), so the source does not count the pull.
 
 Every failure is a typed error, and nothing partial is ever returned::
 
@@ -48,6 +49,7 @@ from .frames import (
     decode_error,
     decode_object,
     encode_done,
+    encode_failed,
     encode_pull,
     read_frame,
 )
@@ -66,6 +68,7 @@ class ClientConfig:
     io_timeout: float = 30.0  # a pull that makes no progress for this long fails
     max_connections_per_source: int = 16  # concurrent pulls from one source beyond this wait
     local: bool = True  # take the same-host memfd fast path when the source is on this host
+    local_dir: str | None = None  # where same-host sources' sockets are (ServerConfig's)
     # Also checksum memfds. Off: they are sealed by a trusted sidecar (costs ~10 ms per 256 MiB).
     verify_local: bool = False
     pool: PoolLimits = DEFAULT_POOL_LIMITS
@@ -292,12 +295,13 @@ class PullClient:
         self.stats.connections_opened += 1
         return _Connection(sock, local=False)
 
-    @staticmethod
-    async def _connect_local(loop: asyncio.AbstractEventLoop, address: str) -> _Connection | None:
+    async def _connect_local(
+        self, loop: asyncio.AbstractEventLoop, address: str
+    ) -> _Connection | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
         try:
-            await loop.sock_connect(sock, local_name(address))
+            await loop.sock_connect(sock, local_name(address, self.config.local_dir))
         except OSError:
             sock.close()
             return None
@@ -311,9 +315,9 @@ class PullClient:
     async def _pull_on(self, conn: _Connection, token: str, tenant: str, ref: Reference) -> Pulled:
         loop = asyncio.get_running_loop()
         reused, conn.used = conn.used, True
-        vouch = self.keyring.vouch(token) if conn.local else b""
+        proof = self.keyring.pull_proof(token, tenant)
         request = encode_pull(
-            PullRequest(token=token, tenant=tenant, want_fd=conn.local, vouch=vouch)
+            PullRequest(token=token, tenant=tenant, proof=proof, want_fd=conn.local)
         )
         try:
             async with asyncio.timeout(self.config.io_timeout) as deadline:
@@ -340,12 +344,18 @@ class PullClient:
                         f"source {ref.source} offers {header.size} bytes for an object the "
                         f"reference says is {ref.size} bytes"
                     )
-                if header.fd_lent:
-                    pulled = self._copy_lent(conn, ref)
-                elif header.fd_attached:
-                    pulled = self._adopt_fd(conn, ref)
-                else:
-                    pulled = await self._receive(loop, conn, ref, deadline)
+                try:
+                    if header.fd_lent:
+                        pulled = self._copy_lent(conn, ref)
+                    elif header.fd_attached:
+                        pulled = self._adopt_fd(conn, ref)
+                    else:
+                        pulled = await self._receive(loop, conn, ref, deadline)
+                except TransferCorrupted as corrupted:
+                    # Every byte (or the memfd) arrived, wrongly: say so, so that the pull is
+                    # not counted, and the connection stays in step for the next one.
+                    await fdio.sendall(loop, conn.sock, encode_failed())
+                    raise _Refused(corrupted) from None
         except TimeoutError:
             raise SourceUnavailable(
                 f"source {ref.source} made no progress for {self.config.io_timeout:g}s"
@@ -383,7 +393,7 @@ class PullClient:
             buffer.size = ref.size
             if checksum(buffer.view()) != ref.checksum:
                 raise TransferCorrupted(
-                    f"object {ref.object_hex} from {ref.source} arrived with a wrong checksum; "
+                    f"the object from {ref.source} arrived with a wrong checksum; "
                     "it was not delivered"
                 )
         except BaseException:
@@ -410,7 +420,7 @@ class PullClient:
             lent = self.loans.borrow(self._passed_fd(conn, ref), ref.size)
         except (OSError, ValueError) as exc:
             raise TransferCorrupted(
-                f"object {ref.object_hex} from {ref.source} came as an unusable memfd: {exc}"
+                f"the object from {ref.source} came as an unusable memfd: {exc}"
             ) from None
         try:
             buffer = self.pool.acquire(ref.size)
@@ -419,7 +429,7 @@ class PullClient:
             lent.close()
         if self.config.verify_local and checksum(buffer.view()) != ref.checksum:
             self.pool.release(buffer)
-            raise TransferCorrupted(f"object {ref.object_hex} lent memfd has a wrong checksum")
+            raise TransferCorrupted("the object lent memfd has a wrong checksum")
         self.stats.pulls_local += 1
         return Pulled(ref, buffer, self.pool, "local")
 
@@ -428,11 +438,11 @@ class PullClient:
             buffer = Buffer.from_sealed_fd(self._passed_fd(conn, ref), ref.size)
         except (OSError, ValueError) as exc:
             raise TransferCorrupted(
-                f"object {ref.object_hex} from {ref.source} came as an unusable memfd: {exc}"
+                f"the object from {ref.source} came as an unusable memfd: {exc}"
             ) from None
         if self.config.verify_local and checksum(buffer.view()) != ref.checksum:
             buffer.close()
-            raise TransferCorrupted(f"object {ref.object_hex} memfd has a wrong checksum")
+            raise TransferCorrupted("the object memfd has a wrong checksum")
         self.stats.pulls_local += 1
         return Pulled(ref, buffer, None, "local")
 

@@ -4,16 +4,19 @@ Every frame starts with an 8-byte header: ``b"XD"``, protocol version, frame typ
 length (u32, big-endian). A pull on one persistent connection::
 
     receiver                                   source
-      PULL(flags, tenant, [vouch], sealed reference) ──►
+      PULL(flags, tenant, proof, sealed reference) ──►
                                            ◄── OBJECT(size, flags) + `size` raw bytes   (TCP)
                                            ◄── OBJECT(size, flags) + memfd in SCM_RIGHTS (local)
                                            ◄── ERROR(code, message)        (and nothing else)
       DONE ──►                              (bytes checked: the pull counts)
+      FAILED ──►                            (bytes wrong: the pull does not count)
 
-On the same host the memfd is either *given* (sealed read-only: the receiver may keep it) or
+Every PULL carries a *proof* that the receiver holds the key ring, i.e. is a sidecar
+(:meth:`xdt._core.refs.KeyRing.pull_proof`, an HMAC of the tenant and the reference): a source
+serves no pull without it, and the tenant the pull acts for is the one the proof covers. On
+the same host the memfd is either *given* (sealed read-only: the receiver may keep it) or
 *lent* (the source's own warm buffer: the receiver copies out before DONE, after which the
-source reuses it). Only a pull that carries a *vouch* — proof that the receiver holds the key
-ring, i.e. is a sidecar (:meth:`xdt._core.refs.KeyRing.vouch`) — is ever lent memory.
+source reuses it).
 
 Control payloads are small (at most :data:`MAX_CONTROL_PAYLOAD` bytes), so a peer can never make
 the other buffer more than that; anything else is a :class:`~xdt.ProtocolError`.
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 from .._core import fdio
 from .._core.errors import ProtocolError
-from .._core.refs import VOUCH_LEN
+from .._core.refs import PROOF_LEN
 
 __all__ = [
     "HEADER",
@@ -45,6 +48,7 @@ __all__ = [
     "decode_pull",
     "encode_done",
     "encode_error",
+    "encode_failed",
     "encode_object",
     "encode_pull",
     "parse_header",
@@ -52,7 +56,7 @@ __all__ = [
 ]
 
 MAGIC = b"XD"
-PROTOCOL_VERSION = 2  # 2: ERROR frames carry the error's code as text
+PROTOCOL_VERSION = 3  # 2: ERROR frames carry a code as text; 3: PULLs carry a proof, FAILED
 HEADER = struct.Struct("!2sBBI")
 MAX_CONTROL_PAYLOAD = 2048
 SMALL_OBJECT = 64 << 10  # objects up to this size are sent in one write with their header
@@ -60,7 +64,6 @@ _OBJECT = struct.Struct("!QB")
 _MAX_CODE = 64  # an error code (xdt._core.errors) is short ASCII
 
 FLAG_WANT_FD = 0x01  # PULL: the receiver is on this host and can take a memfd
-FLAG_VOUCHED = 0x02  # PULL: a vouch (VOUCH_LEN bytes) follows the tenant
 FLAG_FD_ATTACHED = 0x01  # OBJECT: the bytes come as a memfd, not on the stream
 FLAG_FD_LENT = 0x02  # OBJECT: ... and that memfd is lent: copy out, then DONE
 
@@ -70,14 +73,15 @@ class FrameType(enum.IntEnum):
     OBJECT = 2
     DONE = 3
     ERROR = 4
+    FAILED = 5
 
 
 @dataclass(frozen=True, slots=True)
 class PullRequest:
     token: str
     tenant: str
+    proof: bytes  # PROOF_LEN bytes (KeyRing.pull_proof)
     want_fd: bool = False
-    vouch: bytes = b""  # empty, or VOUCH_LEN bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +120,10 @@ def encode_pull(request: PullRequest) -> bytes:
     token = request.token.encode("ascii")
     if len(tenant) > 255:
         raise ValueError("tenant is longer than 255 bytes")
-    if request.vouch and len(request.vouch) != VOUCH_LEN:
-        raise ValueError(f"a vouch is {VOUCH_LEN} bytes")
-    flags = (FLAG_WANT_FD if request.want_fd else 0) | (FLAG_VOUCHED if request.vouch else 0)
-    payload = bytes((flags, len(tenant))) + tenant + request.vouch + token
+    if len(request.proof) != PROOF_LEN:
+        raise ValueError(f"a pull's proof is {PROOF_LEN} bytes")
+    flags = FLAG_WANT_FD if request.want_fd else 0
+    payload = bytes((flags, len(tenant))) + tenant + request.proof + token
     if len(payload) > MAX_CONTROL_PAYLOAD:
         raise ValueError("reference too long for a PULL frame")
     return _frame(FrameType.PULL, payload)
@@ -130,7 +134,7 @@ def decode_pull(payload: bytes | bytearray | memoryview) -> PullRequest:
     if len(data) < 2 or len(data) < 2 + data[1]:
         raise ProtocolError("PULL frame is truncated")
     flags, tenant_end = data[0], 2 + data[1]
-    token_start = tenant_end + (VOUCH_LEN if flags & FLAG_VOUCHED else 0)
+    token_start = tenant_end + PROOF_LEN
     if len(data) < token_start:
         raise ProtocolError("PULL frame is truncated")
     try:
@@ -141,8 +145,8 @@ def decode_pull(payload: bytes | bytearray | memoryview) -> PullRequest:
     return PullRequest(
         token=token,
         tenant=tenant,
+        proof=data[tenant_end:token_start],
         want_fd=bool(flags & FLAG_WANT_FD),
-        vouch=data[tenant_end:token_start],
     )
 
 
@@ -166,6 +170,10 @@ def decode_object(payload: bytes | bytearray | memoryview) -> ObjectHeader:
 
 def encode_done() -> bytes:
     return _frame(FrameType.DONE)
+
+
+def encode_failed() -> bytes:
+    return _frame(FrameType.FAILED)
 
 
 def encode_error(code: str, message: str) -> bytes:

@@ -1,12 +1,18 @@
-"""The object server: serves a store's objects to peers that present a valid reference.
+"""The object server: serves a store's objects to sidecars that present a valid reference.
 
 It listens on TCP (``host:port``, the address sealed into references) and, for receivers on the
-same host, on an abstract Unix socket named after that address (abstract names are scoped to
-the network namespace, which is exactly "the same host" for peers that share one). Over the
-Unix socket an object travels as a memfd (SCM_RIGHTS), not through the socket: given when it
-is sealed read-only, lent (our warm buffer, copied out by the receiver before DONE) when the
-pull is vouched for by the key ring — i.e. comes from a sidecar. Any process on the host can
-reach an abstract socket, so an unvouched pull gets the bytes streamed, never our memory.
+same host, on a Unix socket: a file in ``local_dir`` (the platform's private folder, which no
+function can reach or write), or without one an abstract socket named after the address. Over
+the Unix socket an object travels as a memfd (SCM_RIGHTS), not through the socket: given when
+it is sealed read-only, lent (our warm buffer, copied out by the receiver before DONE) when the
+peer also runs as our own user.
+
+Only sidecars may pull: every PULL must carry a proof made with the key ring
+(:meth:`~xdt._core.refs.KeyRing.pull_proof`) over the reference and the tenant it is pulled
+for, and that tenant must be the reference's. Anything else is refused with
+:class:`~xdt.PullRefused` before the store is asked. A pull is counted when the receiver
+confirms (DONE), not when it says the bytes arrived wrong (FAILED); one that had every byte
+handed over and never confirmed counts by the store's rule (:class:`~xdt._core.store.Pull`).
 
 Whatever arrives, the server answers with an OBJECT or a coded ERROR frame, or closes that one
 connection; it never lets a peer's input take it down, and it buffers at most one control frame
@@ -17,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import sys
 from dataclasses import dataclass
 
 from .._core import fdio
-from .._core.errors import ProtocolError, SourceUnavailable, XdtError
-from .._core.peercred import peer_is_us
+from .._core.errors import ProtocolError, PullRefused, SourceUnavailable, XdtError
+from .._core.peercred import bind_unix, peer_is_us
 from .._core.refs import KeyRing, TransferMode
 from .._core.store import ObjectStore, Pull, StoredObject
 from .._util.tasks import TaskSet
@@ -41,8 +49,11 @@ from .frames import (
 __all__ = ["DEFAULT_SERVER_CONFIG", "ObjectServer", "ServerConfig", "ServerStats", "local_name"]
 
 
-def local_name(address: str) -> str:
-    """The abstract Unix socket name of the object server advertising ``address``."""
+def local_name(address: str, local_dir: str | None = None) -> str:
+    """Where the object server advertising ``address`` listens for same-host receivers: a
+    file in ``local_dir``, or an abstract socket name."""
+    if local_dir is not None:
+        return os.path.join(local_dir, f"{address}.sock")
     return f"\0xdt-objects:{address}"
 
 
@@ -52,6 +63,7 @@ class ServerConfig:
     port: int = 0  # 0: any free port
     advertise: str | None = None  # host:port to seal into references, if not host:port
     local: bool = True  # also serve same-host receivers over a Unix socket (fd passing)
+    local_dir: str | None = None  # that socket's folder (private); None: the abstract namespace
     fd_threshold: int = 256 << 10  # pass objects this big as memfds; stream smaller ones
     max_connections: int = 1024
     idle_timeout: float = 300.0  # an idle persistent connection is closed after this
@@ -68,6 +80,8 @@ class ServerStats:
     pulls_local: int = 0  # completed as memfds
     bytes_sent: int = 0  # over streams (memfds are not counted: nothing was copied)
     errors: int = 0  # ERROR frames sent
+    refused: int = 0  # pulls without a sidecar's proof
+    failed: int = 0  # pulls the receiver said arrived wrong (FAILED)
     protocol_errors: int = 0  # connections closed for garbage
 
 
@@ -109,12 +123,29 @@ class ObjectServer:
         self.address = self.config.advertise or f"{host}:{port}"
         self._tasks.spawn(self._accept(loop, tcp, local=False))
         if self.config.local:
-            unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            unix.bind(local_name(self.address))
+            unix = self._bind_local()
+            if unix is not None:
+                self._listeners.append(unix)
+                self._tasks.spawn(self._accept(loop, unix, local=True))
+
+    def _bind_local(self) -> socket.socket | None:
+        """The same-host listener, or None — and a log line — when its name is taken: an
+        abstract name is open to every process on the host, so a function may have bound it
+        first; receivers then pull over TCP (they check who serves the name, too)."""
+        where = local_name(self.address, self.config.local_dir)
+        if self.config.local_dir is not None:
+            return bind_unix(where, mode=0o600)
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            unix.bind(where)
             unix.listen(1024)
-            unix.setblocking(False)
-            self._listeners.append(unix)
-            self._tasks.spawn(self._accept(loop, unix, local=True))
+        except OSError as exc:
+            unix.close()
+            message = f"the same-host socket of object server {self.address} is taken"
+            print(f"xdt: {message} ({exc.strerror}); serving over TCP only", file=sys.stderr)
+            return None
+        unix.setblocking(False)
+        return unix
 
     async def close(self) -> None:
         for listener in self._listeners:
@@ -189,6 +220,12 @@ class ObjectServer:
     ) -> None:
         request = decode_pull(payload)
         try:
+            if not self.keyring.proves(request.token, request.tenant, request.proof):
+                self.stats.refused += 1
+                raise PullRefused(
+                    "this object server serves only the sidecars of its platform: the pull "
+                    "carries no proof made with the platform's key ring"
+                )
             ref = self.keyring.open(request.token, tenant=request.tenant)
             if ref.mode is not TransferMode.XDT:
                 raise ProtocolError(f"a {ref.mode.name} reference cannot be pulled from a sidecar")
@@ -197,11 +234,16 @@ class ObjectServer:
             self.stats.errors += 1
             await fdio.sendall(loop, sock, encode_error(exc.code, str(exc)))
             return
-        sent_fd = False
+        sent_fd = handed_over = False
         try:
             async with asyncio.timeout(self.config.io_timeout):
                 sent_fd = await self._send_object(loop, sock, pull, request, local=local)
+                handed_over = True
                 frame = await read_frame(loop, sock, reader)
+            if frame is not None and frame[0] is FrameType.FAILED:
+                self.stats.failed += 1
+                handed_over = False  # the receiver says it did not get the object right
+                return
             if frame is None or frame[0] is not FrameType.DONE:
                 raise ConnectionResetError("receiver left before confirming the object")
             pull.complete()
@@ -214,7 +256,7 @@ class ObjectServer:
                 # Lent, and never confirmed: the receiver may still be copying it, so the
                 # buffer is never handed out again (closed once the object goes).
                 pull.object.buffer.retired = True
-            pull.abort()  # no-op once completed: a failed pull gives its budget back
+            pull.abort(handed_over=handed_over)  # no-op once completed
 
     async def _send_object(
         self,
@@ -232,16 +274,11 @@ class ObjectServer:
                 header = encode_object(ObjectHeader(size=size, fd_attached=True))
                 await fdio.send_fds(loop, sock, header, [buffer.fd])
                 return True
-            if (
-                request.vouch
-                and peer_is_us(sock)  # a second lock besides the vouch: not a function
-                and self.keyring.vouched(request.token, request.vouch)
-            ):
+            if peer_is_us(sock):  # a second lock besides the proof: a process of ours
                 # Our warm (writable, reused) buffer, lent to a sidecar only: it copies the
                 # bytes out before DONE, and the buffer returns to the pool with no fresh
-                # pages (a new 64 MiB memfd costs ~40 ms here, a warm copy ~7 ms). Anyone
-                # else who could reach this socket would get a window into later objects,
-                # so without a vouch the bytes are streamed.
+                # pages (a new 64 MiB memfd costs ~40 ms here, a warm copy ~7 ms). A process
+                # of another user would get a window into later objects: it is streamed to.
                 buffer.fix_size()
                 header = encode_object(ObjectHeader(size=size, fd_attached=True, fd_lent=True))
                 await fdio.send_fds(loop, sock, header, [buffer.fd])

@@ -31,7 +31,7 @@ from .._util.concurrency import RequestStats
 from .._util.heap import give_back, give_back_when_idle
 from .._util.tasks import TaskSet
 from ..modes import PathMaker
-from ..pull import ObjectServer, PullClient, ServerConfig
+from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
 from .config import SidecarConfig
 from .egress import Egress
 from .guard import PeerCheckedUnixSite, behind_secret
@@ -70,8 +70,11 @@ class Sidecar:
         self.config = config
         self.keyring = keyring
         self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota))
-        self.pulls = PullClient(keyring, tenant=config.tenant)
-        self.objects = ObjectServer(self.store, keyring, ServerConfig(host=config.faces.host))
+        objects_dir = config.faces.objects_dir
+        self.pulls = PullClient(keyring, ClientConfig(local_dir=objects_dir), tenant=config.tenant)
+        self.objects = ObjectServer(
+            self.store, keyring, ServerConfig(host=config.faces.host, local_dir=objects_dir)
+        )
         self.upstream = _make_upstream(config, self.store, self.pulls)
         paths = PathMaker(
             keyring=keyring,

@@ -32,6 +32,9 @@ class Faces:
     host: str = "127.0.0.1"
     ingress_socket: str | None = None
     egress_socket: str | None = None
+    # The folder of every sidecar's same-host object socket: the platform's, private (0700),
+    # so no function can reach, take or predict one. None: the abstract namespace.
+    objects_dir: str | None = None
 
 
 @dataclass(frozen=True)

@@ -196,3 +196,45 @@ def daemon(body: bytes) -> bytes:
         [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
     )
     return str(child.pid).encode()
+
+
+def steal(body: bytes) -> bytes:
+    """A hostile function of another tenant, handed a reference to someone's object and told
+    where its source sidecar is: it speaks the pull protocol itself, naming the owner's tenant,
+    over TCP and on every same-host socket it can think of; answers what each attempt got."""
+    import socket
+
+    from xdt.pull.frames import FrameReader, PullRequest, decode_error, encode_pull
+
+    order = json.loads(body)
+    request = encode_pull(PullRequest(order["token"], order["tenant"], proof=bytes(16)))
+    tried: dict[str, str] = {}
+
+    def attempt(name: str, family: int, address: object) -> None:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as raw:
+                raw.settimeout(10)
+                raw.connect(address)
+                raw.sendall(request)
+                reader = FrameReader()
+                while (frame := reader.next_frame()) is None:
+                    count = raw.recv_into(reader.space())
+                    if not count:
+                        tried[name] = "closed"
+                        return
+                    reader.advance(count)
+                kind, payload = frame
+                tried[name] = decode_error(payload)[0] if kind.name == "ERROR" else kind.name
+        except OSError as exc:
+            tried[name] = type(exc).__name__
+
+    host, port = order["address"].rsplit(":", 1)
+    attempt("tcp", socket.AF_INET, (host, int(port)))
+    attempt("abstract", socket.AF_UNIX, f"\0xdt-objects:{order['address']}")
+    attempt("private", socket.AF_UNIX, order["private_socket"])
+    try:
+        xdt.sync.get(order["token"])  # through its own sidecar, as a function should
+        tried["sdk"] = "got it"
+    except xdt.XdtError as exc:
+        tried["sdk"] = type(exc).__name__
+    return json.dumps(tried).encode()
