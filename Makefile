@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test` (the tests).
 # Each installs what it needs: a .venv with the package and its dev extras, and the Debian
-# packages listed in DEBIAN_PACKAGES (redis-server, for the elasticache transfer mode).
+# packages listed in DEBIAN_PACKAGES (redis-server, for the elasticache transfer mode; bubblewrap, the
+# functions' sandbox).
 
 # As root, the venv's Python must be one that any user can run: functions run under uids of
 # their own (see tools/pick-python). Say PYTHON=... to choose another.
@@ -11,7 +12,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Named after the Python it was built from: another Python builds the venv afresh.
 STAMP := $(VENV)/.installed-$(subst /,_,$(PYTHON))
-DEBIAN_PACKAGES := redis-server
+DEBIAN_PACKAGES := redis-server bubblewrap
 
 .PHONY: demo test lint typecheck unit bench system-deps clean
 

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,9 @@ from typing import Any
 import pytest
 from patterns import describe, make  # tests/_support/functions (see conftest.py)
 
-from _support.platform import FUNCTIONS, RunningPlatform, alive
+from _support.platform import FUNCTIONS, RunningPlatform
 from xdt import IsolationError, SpecError
+from xdt._util import procfs
 from xdt._util.polling import until_sync
 from xdt.platform.isolation import (
     UID_BASE,
@@ -30,7 +30,9 @@ from xdt.platform.isolation import (
     isolation_wanted,
     mapped,
 )
+from xdt.platform.sandbox import available
 from xdt.platform.spec import FunctionSpec, PlatformSpec
+from xdt.testing import LaunchedPlatform
 
 Start = Callable[[dict[str, Any]], RunningPlatform]
 
@@ -157,6 +159,13 @@ def _uid_of(pid: int) -> int:
         return int(next(line.split()[1] for line in status if line.startswith("Uid:")))
 
 
+def _function_uid(pid: int) -> int:
+    """The uid the function's code runs under: the process's own, or, sandboxed, that of the
+    process bwrap started for it (bwrap itself is root's, to make the sandbox)."""
+    uids = {_uid_of(p) for p in procfs.descendants(pid) if procfs.ids_of(p) is not None}
+    return next(iter(uids - {0}), 0) if len(uids - {0}) <= 1 else -1
+
+
 @needs_root
 def test_each_function_runs_under_its_own_uid_with_a_private_home(start_platform: Start) -> None:
     platform = start_platform(
@@ -186,10 +195,10 @@ def test_each_function_runs_under_its_own_uid_with_a_private_home(start_platform
     # Every instance of a function shares its uid; a command function gets one too.
     platform.wait_for(lambda s: s["functions"]["who-a"]["ready"] == 2, what="two instances")
     instances = _instances(platform, "who-a")
-    assert {_uid_of(i["function_pid"]) for i in instances} == {a["uid"]}
+    assert {_function_uid(i["function_pid"]) for i in instances} == {a["uid"]}
     assert {i["uid"] for i in instances} == {a["uid"]}
     (legacy,) = _instances(platform, "legacy")
-    assert _uid_of(legacy["function_pid"]) not in (0, a["uid"], b["uid"])
+    assert _function_uid(legacy["function_pid"]) not in (0, -1, a["uid"], b["uid"])
     assert _uid_of(legacy["sidecar_pid"]) == 0  # sidecars stay the platform's
     assert platform.invoke("legacy", b"x")[::2] == (200, b"legacy(third(x))")
     assert platform.status()["isolation"] is True
@@ -206,11 +215,18 @@ def test_each_function_runs_under_its_own_uid_with_a_private_home(start_platform
 
 
 @needs_root
+@pytest.mark.parametrize("sandbox", ["off", "on"])
 def test_a_function_cannot_reach_another_ones_sockets_processes_or_redis(
-    start_platform: Start,
+    start_platform: Start, sandbox: str
 ) -> None:
+    """Without the sandbox, file modes keep a function from connecting to others' sockets,
+    and SO_PEERCRED checks from being served even when the modes are opened wide; in the
+    sandbox (the default, with bwrap) none of them is even in its file system."""
+    if sandbox == "on" and available() is None:
+        pytest.skip("the sandbox needs bwrap (Debian's bubblewrap): make test installs it")
     platform = start_platform(
         {
+            "platform": {"sandbox": sandbox},
             "functions": [
                 {"name": "probe", "handler": "fns:probe"},
                 {"name": "victim", "handler": "fns:upper"},
@@ -242,9 +258,15 @@ def test_a_function_cannot_reach_another_ones_sockets_processes_or_redis(
         return answer
 
     seen = probe()
-    # File modes keep it from even connecting: the sockets are root's (the egress's group is
-    # the victim's own), the runtime's is in the victim's private folder.
-    assert (seen["in"], seen["out"], seen["runtime"]) == ("refused: EACCES",) * 3
+    if sandbox == "on":  # not in its world at all: not the sockets, not the processes
+        assert (seen["in"], seen["out"], seen["runtime"]) == ("refused: ENOENT",) * 3
+        assert seen["environ"] == "FileNotFoundError" and seen["signal"] == "ProcessLookupError"
+    else:
+        # File modes keep it from even connecting: the sockets are root's (the egress's
+        # group is the victim's own), the runtime's is in the victim's private folder.
+        assert (seen["in"], seen["out"], seen["runtime"]) == ("refused: EACCES",) * 3
+        # Another uid's process: its environment is unreadable, signals are refused.
+        assert (seen["environ"], seen["signal"]) == ("PermissionError", "PermissionError")
     assert seen["own-out"] == "answered"  # its own egress socket serves it
     # The TCP egress answers only under the secret path in the function's own $XDT_EGRESS.
     for case in ("egress-no-secret", "egress-wrong-secret"):
@@ -254,8 +276,8 @@ def test_a_function_cannot_reach_another_ones_sockets_processes_or_redis(
     # Redis wants its password, which no function process has.
     assert seen["redis"].startswith("-NOAUTH")
     assert not any("redis://" in value for value in seen["environment"].values())
-    # Another uid's process: its environment is unreadable, signals are refused.
-    assert (seen["environ"], seen["signal"]) == ("PermissionError", "PermissionError")
+    if sandbox == "on":
+        return  # the inner lock below cannot be reached through the sandbox to be tried
 
     # Even with the file modes opened wide, the peer checks (SO_PEERCRED) refuse it.
     private.chmod(0o711)
@@ -314,13 +336,14 @@ def test_what_a_function_leaves_running_stops_with_the_platform(start_platform: 
     platform = start_platform({"functions": [{"name": "daemon", "handler": "fns:daemon"}]})
     status, _, body = platform.invoke("daemon")
     assert status == 200, body
-    pid = int(body)
-    assert alive(pid)  # outside the function's process group: stopping the group misses it
+    marker = body.decode()
+
+    def left() -> list[int]:  # found by its command line: in a sandbox its pid is another
+        return [p for p in procfs.pids() if marker in _command_line(p)]
+
+    assert left()  # outside the function's process group: stopping the group misses it
     platform.stop()
-    deadline = time.monotonic() + 10
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(pid)
+    assert until_sync(lambda: not left(), timeout=10), left()
 
 
 @needs_root
@@ -352,15 +375,43 @@ def _up(spec: str, folder: Path, **options: Any) -> subprocess.CompletedProcess[
 
 @needs_root
 def test_a_function_folder_its_uid_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
-    # pytest's tmp_path is under /tmp/pytest-of-root, mode 0700.
-    shutil.copy(FUNCTIONS / "fns.py", tmp_path)
-    done = _up("functions:\n  - {name: upper, handler: 'fns:upper'}\n", tmp_path)
+    # pytest's tmp_path is under /tmp/pytest-of-root, mode 0700: without the sandbox the
+    # function's uid cannot pass it.
+    folder = tmp_path / "app"
+    folder.mkdir(mode=0o755)
+    shutil.copy(FUNCTIONS / "fns.py", folder)
+    spec = "platform: {sandbox: off}\nfunctions:\n  - {name: upper, handler: 'fns:upper'}\n"
+    done = _up(spec, folder)
     assert done.returncode == 1, done.stdout
     output = " ".join(done.stdout.split())
-    assert f"functions[upper]: its folder, {tmp_path}, is not readable" in output
-    blocking = next(p for p in reversed(tmp_path.parents) if not os.stat(p).st_mode & 0o001)
+    assert f"functions[upper]: its folder, {folder}, is not readable" in output
+    blocking = next(p for p in reversed(folder.parents) if not os.stat(p).st_mode & 0o001)
     assert f"{blocking} is mode 0700" in output and "platform.isolation: off" in output
-    assert "xdt is up" not in output
+    assert "install bubblewrap" in output and "xdt is up" not in output
+
+
+@needs_root
+def test_in_the_sandbox_a_folder_behind_a_private_one_just_works(tmp_path: Path) -> None:
+    """The sandbox binds the function's folder in: the private folders above it (a clone in
+    /root, mktemp -d) do not matter; the folder itself must still let the uid in."""
+    if available() is None:
+        pytest.skip("the sandbox needs bwrap (Debian's bubblewrap): make test installs it")
+    folder = tmp_path / "app"  # behind tmp_path's 0700
+    folder.mkdir(mode=0o755)
+    shutil.copy(FUNCTIONS / "fns.py", folder)
+    (folder / "xdt.yaml").write_text("functions:\n  - {name: upper, handler: 'fns:upper'}\n")
+    platform = LaunchedPlatform(folder / "xdt.yaml", tmp_path / "up.log")
+    try:
+        platform.wait_ready(timeout=60)
+        assert platform.invoke("upper", b"boxed")[::2] == (200, b"BOXED")
+        assert platform.status()["sandbox"] is True
+    finally:
+        platform.stop()
+    folder.chmod(0o700)  # the folder itself closed: named, with what to do
+    done = _up("functions:\n  - {name: upper, handler: 'fns:upper'}\n", folder)
+    output = " ".join(done.stdout.split())
+    assert done.returncode == 1 and f"{folder} is mode 0700" in output, output
+    assert "Let that uid read it" in output
 
 
 @needs_root
@@ -400,8 +451,17 @@ def test_a_function_cannot_pull_another_tenants_object_by_speaking_the_protocol(
     tried = json.loads(body)
     assert tried["tcp"] == "pull_refused"
     assert tried["abstract"] == "ConnectionRefusedError"  # sidecars bind no abstract name
-    assert tried["private"] == "PermissionError"  # the folder is the platform's alone
+    # The folder is the platform's alone (and, sandboxed, not in the function's world).
+    assert tried["private"] in ("PermissionError", "FileNotFoundError")
     assert tried["sdk"] == "WrongTenant"
     platform.wait_for(  # the object is untouched, still there for its owner's receivers
         lambda s: s["functions"]["bank"]["objects"] == 1, what="bank to still hold its object"
     )
+
+
+def _command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as line:
+            return line.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

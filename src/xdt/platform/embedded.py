@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from .._core.errors import IsolationError
 from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
 from .._http.metrics import Metric, render
 from .._util.polling import until
@@ -45,6 +46,7 @@ from .isolation import (
     isolation_wanted,
     stop_processes_of,
 )
+from .sandbox import available, sandbox_wanted
 from .spec import Spec
 from .status import PlatformStatus
 from .stores import EmbeddedStores, embedded_credentials
@@ -76,6 +78,7 @@ class Platform:
         self.kept_logs: Path | None = None
         self.stores: EmbeddedStores | None = None
         self.identities: dict[str, Identity] | None = None  # None: not isolated
+        self.sandboxed = False  # isolated functions in bubblewrap (xdt.platform.sandbox)
 
     async def __aenter__(self) -> Platform:
         await self.start()
@@ -94,11 +97,19 @@ class Platform:
     async def _start(self) -> None:
         settings = self.spec.platform
         if isolation_wanted(settings):
+            self.sandboxed = sandbox_wanted(settings.sandbox, isolated=True)
+            if self.sandboxed and available() is None:
+                raise IsolationError(
+                    "platform.sandbox: on runs each function in a bubblewrap sandbox, and "
+                    "bwrap (Debian's bubblewrap) or setpriv is not installed: apt-get install "
+                    "bubblewrap, or set sandbox: auto or off"
+                )
             # Before anything starts: a function that cannot read its own files under its
             # uid is a clear error now, not a crash loop later.
             self.identities = allocate(self.spec.functions)
             for function in self.spec.functions:
-                check_reachable(function, self.identities[function.name])
+                identity = self.identities[function.name]
+                check_reachable(function, identity, sandboxed=self.sandboxed)
         # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
         self._run_dir = Path(tempfile.mkdtemp(prefix="xdt-"))
         if self.identities is not None:
@@ -133,6 +144,7 @@ class Platform:
             stores=store_settings,
             sidecar_env=embedded_credentials() if embedded_s3 else None,
             identities=self.identities,
+            sandboxed=self.sandboxed,
         )
         for function in self.spec.functions:
             self.deployments[function.name] = Deployment(
@@ -237,6 +249,7 @@ class Platform:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "stores": self.stores.started if self.stores is not None else [],
             "isolation": self.identities is not None,
+            "sandbox": self.sandboxed,
             "functions": {name: d.status() for name, d in self.deployments.items()},
         }
 

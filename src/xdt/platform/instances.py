@@ -31,6 +31,7 @@ import enum
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -50,7 +51,8 @@ from .._util.tasks import TaskSet
 from ..modes import StoreSettings
 from ..sidecar.config import Faces, Launch, RunsAs, SidecarConfig
 from .events import Event, Kind
-from .isolation import Identity, make_private_folder, remove_private_folder
+from .isolation import Identity, command_root, make_private_folder, remove_private_folder
+from .sandbox import Sandbox
 from .spec import FunctionSpec, Spec
 from .status import InstanceStatus
 
@@ -140,10 +142,12 @@ class InstanceManager:
         stores: StoreSettings | None = None,
         sidecar_env: dict[str, str] | None = None,
         identities: Mapping[str, Identity] | None = None,
+        sandboxed: bool = False,
     ) -> None:
         self.spec = spec
         self.platform = spec.platform
         self.identities = identities  # None: functions run under our uid (no isolation)
+        self.sandboxed = sandboxed  # isolated functions in bubblewrap (.sandbox)
         self.stores = stores or StoreSettings()
         self.sidecar_env = sidecar_env or {}  # e.g. credentials for an embedded S3 emulator
         self.keyring = keyring
@@ -288,6 +292,19 @@ class InstanceManager:
             assert function.command is not None and instance.function_port is not None
             env["PORT"] = str(instance.function_port)
             argv = list(function.command)
+        if self.sandboxed and instance.identity is not None and instance.private is not None:
+            # bwrap runs as root to make the sandbox; setpriv inside drops to the uid.
+            extra = []
+            if function.command is not None:
+                found = shutil.which(argv[0], path=env.get("PATH")) if "/" not in argv[0] else None
+                if found is not None:
+                    extra.append(command_root(Path(found)))
+            sandbox = Sandbox.for_function(
+                *instance.identity, folder=function.folder, private=instance.private,
+                sockets=[Path(instance.egress_socket)], extra=extra,
+            )  # fmt: skip
+            argv = sandbox.argv(argv, cwd=function.folder)
+            options = {"umask": 0o077, "preexec_fn": die_with_parent}
         with _log(instance) as log:
             try:
                 instance.process = await asyncio.create_subprocess_exec(

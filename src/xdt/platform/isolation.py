@@ -182,40 +182,61 @@ def remove_private_folder(path: Path) -> None:
 _R, _W, _X = 4, 2, 1
 
 
-def check_reachable(function: FunctionSpec, identity: Identity) -> None:
+def check_reachable(function: FunctionSpec, identity: Identity, *, sandboxed: bool = False) -> None:
     """Raises :class:`IsolationError` naming the first path ``function`` needs that its uid
     cannot read (or search, or run), and what to do about it. Judged by mode bits, as the
-    kernel does without ACLs."""
-    needs: list[tuple[Path, int, str]] = [(function.folder, _R | _X, "its folder")]
+    kernel does without ACLs. ``sandboxed`` (:mod:`.sandbox`): what is bound into the sandbox
+    is reached there without the folders above it, so only the paths themselves, and the
+    folders between the function's folder and its files, must let the uid in."""
+    folder = function.folder
+    # (path, need, what, where the walk starts: the path itself when sandboxed, else "/")
+    needs: list[tuple[Path, int, str, Path | None]] = [
+        (folder, _R | _X, "its folder", folder if sandboxed else None)
+    ]
+    inside = folder if sandboxed else None
     if function.handler is not None:
-        module = _module_file(function.folder, function.handler)
+        module = _module_file(folder, function.handler)
         if module is not None:
-            needs.append((module, _R, "its handler's module"))
-        needs += [
+            needs.append((module, _R, "its handler's module", inside))
+        for path, need, what in (
             (Path(sys.executable), _X, "the Python that runs handlers"),
             (Path(os.__file__).parent, _R | _X, "that Python's standard library"),
             (Path(__file__).parent.parent, _R | _X, "the xdt package"),
-        ]
+        ):
+            needs.append((path, need, what, path if sandboxed else None))
     else:
         assert function.command is not None
         program = _program(function)
         if program is not None:
-            needs.append((program, _X, "its command"))
+            needs.append((program, _X, "its command", command_root(program) if sandboxed else None))
         for argument in function.command[1:]:
-            candidate = function.folder / argument
+            candidate = folder / argument
             if "\0" not in argument and candidate.is_file():
-                needs.append((candidate, _R, "a file its command names"))
-    for path, need, what in needs:
-        blocked = _blocked(path, identity, need)
+                needs.append((candidate, _R, "a file its command names", inside))
+    for path, need, what, root in needs:
+        blocked = _blocked(path, identity, need, root)
         if blocked is None:
             continue
         step, mode, owner = blocked
+        advice = (
+            "Let that uid read it (chmod o+rx on the folder, o+r on files)"
+            if sandboxed
+            else "Let every user read it (chmod o+rx on folders, o+x on the folders above "
+            "them, o+r on files), install bubblewrap for a sandbox that needs no folder above "
+            "it opened"
+        )
         raise IsolationError(
             f"functions[{function.name}]: {what}, {path}, is not readable by the "
             f"function's own uid {identity.uid} (isolation): {step} is mode {mode:04o}, owner "
-            f"uid {owner}. Let every user read it (chmod o+rx on folders, o+x on the folders "
-            "above them, o+r on files), or set platform.isolation: off"
+            f"uid {owner}. {advice}, or set platform.isolation: off"
         )
+
+
+def command_root(program: Path) -> Path:
+    """What of a ``command:``'s program a sandbox binds: its installation (``…/bin/x`` → ``…``),
+    so that an interpreter finds its libraries."""
+    real = Path(os.path.realpath(program))
+    return real.parent.parent if real.parent.name == "bin" else real.parent
 
 
 def _module_file(folder: Path, handler: str) -> Path | None:
@@ -238,13 +259,19 @@ def _program(function: FunctionSpec) -> Path | None:
     return Path(found) if found is not None else None
 
 
-def _blocked(path: Path, identity: Identity, need: int) -> tuple[Path, int, int] | None:
+def _blocked(
+    path: Path, identity: Identity, need: int, root: Path | None = None
+) -> tuple[Path, int, int] | None:
     """The first step to ``path`` that ``identity`` may not take: (that path, its mode, its
     owner). Its folders need search permission, ``path`` itself ``need``. Both the path as
-    written and where its symbolic links lead are walked."""
+    written and where its symbolic links lead are walked, from ``/`` or from ``root``."""
     written = Path(os.path.abspath(path))
+    top = Path(os.path.abspath(root)) if root is not None else None
     for target in dict.fromkeys((written, Path(os.path.realpath(written)))):
-        for step, wanted in [*((p, _X) for p in reversed(target.parents)), (target, need)]:
+        folders = [p for p in reversed(target.parents) if top is None or top in (p, *p.parents)]
+        if top is not None and target != written:
+            folders = []  # where a link leads, inside the sandbox: only the target itself
+        for step, wanted in [*((p, _X) for p in folders), (target, need)]:
             try:
                 info = step.stat()
             except OSError:

@@ -104,6 +104,9 @@ class PlatformSpec:
     s3_region: str = DEFAULT_STORE_SETTINGS.s3_region
     # Each function under a uid of its own: "auto" when xdt up runs as root, "on" requires it.
     isolation: str = "auto"
+    # Isolated functions in a bubblewrap sandbox: "auto" when bwrap is installed (xdt.platform
+    # .sandbox), "on" requires it, "off" never.
+    sandbox: str = "auto"
 
     @property
     def stores(self) -> StoreSettings:
@@ -207,6 +210,8 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _string(value, where)
         elif key == "isolation":
             values[key] = _isolation(value, where)
+        elif key == "sandbox":
+            values[key] = _sandbox(value, where)
     return PlatformSpec(**values)
 
 
@@ -217,6 +222,17 @@ def _isolation(value: Any, where: str) -> str:
         raise SpecError(
             f"{where}: {value!r} is not an isolation setting: auto (each function under a uid "
             "of its own when xdt up runs as root), on (require it) or off"
+        )
+    return str(value)
+
+
+def _sandbox(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in ("auto", "on", "off"):
+        raise SpecError(
+            f"{where}: {value!r} is not a sandbox setting: auto (isolated functions in a "
+            "bubblewrap sandbox when bwrap is installed), on (require it) or off"
         )
     return str(value)
 

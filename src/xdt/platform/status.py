@@ -78,4 +78,5 @@ class PlatformStatus(TypedDict):
     uptime_s: float
     stores: list[str]
     isolation: bool
+    sandbox: bool  # isolated functions run in bubblewrap
     functions: dict[str, FunctionStatus]

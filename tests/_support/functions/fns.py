@@ -188,14 +188,16 @@ def probe(body: bytes) -> bytes:
 
 
 def daemon(body: bytes) -> bytes:
-    """Leave a process behind that escaped this one's process group; answer its pid."""
+    """Leave a process behind that escaped this one's process group; answer what its command
+    line says (its pid would be one of this function's PID namespace, in a sandbox)."""
     import subprocess
     import sys
 
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
+    marker = f"xdt-test-daemon-{os.getpid()}-{time.time_ns()}"
+    subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)", marker], start_new_session=True
     )
-    return str(child.pid).encode()
+    return marker.encode()
 
 
 def steal(body: bytes) -> bytes:
