@@ -6,11 +6,11 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from _support.users import STDLIB_PYTHON
 from xdt._core.peercred import PeerCheck, bind_unix, peer_of
 
 OTHER_UID = 2_000_000_000 + 4242  # a uid of the isolation range, held by nobody here
@@ -63,7 +63,7 @@ def test_a_peer_of_another_uid_is_refused_and_logged(shared_path: Path) -> None:
     check = PeerCheck({os.getuid()}, "test socket", log=lines.append)
     with bind_unix(path, mode=0o666) as listener:
         client = subprocess.Popen(
-            [sys.executable, "-c", CONNECT, path], stdout=subprocess.PIPE, text=True,
+            [STDLIB_PYTHON, "-c", CONNECT, path], stdout=subprocess.PIPE, text=True,
             user=OTHER_UID, group=OTHER_UID, extra_groups=[],
         )  # fmt: skip
         assert not _serve_one(listener, check)
@@ -71,7 +71,7 @@ def test_a_peer_of_another_uid_is_refused_and_logged(shared_path: Path) -> None:
         assert out.strip() == "closed"
 
         ours = subprocess.Popen(
-            [sys.executable, "-c", CONNECT, path], stdout=subprocess.PIPE, text=True
+            [STDLIB_PYTHON, "-c", CONNECT, path], stdout=subprocess.PIPE, text=True
         )
         assert _serve_one(listener, check)
         assert ours.communicate(timeout=30)[0].strip() == "welcome"

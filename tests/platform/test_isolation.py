@@ -18,6 +18,7 @@ import pytest
 from patterns import describe, make  # tests/_support/functions (see conftest.py)
 
 from _support.platform import FUNCTIONS, RunningPlatform
+from _support.users import STDLIB_PYTHON, as_user, venv_reachable_by_others
 from xdt import IsolationError, SpecError
 from xdt._util import procfs
 from xdt._util.polling import until_sync
@@ -89,7 +90,7 @@ def test_a_uid_a_running_process_holds_is_not_handed_out() -> None:
     function = [FunctionSpec(name="busy", handler="m:f")]
     first = allocate(function, salt=b"t" * 16)["busy"]
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"],
+        [STDLIB_PYTHON, "-c", "import time; time.sleep(60)"],
         user=first.uid, group=first.gid, extra_groups=[],
     )  # fmt: skip
     try:
@@ -106,7 +107,13 @@ def test_a_uid_a_running_process_holds_is_not_handed_out() -> None:
 def test_a_readable_handler_passes_the_check(shared_path: Path) -> None:
     (shared_path / "fns.py").write_text("def f(body): return body\n")
     (shared_path / "fns.py").chmod(0o644)
-    check_reachable(FunctionSpec(name="f", handler="fns:f", folder=shared_path), SOMEONE)
+    function = FunctionSpec(name="f", handler="fns:f", folder=shared_path)
+    check_reachable(function, SOMEONE, sandboxed=True)  # what is bound in: the paths alone
+    if not venv_reachable_by_others():
+        with pytest.raises(IsolationError, match="the Python that runs handlers"):
+            check_reachable(function, SOMEONE)  # without the sandbox, the folders above count
+    else:
+        check_reachable(function, SOMEONE)
 
 
 def test_a_folder_behind_a_closed_one_is_named_with_what_to_do(tmp_path: Path) -> None:
@@ -135,7 +142,7 @@ def test_an_unreadable_module_or_command_is_named(shared_path: Path) -> None:
         check_reachable(FunctionSpec(name="f", command=("./serve",), folder=shared_path), SOMEONE)
     (shared_path / "data.txt").write_text("private")
     (shared_path / "data.txt").chmod(0o640)
-    command = (sys.executable, "data.txt")
+    command = (STDLIB_PYTHON, "data.txt")
     with pytest.raises(IsolationError, match=r"a file its command names, .*data\.txt"):
         check_reachable(FunctionSpec(name="f", command=command, folder=shared_path), SOMEONE)
 
@@ -224,6 +231,8 @@ def test_a_function_cannot_reach_another_ones_sockets_processes_or_redis(
     sandbox (the default, with bwrap) none of them is even in its file system."""
     if sandbox == "on" and available() is None:
         pytest.skip("the sandbox needs bwrap (Debian's bubblewrap): make test installs it")
+    if sandbox == "off" and not venv_reachable_by_others():
+        pytest.skip("this checkout's venv is behind a private folder: only sandboxed functions run")
     platform = start_platform(
         {
             "platform": {"sandbox": sandbox},
@@ -417,7 +426,13 @@ def test_in_the_sandbox_a_folder_behind_a_private_one_just_works(tmp_path: Path)
 @needs_root
 def test_isolation_on_without_root_is_refused_before_anything_starts(shared_path: Path) -> None:
     spec = "platform: {isolation: on}\nfunctions:\n  - {name: a, handler: 'fns:a'}\n"
-    done = _up(spec, shared_path, user=65534, group=65534, extra_groups=[])
+    (shared_path / "xdt.yaml").write_text(spec)
+    argv = [sys.executable, "-m", "xdt", "up", "-f", str(shared_path / "xdt.yaml"), "--port", "0"]
+    done = subprocess.run(
+        as_user(65534, argv, cwd=shared_path), capture_output=True, text=True, timeout=60,
+        cwd=shared_path, env={**os.environ, "COLUMNS": "300"},
+        **({} if available() else {"user": 65534, "group": 65534, "extra_groups": []}),
+    )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     output = " ".join(done.stdout.split())
     assert "error in the spec: platform.isolation: on" in output

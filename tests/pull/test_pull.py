@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import xdt
+from _support.users import STDLIB_PYTHON
 from _support.waiting import eventually
 from xdt import (
     ClientConfig,
@@ -613,7 +614,6 @@ async def test_a_proof_replayed_by_another_user_is_not_lent_memory(
     """Even a valid proof, replayed by a process of another user (an isolated function),
     gets the bytes streamed: the server lends only to peers of its own user or root."""
     import subprocess
-    import sys
 
     from xdt.pull.server import local_name
 
@@ -632,7 +632,7 @@ async def test_a_proof_replayed_by_another_user_is_not_lent_memory(
     )
     answer = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-c", peer, _name_hex(local_name(server.address)),
+        [STDLIB_PYTHON, "-c", peer, _name_hex(local_name(server.address)),
          encode_pull(request).hex()],
         capture_output=True, text=True, timeout=30, user=65534, group=65534, extra_groups=[],
     )  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from _support.users import STDLIB_PYTHON
 from xdt._core.errors import Forbidden
 from xdt._core.peercred import PeerCheck
 from xdt._http.server import ERROR_HEADER
@@ -78,7 +78,7 @@ except (BrokenPipeError, ConnectionResetError):  # closed before, or with our by
 
 async def _client(path: str, **options: object) -> str:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CLIENT, path, stdout=subprocess.PIPE, **options
+        STDLIB_PYTHON, "-c", CLIENT, path, stdout=subprocess.PIPE, **options
     )
     out, _ = await asyncio.wait_for(process.communicate(), 30)
     return out.decode().strip()
