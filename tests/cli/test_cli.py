@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -104,6 +105,10 @@ def test_bench_platform_reports_latency_throughput_and_cold_start(tmp_path: Path
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in records if r["kind"] == "throughput")
     (cold,) = [r for r in records if r["kind"] == "cold_start"]
     assert cold["runs"] == 1 and cold["median_s"] > 0
+    # The cold start says what it paid for: as root with bubblewrap, a sandbox per function.
+    sandboxed = os.geteuid() == 0 and shutil.which("bwrap") is not None
+    assert (cold["isolation"], cold["sandbox"]) == (os.geteuid() == 0, sandboxed)
+    assert ("each in its own bubblewrap sandbox" in result.stdout) == sandboxed
 
 
 def test_demo_runs_the_example_and_stops_everything() -> None:

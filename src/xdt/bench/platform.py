@@ -65,6 +65,8 @@ class PlatformBench:
     latency: list[Latency] = field(default_factory=list)
     throughput: list[Throughput] = field(default_factory=list)
     cold_starts_s: list[float] = field(default_factory=list)
+    isolation: bool = False  # functions under uids of their own
+    sandbox: bool = False  # ... each in a bubblewrap sandbox
 
     def latency_of(self, target: str) -> Latency:
         return next(result for result in self.latency if result.target == target)
@@ -87,6 +89,8 @@ class PlatformBench:
                     "min_s": min(self.cold_starts_s),
                     "max_s": max(self.cold_starts_s),
                     "runs": len(self.cold_starts_s),
+                    "isolation": self.isolation,
+                    "sandbox": self.sandbox,
                 }
             )
         return records
@@ -101,8 +105,11 @@ def run_platform_bench(
     duration: float = 3.0,
     concurrencies: Sequence[int] = (1, 8, 64),
     cold_starts: int = 5,
+    sandbox: str = "auto",
     progress: Progress = lambda what: None,
 ) -> PlatformBench:
+    """``sandbox`` is the spec's ``platform.sandbox`` (auto, on, off): its cost shows in the
+    cold start."""
     with tempfile.TemporaryDirectory(prefix="xdt-bench-") as folder:
         root = Path(folder)
         root.chmod(0o755)  # functions run under uids of their own: they must read it
@@ -113,7 +120,8 @@ def run_platform_bench(
             f"  - {{name: cold-{i}, handler: bench_functions:echo, initial_scale: 0}}"
             for i in range(cold_starts)
         ]
-        (root / "xdt.yaml").write_text("functions:\n" + "\n".join(functions) + "\n")
+        spec = f"platform: {{sandbox: {sandbox}}}\nfunctions:\n" + "\n".join(functions) + "\n"
+        (root / "xdt.yaml").write_text(spec)
         progress("starting the baseline server and the platform")
         direct = _start_direct_server()
         try:
@@ -124,9 +132,12 @@ def run_platform_bench(
                     "xdt": f"{platform.url}/invoke/echo",
                 }
                 cold = [f"{platform.url}/invoke/cold-{i}" for i in range(cold_starts)]
-                return asyncio.run(
+                bench = asyncio.run(
                     _measure(urls, cold, requests, duration, concurrencies, progress)
                 )
+                status = platform.status()
+                bench.isolation, bench.sandbox = status["isolation"], status["sandbox"]
+                return bench
             finally:
                 platform.stop()
         finally:

@@ -49,6 +49,10 @@ def add_parser(commands: Any) -> None:
         "--concurrency", default="1,8,64", help="comma-separated client counts (default 1,8,64)"
     )
     platform.add_argument("--cold-starts", type=int, default=5, help="cold starts to time")
+    platform.add_argument(
+        "--sandbox", choices=("auto", "on", "off"), default="auto",
+        help="platform.sandbox for the run (its cost shows in the cold start)",
+    )  # fmt: skip
     platform.add_argument("--json", type=Path, default=None, help="write the results here")
 
     micro = benches.add_parser(
@@ -143,6 +147,7 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
 
 def _bench_platform(args: argparse.Namespace, console: Console) -> int:
     from ..bench.platform import run_platform_bench
+    from .up import isolation_summary
 
     try:
         concurrencies = [int(part) for part in args.concurrency.split(",") if part.strip()]
@@ -158,6 +163,7 @@ def _bench_platform(args: argparse.Namespace, console: Console) -> int:
             duration=args.duration,
             concurrencies=concurrencies,
             cold_starts=args.cold_starts,
+            sandbox=args.sandbox,
             progress=lambda what: status.update(what),
         )
     direct = bench.latency_of("direct")
@@ -192,6 +198,7 @@ def _bench_platform(args: argparse.Namespace, console: Console) -> int:
             f"{format_duration(statistics.median(cold))}, min {format_duration(cold[0])}, "
             f"max {format_duration(cold[-1])} over {len(cold)}"
         )
+        console.print(f"  isolation: {isolation_summary(bench.isolation, bench.sandbox)}")
     met = "[green]met[/green]" if bench.p50_ratio <= 3 else "[yellow]not met[/yellow]"
     console.print(f"target: warm p50 ≤ 3× direct, reached {bench.p50_ratio:.2f}× … {met}")
     if args.json is not None:

@@ -17,6 +17,7 @@ from rich.table import Table
 from .._util.units import format_duration, format_size
 from ..platform.status import PlatformStatus
 from ._options import add_url_option
+from .up import isolation_summary
 
 __all__ = ["add_parser", "run"]
 
@@ -58,6 +59,8 @@ def render_status(status: PlatformStatus, console: Console) -> None:
             str(f["requests"]), str(f["restarts"]), str(f["objects"]),
         )  # fmt: skip
     console.print(functions)
+    isolation = isolation_summary(status["isolation"], status["sandbox"])
+    console.print(f"isolation: {isolation}", soft_wrap=True)
     instances = Table(title="instances", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1))
     for column in ("instance", "state", "busy", "objs", "held", "restarts", "uptime",
                    "pids"):  # fmt: skip

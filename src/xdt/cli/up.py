@@ -19,7 +19,7 @@ from ..platform.embedded import SHUTDOWN_GRACE
 from ..platform.events import Event
 from ..platform.isolation import isolation_wanted
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "isolation_summary", "run"]
 
 
 def add_parser(commands: Any) -> None:
@@ -33,6 +33,15 @@ def add_parser(commands: Any) -> None:
     up.add_argument("--port", type=int, default=None, help="gateway port (0: any free port)")
     up.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
     up.set_defaults(run=run)
+
+
+def isolation_summary(isolated: bool, sandboxed: bool) -> str:
+    """One line on what keeps functions apart (``xdt up``, ``xdt status``)."""
+    if not isolated:
+        return "off: functions run as the platform's user (not root, or isolation: off)"
+    if not sandboxed:
+        return "a uid per function, no sandbox (sandbox: off, or bubblewrap not installed)"
+    return "a uid per function, each in its own bubblewrap sandbox (mount and PID namespaces)"
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -91,6 +100,8 @@ async def _up(spec: Spec, console: Console) -> None:
                 spec.mode_of(function).label,
             )
         console.print(table)
+        isolated = platform.identities is not None
+        console.print(f"isolation: {isolation_summary(isolated, platform.sandboxed)}")
         console.print(
             f"invoke with: curl --data-binary @in.bin {platform.url}/invoke/<function>  "
             "(Ctrl-C stops everything)",
