@@ -430,6 +430,103 @@ async def test_pooled_connection_closed_by_server_is_retried(
         assert client.stats.failures == 0
 
 
+async def test_stale_pooled_connections_are_all_replaced_at_once(
+    store: ObjectStore, keyring: KeyRing
+) -> None:
+    """Several pooled connections, all closed by the server while idle: the next pulls take
+    fresh ones instead of failing on one stale connection after another."""
+    config = ServerConfig(idle_timeout=0.2)
+    async with ObjectServer(store, keyring, config) as server, PullClient(keyring, TCP) as client:
+        tokens = [server.seal(await store.put(os.urandom(1000))) for _ in range(4)]
+        for pulled in await asyncio.gather(*(client.pull(t) for t in tokens)):
+            pulled.release()
+        opened = client.stats.connections_opened
+        assert opened == 4
+        await asyncio.sleep(0.4)  # the server drops every idle connection
+        for _ in range(4):
+            with await client.pull(server.seal(await store.put(b"again"))) as pulled:
+                assert pulled.tobytes() == b"again"
+        assert client.stats.failures == 0
+        assert client.stats.connections_opened == opened + 1
+
+
+async def test_a_connection_idle_past_the_clients_timeout_is_not_reused(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    async with PullClient(keyring, ClientConfig(local=False, idle_timeout=0.1)) as client:
+        for _ in range(2):
+            with await client.pull(server.seal(await store.put(b"x" * 100))):
+                pass
+            await asyncio.sleep(0.2)
+        assert client.stats.connections_opened == 2 and client.stats.failures == 0
+
+
+async def _silent_connection(server: ObjectServer) -> socket.socket:
+    host, port = server.address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_flood_of_silent_connections_cannot_keep_sidecars_out(
+    store: ObjectStore, keyring: KeyRing
+) -> None:
+    """Connections that never send a PULL fill only the unproven cap, whose oldest are
+    dropped for newer ones: a sidecar connecting in the middle of the flood still pulls."""
+    config = ServerConfig(max_unproven=8, handshake_timeout=30)
+    async with ObjectServer(store, keyring, config) as server, PullClient(keyring, TCP) as client:
+        flood = [await _silent_connection(server) for _ in range(40)]
+        try:
+            data = os.urandom(1000)
+            with await client.pull(server.seal(await store.put(data))) as pulled:
+                assert pulled.tobytes() == data
+            flood += [await _silent_connection(server) for _ in range(40)]
+            await eventually(lambda: server.stats.dropped_unproven >= 80 - 8)
+            assert server.stats.unproven <= 8 and server.stats.connections == 1
+            # The sidecar's proven connection is kept, pooled, and serves the next pull too.
+            with await client.pull(server.seal(await store.put(data))) as pulled:
+                assert pulled.tobytes() == data
+            assert client.stats.connections_opened == 1
+        finally:
+            for sock in flood:
+                sock.close()
+
+
+async def test_a_connection_that_sends_no_pull_is_closed_after_the_handshake_timeout(
+    store: ObjectStore, keyring: KeyRing
+) -> None:
+    async with ObjectServer(store, keyring, ServerConfig(handshake_timeout=0.2)) as server:
+        sock = await _silent_connection(server)
+        try:
+            async with asyncio.timeout(5):
+                assert await asyncio.get_running_loop().sock_recv(sock, 10) == b""
+        finally:
+            sock.close()
+        await eventually(lambda: server.stats.unproven == 0)
+
+
+async def test_a_refused_pull_ends_the_connection(
+    store: ObjectStore, server: ObjectServer, keyring: KeyRing
+) -> None:
+    """Bad PULLs pipelined on one connection: the first is answered, then it is closed."""
+    token = server.seal(await store.put(b"secret"))
+    bad = encode_pull(PullRequest(token=token, tenant="default", proof=bytes(16)))
+    loop = asyncio.get_running_loop()
+    sock = await _silent_connection(server)
+    try:
+        await loop.sock_sendall(sock, bad * 20)
+        reader = FrameReader(1 << 20)
+        async with asyncio.timeout(5):
+            frame = await read_frame(loop, sock, reader)
+            assert frame is not None and decode_error(frame[1])[0] == "pull_refused"
+            # Closed, not 19 more answers (reset: our unread PULLs were discarded).
+            with contextlib.suppress(ConnectionResetError):
+                assert await read_frame(loop, sock, reader) is None
+    finally:
+        sock.close()
+    assert server.stats.refused == 1
+
+
 async def test_nothing_leaks_after_pulls(
     store: ObjectStore, server: ObjectServer, keyring: KeyRing
 ) -> None:

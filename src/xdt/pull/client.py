@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +30,7 @@ from .._core.buffers import DEFAULT_POOL_LIMITS, Buffer, BufferPool, PoolLimits
 from .._core.checksum import checksum
 from .._core.errors import (
     ProtocolError,
+    PullRefused,
     ReferenceRejected,
     SourceUnavailable,
     TransferCorrupted,
@@ -67,6 +69,9 @@ class ClientConfig:
     connect_timeout: float = 2.0
     io_timeout: float = 30.0  # a pull that makes no progress for this long fails
     max_connections_per_source: int = 16  # concurrent pulls from one source beyond this wait
+    # A pooled connection idle this long is closed, not reused: well inside the server's idle
+    # timeout (ServerConfig, 300 s), so a reused connection is one the server still keeps.
+    idle_timeout: float = 60.0
     local: bool = True  # take the same-host memfd fast path when the source is on this host
     local_dir: str | None = None  # where same-host sources' sockets are (ServerConfig's)
     # Also checksum memfds. Off: they are sealed by a trusted sidecar (costs ~10 ms per 256 MiB).
@@ -173,6 +178,7 @@ class _Connection:
     reader: FrameReader = field(default_factory=lambda: FrameReader(_READ_AHEAD))
     fds: list[int] | None = None  # descriptors passed to us; a list only on local connections
     used: bool = False
+    idle_since: float = 0.0  # time.monotonic() when it went back to the pool
 
     def __post_init__(self) -> None:
         if self.local:
@@ -246,15 +252,20 @@ class PullClient:
                     try:
                         pulled = await self._pull_on(conn, token, tenant, ref)
                     except _StaleConnection:
+                        # The others went idle about as long ago: a fresh one, not another.
                         conn.close()
+                        self._drop_idle(source)
                         continue
                     except _Refused as refused:
-                        source.idle.append(conn)
+                        if isinstance(refused.error, PullRefused):
+                            conn.close()  # the server closes after a refused pull
+                        else:
+                            self._keep(source, conn)
                         raise refused.error from None
                     except BaseException:
                         conn.close()
                         raise
-                    source.idle.append(conn)
+                    self._keep(source, conn)
                     return pulled
                 raise SourceUnavailable(f"source {ref.source} keeps closing connections")
         except XdtError:
@@ -263,9 +274,23 @@ class PullClient:
 
     # -- connections -------------------------------------------------------------------------
 
+    @staticmethod
+    def _keep(source: _Source, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
+        source.idle.append(conn)
+
+    @staticmethod
+    def _drop_idle(source: _Source) -> None:
+        for conn in source.idle:
+            conn.close()
+        source.idle.clear()
+
     async def _connect(self, source: _Source) -> _Connection:
+        fresh_since = time.monotonic() - self.config.idle_timeout
+        while source.idle and source.idle[0].idle_since < fresh_since:
+            source.idle.pop(0).close()  # idle too long: the server may be closing it now
         if source.idle:
-            return source.idle.pop()
+            return source.idle.pop()  # the most recently used
         loop = asyncio.get_running_loop()
         if self.config.local and source.local is not False:
             conn = await self._connect_local(loop, source.address)

@@ -17,12 +17,20 @@ handed over and never confirmed counts by the store's rule (:class:`~xdt._core.s
 Whatever arrives, the server answers with an OBJECT or a coded ERROR frame, or closes that one
 connection; it never lets a peer's input take it down, and it buffers at most one control frame
 per connection.
+
+Any local process can connect, so a connection is *unproven* until it sends a PULL with a valid
+proof: unproven ones have ``handshake_timeout`` to send that PULL and a cap of their own
+(``max_unproven``), over which the *oldest* unproven connection is dropped, and one that sends
+a PULL without a valid proof is answered and closed. A sidecar sends its PULL as soon as it
+connects, so a flood of slow or hostile connections can neither crowd out the sidecars'
+proven connections (``max_connections``) nor keep a new sidecar connection from proving itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import sys
@@ -65,8 +73,10 @@ class ServerConfig:
     local: bool = True  # also serve same-host receivers over a Unix socket (fd passing)
     local_dir: str | None = None  # that socket's folder (private); None: the abstract namespace
     fd_threshold: int = 256 << 10  # pass objects this big as memfds; stream smaller ones
-    max_connections: int = 1024
-    idle_timeout: float = 300.0  # an idle persistent connection is closed after this
+    max_connections: int = 1024  # proven: connections that have sent a sidecar's PULL
+    max_unproven: int = 256  # connected, not yet proven
+    handshake_timeout: float = 5.0  # for an unproven connection's first PULL
+    idle_timeout: float = 300.0  # an idle proven connection is closed after this
     io_timeout: float = 30.0  # a pull that makes no progress for this long is aborted
 
 
@@ -75,7 +85,9 @@ DEFAULT_SERVER_CONFIG = ServerConfig()
 
 @dataclass(slots=True)
 class ServerStats:
-    connections: int = 0  # open now
+    connections: int = 0  # open now, proven
+    unproven: int = 0  # open now, no sidecar's PULL yet
+    dropped_unproven: int = 0  # the oldest unproven, dropped for a newer one over the cap
     pulls_tcp: int = 0
     pulls_local: int = 0  # completed as memfds
     bytes_sent: int = 0  # over streams (memfds are not counted: nothing was copied)
@@ -101,6 +113,7 @@ class ObjectServer:
         self.address = ""
         self._listeners: list[socket.socket] = []
         self._tasks = TaskSet()
+        self._unproven: dict[socket.socket, asyncio.Task[None]] = {}  # oldest first
 
     async def __aenter__(self) -> ObjectServer:
         await self.start()
@@ -173,32 +186,54 @@ class ObjectServer:
             sock.setblocking(False)
             if not local:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.stats.connections >= self.config.max_connections:
-                with contextlib.suppress(OSError):
-                    sock.send(
-                        encode_error(
-                            SourceUnavailable.code, "object server has too many connections"
-                        )
-                    )
-                sock.close()
-                continue
-            self._tasks.spawn(self._serve(loop, sock, local=local))
+            if len(self._unproven) >= self.config.max_unproven:
+                oldest = next(iter(self._unproven))
+                self._unproven.pop(oldest).cancel()  # its task closes it
+                self.stats.dropped_unproven += 1
+            task = self._tasks.spawn(self._serve(loop, sock, local=local))
+            self._unproven[sock] = task
+            # Also when cancelled before it ran: the socket is closed and forgotten.
+            task.add_done_callback(functools.partial(self._forget, sock))
+            self.stats.unproven = len(self._unproven)
+
+    def _forget(self, sock: socket.socket, task: asyncio.Task[None]) -> None:
+        self._unproven.pop(sock, None)
+        self.stats.unproven = len(self._unproven)
+        sock.close()
+
+    def _turn_away(self, sock: socket.socket, why: str) -> None:
+        with contextlib.suppress(OSError):
+            sock.send(encode_error(SourceUnavailable.code, f"object server busy: {why}"))
+        sock.close()
 
     async def _serve(
         self, loop: asyncio.AbstractEventLoop, sock: socket.socket, *, local: bool
     ) -> None:
-        self.stats.connections += 1
+        proven = False
         reader = FrameReader()
         try:
             while True:
-                async with asyncio.timeout(self.config.idle_timeout):
+                wait = self.config.idle_timeout if proven else self.config.handshake_timeout
+                async with asyncio.timeout(wait):
                     frame = await read_frame(loop, sock, reader)
                 if frame is None:
                     return
                 kind, payload = frame
                 if kind is not FrameType.PULL:
                     raise ProtocolError(f"expected a PULL frame, got {kind.name}")
-                await self._serve_pull(loop, sock, reader, payload, local=local)
+                request = decode_pull(payload)
+                if not self.keyring.proves(request.token, request.tenant, request.proof):
+                    await self._refuse(loop, sock)
+                    return  # a sidecar never sends one: whoever did gets no second try
+                if not proven:
+                    if self.stats.connections >= self.config.max_connections:
+                        self._turn_away(sock, "too many connections")
+                        return
+                    proven = True
+                    self._unproven.pop(sock, None)
+                    self.stats.unproven = len(self._unproven)
+                    self.stats.connections += 1
+                await self._serve_pull(loop, sock, reader, request, local=local)
         except ProtocolError as exc:
             self.stats.protocol_errors += 1
             with contextlib.suppress(OSError):
@@ -206,26 +241,31 @@ class ObjectServer:
         except (OSError, TimeoutError):
             pass  # the peer left or stalled: only this connection ends
         finally:
-            self.stats.connections -= 1
-            sock.close()
+            if proven:
+                self.stats.connections -= 1
+            sock.close()  # and _forget, once the task is done
+
+    async def _refuse(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.stats.refused += 1
+        self.stats.errors += 1
+        refused = PullRefused(
+            "this object server serves only the sidecars of its platform: the pull carries "
+            "no proof made with the platform's key ring"
+        )
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(self.config.io_timeout):
+                await fdio.sendall(loop, sock, encode_error(refused.code, str(refused)))
 
     async def _serve_pull(
         self,
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
         reader: FrameReader,
-        payload: bytes,
+        request: PullRequest,
         *,
         local: bool,
     ) -> None:
-        request = decode_pull(payload)
         try:
-            if not self.keyring.proves(request.token, request.tenant, request.proof):
-                self.stats.refused += 1
-                raise PullRefused(
-                    "this object server serves only the sidecars of its platform: the pull "
-                    "carries no proof made with the platform's key ring"
-                )
             ref = self.keyring.open(request.token, tenant=request.tenant)
             if ref.mode is not TransferMode.XDT:
                 raise ProtocolError(f"a {ref.mode.name} reference cannot be pulled from a sidecar")
