@@ -219,3 +219,48 @@ async def test_a_claimed_checksum_that_is_not_a_64_bit_number_is_ignored(
     message = await receiver.receive()
     assert isinstance(message.payload, Buffer) and message.payload.checksum is None
     message.close()
+
+
+async def test_a_big_payload_declared_on_the_socket_is_refused_before_allocation(
+    wire: Wire,
+) -> None:
+    """Bytes of FD_THRESHOLD and more always travel as a memfd: a 14-byte header declaring
+    256 MiB on the socket (four of them grew a sidecar by 1.1 GB) is refused at once."""
+    a, receiver = wire
+    receiver.max_payload = 1 << 30
+    a.sendall(HEADER.pack(Kind.CALL, 0, 0, 256 << 20))
+    with pytest.raises(ProtocolError, match="must be passed as a memfd"):
+        await asyncio.wait_for(receiver.receive(), 5)
+
+
+async def test_a_loan_the_peer_never_answers_is_given_up_not_kept(
+    pair: tuple[Channel, Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle channel must not pin a big warm buffer: unanswered past the loan timeout, the
+    loan is dropped (closed, never reused: the peer may still read its copy)."""
+    monkeypatch.setattr("xdt.channel.LOAN_IDLE_TIMEOUT", 0.1)
+    left, right = pair
+    await left.send(Kind.RESULT, None, os.urandom(BIG))
+    lent = left._lent
+    assert lent is not None
+    message = await right.receive()
+    assert message.data()[:1]  # the peer copied it out, and goes idle without answering
+    await asyncio.sleep(0.3)
+    assert left._lent is None and lent.closed
+    assert left.pool is not None and left.pool.acquire(BIG) is not lent
+    # The channel still works, and a loan that is answered in time comes back warm.
+    await left.send(Kind.RESULT, None, os.urandom(BIG))
+    second = left._lent
+    (await right.receive()).close()
+    await right.send(Kind.CALL, None, b"next")
+    assert (await left.receive()).payload == b"next"
+    assert left.pool.acquire(BIG) is second
+
+
+async def test_peer_closed_tells_a_pooled_channel_that_is_gone(
+    pair: tuple[Channel, Channel],
+) -> None:
+    left, right = pair
+    assert not left.peer_closed()
+    right.close()
+    assert left.peer_closed()

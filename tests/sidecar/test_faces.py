@@ -406,3 +406,58 @@ async def test_garbage_on_the_socket_face_ends_only_that_connection(start: Start
 
 
 Start = Callable[..., Awaitable[Running]]
+
+
+async def test_the_socket_face_survives_running_out_of_descriptors(start: Start) -> None:
+    """A flood that exhausts descriptors (EMFILE) once closed the SDK's listener for good;
+    now accept backs off and goes on, and the instance stays ready."""
+    import resource
+    import socket
+
+    running = await start()
+    path = running.sidecar.config.faces.egress_socket
+    assert path is not None
+    waiting = []
+    for _ in range(3):  # connected before the shortage: queued in the listener's backlog
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(path)
+        waiting.append(sock)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")), hard))
+        await asyncio.sleep(0.3)  # accept(2) fails with EMFILE meanwhile
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    for sock in waiting:
+        sock.close()
+    kind, answer = await call(running, {"op": "invoke", "function": "other"}, b"ok")
+    assert (kind, answer) == (Kind.RESULT, b"answer to ok")
+    assert running.sidecar.faces_down() == []
+
+
+async def test_an_instance_whose_socket_face_is_down_is_not_ready(start: Start) -> None:
+    running = await start()
+    for task in running.sidecar._faces:
+        task.cancel()  # what a bug or a crash of the face would leave
+    await asyncio.sleep(0)
+    await eventually(lambda: running.sidecar.faces_down() != [])
+    async with running.session.get(f"{running.ingress}/xdt/ready") as answer:
+        assert answer.status == 503 and "egress socket" in await answer.text()
+
+
+async def test_a_request_whose_body_never_comes_is_not_counted_as_load(start: Start) -> None:
+    """Phantom load: bodies declared and never sent once counted as concurrency (200 of them
+    scaled a function from 1 to 3). Counted only once the body is in."""
+    running = await start()
+    host, port = running.ingress.removeprefix("http://").split(":")
+    writers = []
+    for _ in range(20):
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+        writers.append(writer)
+    await asyncio.sleep(0.2)
+    async with running.session.get(f"{running.ingress}/xdt/stats") as answer:
+        stats = await answer.json()
+    assert stats["concurrency"] == 0 and stats["requests_total"] == 0
+    for writer in writers:
+        writer.close()

@@ -1,26 +1,20 @@
-"""Who may talk to a sidecar (``xdt.sidecar.guard``): the TCP egress's secret path, and the
-ingress Unix socket's peer check, with a real aiohttp server."""
+"""Who may talk to a sidecar (``xdt.sidecar.guard``): the TCP egress's secret path, with a
+real aiohttp server. (The Unix sockets' peer check: tests/_http/test_listen.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from _support.users import STDLIB_PYTHON
 from xdt._core.errors import Forbidden
-from xdt._core.peercred import PeerCheck
 from xdt._http.server import ERROR_HEADER
-from xdt.sidecar.guard import PeerCheckedUnixSite, behind_secret
+from xdt.sidecar.guard import behind_secret
 
 SECRET = "s3cr3t-path_0123456789"
-OTHER_UID = 2_000_000_000 + 4343
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -62,41 +56,3 @@ async def test_the_egress_serves_under_the_secret_path(egress: str) -> None:
             assert (answer.status, await answer.read()) == (200, b"payload")
         async with session.post(f"{egress}/{SECRET}/nothing", data=b"x") as answer:
             assert answer.status == 404  # the secret alone opens nothing that is not there
-
-
-CLIENT = """
-import socket, sys
-sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-sock.connect(sys.argv[1])
-try:
-    sock.sendall(b"POST /invoke/f HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 2\\r\\n\\r\\nhi")
-    print(sock.recv(4096).split(b"\\r\\n")[0].decode() or "closed")
-except (BrokenPipeError, ConnectionResetError):  # closed before, or with our bytes unread
-    print("closed")
-"""
-
-
-async def _client(path: str, **options: object) -> str:
-    process = await asyncio.create_subprocess_exec(
-        STDLIB_PYTHON, "-c", CLIENT, path, stdout=subprocess.PIPE, **options
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
-    return out.decode().strip()
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="running as another uid needs root")
-async def test_the_unix_site_admits_only_the_expected_uids(shared_path: Path) -> None:
-    path = str(shared_path / "in.sock")
-    lines: list[str] = []
-    runner = web.AppRunner(_app())
-    await runner.setup()
-    check = PeerCheck({os.getuid()}, "ingress", lines.append)
-    await PeerCheckedUnixSite(runner, path, check).start()
-    try:
-        assert os.stat(path).st_mode & 0o777 == 0o600  # only its owner may even connect
-        os.chmod(path, 0o666)  # …opened up: the peer check still refuses
-        assert await _client(path, user=OTHER_UID, group=OTHER_UID, extra_groups=[]) == "closed"
-        assert await _client(path) == "HTTP/1.1 200 OK"  # and the server keeps serving
-    finally:
-        await runner.cleanup()
-    assert len(lines) == 1 and f"uid {OTHER_UID}" in lines[0]

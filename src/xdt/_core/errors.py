@@ -31,6 +31,7 @@ do about it, and never carries a secret. The tree::
     ├── InternalError                 a bug in xdt: the message says where; please report it
     └── InvocationError               an invocation did not get the function's answer (.status)
         ├── BadRequest                400: the request itself is malformed
+        │   └── RequestTimeout        408: its body did not arrive in time
         ├── Forbidden                 403: the caller may not use this face (a sidecar's egress)
         ├── FunctionNotFound          404: no function of that name is deployed
         ├── PayloadTooLarge           413: the body is over the platform's inline limit
@@ -78,6 +79,7 @@ __all__ = [
     "ReferenceMalformed",
     "ReferenceRejected",
     "ReferenceTampered",
+    "RequestTimeout",
     "SourceUnavailable",
     "SpecError",
     "StoreClosed",
@@ -283,6 +285,13 @@ class BadRequest(InvocationError):
     """The invocation request itself is malformed (it never reached the function)."""
 
     code, status = "bad_request", 400
+
+
+class RequestTimeout(BadRequest):
+    """The request's body did not arrive within the listener's body deadline (a stalled or
+    very slow client); nothing of it reached the function."""
+
+    code, status = "request_timeout", 408
 
 
 class Forbidden(InvocationError):

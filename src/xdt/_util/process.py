@@ -14,6 +14,7 @@ __all__ = [
     "die_with_parent",
     "free_port",
     "isolated_child",
+    "raise_fd_limit",
     "signal_group",
     "stop",
     "terminate",
@@ -21,6 +22,20 @@ __all__ = [
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's descriptor limit to its hard limit (as Go's runtime does), so
+    that the connection caps of its listeners, not the soft limit, are what turns a flood
+    away; returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
 
 
 def die_with_parent() -> None:

@@ -14,6 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._core.errors import SpecError, XdtError
+from .._util.logs import RateLimitedLog, rate_limit_loop_errors
+from .._util.process import raise_fd_limit
 from ..platform import Platform, Spec, load_spec
 from ..platform.embedded import SHUTDOWN_GRACE
 from ..platform.events import Event
@@ -82,6 +84,8 @@ async def _up(spec: Spec, console: Console) -> None:
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    rate_limit_loop_errors(loop, RateLimitedLog())  # a flood must not become a log flood
+    raise_fd_limit()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with Platform(spec, on_event=event) as platform:

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from .._core.errors import IsolationError
 from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
+from .._http.listen import Limits, make_runner, port_of, serve_tcp
 from .._http.metrics import Metric, render
 from .._util.polling import until
 from .autoscaler import sample_size
@@ -55,6 +56,7 @@ __all__ = ["Platform"]
 
 SCRAPE_TIMEOUT = 3.0  # Knative's scraper gives a pod 3 s
 SHUTDOWN_GRACE = 10.0  # how long stopping waits for requests in flight
+GATEWAY_LIMITS = Limits(max_connections=2048)  # the platform's front door (see _http.listen)
 
 
 class Platform:
@@ -73,6 +75,10 @@ class Platform:
         self.started_at = time.monotonic()
         self._run_dir: Path | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        # Whether new invocations from outside are taken (readiness): from when every
+        # deployment exists until shutdown begins. Calls between functions are always taken.
+        self.accepting = False
         self._session: aiohttp.ClientSession | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.kept_logs: Path | None = None
@@ -120,17 +126,15 @@ class Platform:
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,
         )
-        # handler_cancellation: a client that goes away gives its queue slot back at once.
-        self._runner = web.AppRunner(
-            create_app(self), access_log=None, handle_signals=False, handler_cancellation=True
-        )
+        self._runner = make_runner(create_app(self), GATEWAY_LIMITS)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, settings.host, settings.port, reuse_address=True)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        port = server.sockets[0].getsockname()[1]
-        self.url = f"http://{settings.host}:{port}"
+        # Bound now (sidecars are told this URL), served once every deployment exists: a
+        # client that connects earlier waits in the backlog instead of getting a 404.
+        self._listener = await serve_tcp(
+            self._runner, settings.host, settings.port, GATEWAY_LIMITS, what="the gateway",
+            reuse_address=True, start_serving=False,
+        )  # fmt: skip
+        self.url = f"http://{settings.host}:{port_of(self._listener)}"
         self.stores = EmbeddedStores(self.spec)
         store_settings = await self.stores.start()
         embedded_s3 = settings.s3_endpoint_url is None and TransferMode.S3 in self.spec.modes()
@@ -153,6 +157,8 @@ class Platform:
         for deployment in self.deployments.values():
             deployment.reconcile()
         self._loops = [asyncio.create_task(self._autoscale(settings.autoscaler.bucket_size))]
+        await self._listener.start_serving()
+        self.accepting = True
 
     @property
     def in_flight(self) -> int:
@@ -160,10 +166,12 @@ class Platform:
         return sum(d.in_flight + d.throttler.queued for d in self.deployments.values())
 
     async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
-        """Stop: no more scaling; up to ``grace`` seconds for the requests in flight (the
-        gateway still serves, so their function-to-function calls work); then every
-        instance, then the gateway. Instance logs are kept if any instance crashed or
-        failed (:attr:`kept_logs`), else removed with the run directory."""
+        """Stop: no new invocations from outside (503 with ``Retry-After``, and ``/readyz``
+        says so); no more scaling; up to ``grace`` seconds for the requests in flight (the
+        gateway still serves calls between functions, so theirs work); then every instance,
+        then the gateway. Instance logs are kept if any instance crashed or failed
+        (:attr:`kept_logs`), else removed with the run directory."""
+        self.accepting = False
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -175,6 +183,8 @@ class Platform:
             stop_processes_of(identity.uid for identity in self.identities.values())
         if self.stores is not None:
             await self.stores.close()
+        if self._listener is not None:
+            self._listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import urllib.parse
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol
@@ -83,16 +84,30 @@ def _close(data: Data) -> None:
         data.close()
 
 
+# A pooled channel idle this long is closed, not reused: well inside the sidecar's own idle
+# timeout (120 s, xdt.sidecar.egress), so a reused channel is one the sidecar still keeps.
+CHANNEL_IDLE_TIMEOUT = 60.0
+
+
 class SocketTransport:
     """Pooled channels to the sidecar's socket, one call at a time each."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._idle: list[Channel] = []
+        self._idle: list[tuple[float, Channel]] = []  # (idle since, channel), oldest first
+
+    async def _channel(self) -> Channel:
+        fresh_since = time.monotonic() - CHANNEL_IDLE_TIMEOUT
+        while self._idle:
+            since, channel = self._idle.pop()
+            if since >= fresh_since and not channel.peer_closed():
+                return channel
+            channel.close()
+        return await Channel.connect(self.path, _POOL)
 
     async def call(self, op: str, meta: Meta, data: Data, *, function: str | None) -> bytes:
         try:
-            channel = self._idle.pop() if self._idle else await Channel.connect(self.path, _POOL)
+            channel = await self._channel()
         except OSError as exc:
             _close(data)
             raise InstanceFailed(
@@ -108,7 +123,7 @@ class SocketTransport:
             raise InstanceFailed(
                 f"this instance's sidecar went away mid-call: {exc}", function=function
             ) from None
-        self._idle.append(channel)
+        self._idle.append((time.monotonic(), channel))
         if message.kind is Kind.RESULT:
             return message.data()
         message.close()
@@ -117,7 +132,7 @@ class SocketTransport:
         raise ProtocolError(f"the sidecar answered a call with {message.kind.name}")
 
     async def close(self) -> None:
-        for channel in self._idle:
+        for _, channel in self._idle:
             channel.close()
         self._idle.clear()
 

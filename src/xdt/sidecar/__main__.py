@@ -16,6 +16,8 @@ import signal
 import sys
 
 from .._util.heap import keep_warm
+from .._util.logs import RateLimitedLog, rate_limit_loop_errors
+from .._util.process import raise_fd_limit
 from .app import Sidecar
 from .config import Launch
 
@@ -23,10 +25,11 @@ _PR_SET_DUMPABLE = 4
 
 
 async def _run(launch: Launch) -> None:
+    loop = asyncio.get_running_loop()
+    rate_limit_loop_errors(loop, RateLimitedLog())  # a flood must not become a log flood
     sidecar = Sidecar(launch.config, launch.keyring)
     await sidecar.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(json.dumps(sidecar.ports()), flush=True)
@@ -42,6 +45,7 @@ def main() -> int:
     ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0)
     os.umask(0o077)  # whatever we create (our sockets) is ours alone unless we say otherwise
     keep_warm()
+    raise_fd_limit()
     launch = Launch.from_json(sys.stdin.read())
     asyncio.run(_run(launch))
     return 0

@@ -27,6 +27,7 @@ from .._core.peercred import PeerCheck
 from .._core.refs import KeyRing
 from .._core.store import ObjectStore, StoreConfig
 from .._http.client import ConnectionPool
+from .._http.listen import Limits, make_runner, port_of, serve_tcp, serve_unix
 from .._util.concurrency import RequestStats
 from .._util.heap import give_back, give_back_when_idle
 from .._util.tasks import TaskSet
@@ -34,7 +35,7 @@ from ..modes import PathMaker
 from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
 from .config import SidecarConfig
 from .egress import Egress
-from .guard import PeerCheckedUnixSite, behind_secret
+from .guard import behind_secret
 from .ingress import Ingress
 from .payloads import Payloads
 from .upstream import HttpUpstream, RuntimeUpstream, Upstream
@@ -42,6 +43,10 @@ from .upstream import HttpUpstream, RuntimeUpstream, Upstream
 __all__ = ["Sidecar"]
 
 _ERROR_ROOM = 64 << 10
+# Per listener (each a Unix socket and a TCP port): the activator keeps a few pooled
+# connections per instance; the function's own calls are bounded by its concurrency.
+INGRESS_LIMITS = Limits(max_connections=512)
+EGRESS_LIMITS = Limits(max_connections=256)
 
 
 def _make_upstream(config: SidecarConfig, store: ObjectStore, pulls: PullClient) -> Upstream:
@@ -90,7 +95,10 @@ class Sidecar:
             config.transfer, paths, function=config.function, tenant=config.tenant
         )
         self.stats = RequestStats()
-        self.ingress = Ingress(config, self.payloads, self.upstream, self.store, self.stats)
+        self.ingress = Ingress(
+            config, self.payloads, self.upstream, self.store, self.stats,
+            faces_down=self.faces_down,
+        )  # fmt: skip
         own = os.getuid()  # the platform's: it started us
         function_uid = config.runs_as.uid if config.runs_as else own
         activator = urllib.parse.urlsplit(config.activator_url)
@@ -113,17 +121,23 @@ class Sidecar:
         self.ingress_port = 0
         self.egress_port = 0
         self._runners: list[web.AppRunner] = []
+        self._listeners: list[asyncio.Server] = []
         self._tasks = TaskSet()
+        self._faces: list[asyncio.Task[None]] = []  # serving tasks that must never end
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.objects.start()
-        self.ingress_port = await self._serve(self.ingress.app(), self.config.faces.ingress_socket)
+        self.ingress_port = await self._serve(
+            self.ingress.app(), INGRESS_LIMITS, "ingress", self.config.faces.ingress_socket
+        )
         egress = behind_secret(self.egress.app(), self.egress_secret, limit=self.config.max_body)
-        self.egress_port = await self._serve(egress)
+        self.egress_port = await self._serve(egress, EGRESS_LIMITS, "egress")
         if self.config.faces.egress_socket is not None:
-            self._tasks.spawn(self.egress.serve_socket(self.config.faces.egress_socket))
+            served = self._tasks.spawn(self.egress.serve_socket(self.config.faces.egress_socket))
+            served.set_name("egress socket")
+            self._faces.append(served)
         self._tasks.spawn(give_back_when_idle(self.stats.idle_since, trim=self._give_back))
 
     def _give_back(self) -> None:
@@ -133,6 +147,8 @@ class Sidecar:
 
     async def close(self) -> None:
         await self._tasks.cancel()
+        for listener in self._listeners:
+            listener.close()
         for runner in self._runners:
             await runner.cleanup()
         self.egress.activator.close()
@@ -151,19 +167,24 @@ class Sidecar:
             "objects": self.objects.address,
         }
 
-    async def _serve(self, app: web.Application, unix_path: str | None = None) -> int:
-        # handler_cancellation: a caller that goes away stops its request here too.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, handler_cancellation=True
-        )
+    async def _serve(
+        self, app: web.Application, limits: Limits, face: str, unix_path: str | None = None
+    ) -> int:
+        runner = make_runner(app, limits)
         await runner.setup()
         self._runners.append(runner)
+        what = f"the {face} of {self.config.instance}"
         if unix_path is not None:  # skips the TCP stack: p50 774 → 705 µs in xdt bench platform
-            await PeerCheckedUnixSite(runner, unix_path, self._ingress_check).start()
-        site = web.TCPSite(runner, self.config.faces.host, 0)
-        await site.start()
-        server = site._server
-        if not isinstance(server, asyncio.Server):
-            raise RuntimeError("aiohttp's TCP site did not start a server")
-        port: int = server.sockets[0].getsockname()[1]
-        return port
+            self._listeners.append(
+                await serve_unix(runner, unix_path, limits, check=self._ingress_check, what=what)
+            )
+        listener = await serve_tcp(runner, self.config.faces.host, 0, limits, what=what)
+        self._listeners.append(listener)
+        return port_of(listener)
+
+    def faces_down(self) -> list[str]:
+        """The faces that are not serving (empty: all are): what readiness reports."""
+        down = [f"listener {s.sockets[0].getsockname() if s.sockets else '?'}"
+                for s in self._listeners if not s.is_serving()]  # fmt: skip
+        down += [f"task {t.get_name()}" for t in self._faces if t.done()]
+        return down

@@ -49,12 +49,17 @@ from .._http.client import ConnectionPool
 from .._http.errors import error_from_answer
 from .._http.headers import ACCEPT_HEADER, ANSWER_HEADERS, BY_REFERENCE, TRANSFER_HEADER
 from .._http.server import error_response, read_body
+from .._util.logs import RateLimitedLog
 from .._util.names import is_function_name
 from .._util.tasks import TaskSet
 from ..channel import Channel, Kind, Message
 from ..modes.base import Payload
 from .config import SidecarConfig
 from .payloads import Payloads, close
+
+MAX_CHANNELS = 256  # the SDK's pooled channels: one per concurrent call of the function
+CHANNEL_IDLE_TIMEOUT = 120.0  # the SDK closes its idle ones after 60 s (sdk/_transport.py)
+_log = RateLimitedLog()
 
 __all__ = ["Egress", "PutTerms"]
 
@@ -199,15 +204,29 @@ class Egress:
     # -- the socket face ---------------------------------------------------------------------
 
     async def serve_socket(self, path: str) -> None:
-        """Serve the socket face at ``path`` until cancelled."""
+        """Serve the socket face at ``path`` until cancelled. It survives what a flood does to
+        accept(2) (EMFILE, ENFILE, ENOBUFS: backs off and goes on), holds at most
+        :data:`MAX_CHANNELS` channels (a new one over the cap is closed at once), and closes
+        a channel idle for :data:`CHANNEL_IDLE_TIMEOUT` (the SDK drops its own sooner)."""
         # Owned by us, group the function's: it may connect (connecting needs write), others not.
         group = self.config.runs_as.gid if self.config.runs_as else None
         listener = bind_unix(path, mode=0o660, group=group)
         loop = asyncio.get_running_loop()
         try:
             while True:
-                sock, _ = await loop.sock_accept(listener)
+                try:
+                    sock, _ = await loop.sock_accept(listener)
+                except OSError as exc:
+                    _log("egress-accept", f"xdt sidecar: the egress socket cannot accept "
+                         f"({exc.strerror or exc}); retrying")  # fmt: skip
+                    await asyncio.sleep(0.1)
+                    continue
                 if not self.check.admits(sock):
+                    sock.close()
+                    continue
+                if len(self._connections) >= MAX_CHANNELS:
+                    _log("egress-cap", f"xdt sidecar: the egress socket is at its cap of "
+                         f"{MAX_CHANNELS} channels: closing new ones")  # fmt: skip
                     sock.close()
                     continue
                 channel = Channel(sock, self.lend, max_payload=self.config.max_body)
@@ -219,15 +238,16 @@ class Egress:
     async def _serve_channel(self, channel: Channel) -> None:
         try:
             while True:
-                message = await channel.receive()
+                async with asyncio.timeout(CHANNEL_IDLE_TIMEOUT):
+                    message = await channel.receive()
                 try:
                     result = await self._dispatch(message)
                 except XdtError as exc:
                     await channel.send(Kind.ERROR, to_wire(exc))
                 else:
                     await channel.send(Kind.RESULT, None, result)
-        except (PeerGone, ProtocolError):
-            pass  # the function closed the connection, or sent garbage
+        except (PeerGone, ProtocolError, TimeoutError):
+            pass  # the function closed the connection, sent garbage, or left it idle
         finally:
             channel.close()
 

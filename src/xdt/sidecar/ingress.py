@@ -40,8 +40,11 @@ class Ingress:
         upstream: Upstream,
         store: ObjectStore,
         stats: RequestStats,
+        *,
+        faces_down: Callable[[], list[str]] = list,
     ) -> None:
         self.config = config
+        self.faces_down = faces_down  # the sidecar's faces that stopped serving
         self.payloads = payloads
         self.upstream = upstream
         self.store = store
@@ -68,13 +71,18 @@ class Ingress:
         return app
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
-        self.stats.request_in()  # before the breaker: queued requests are demand too
-        self.requests_total += 1
         function = self.config.function
         by_reference = request.headers.get(TRANSFER_HEADER) == BY_REFERENCE
         answer_by_reference = request.headers.get(ACCEPT_HEADER) == BY_REFERENCE
         try:
+            # Counted once the body is here: a request that declares a body and never sends
+            # it is no demand (200 of them scaled a function from 1 to 3), and it times out.
             body = await read_body(request, self.config.transfer.inline_limit, function=function)
+        except XdtError as exc:
+            return error_response(exc, function=function)
+        self.stats.request_in()  # before the breaker: queued requests are demand too
+        self.requests_total += 1
+        try:
 
             async def work() -> FunctionAnswer:
                 payload = await self.payloads.inbound(body, by_reference)
@@ -116,6 +124,11 @@ class Ingress:
             ) from None
 
     async def ready(self, request: web.Request) -> web.Response:
+        """Ready when the function answers and every face of the sidecar serves: an instance
+        whose egress stopped is not one to send work to."""
+        down = self.faces_down()
+        if down:
+            return web.Response(status=503, text=f"not ready: down: {', '.join(down)}")
         ok = await self.upstream.ready()
         return web.Response(status=200 if ok else 503, text="ready" if ok else "not ready")
 
