@@ -80,10 +80,15 @@ class LaunchedPlatform:
         return self.status()["functions"][name]
 
     def invoke(
-        self, function: str, data: bytes = b"", timeout: float = 30
+        self,
+        function: str,
+        data: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
     ) -> tuple[int, dict[str, str], bytes]:
         """POST ``data`` to ``function``: (status, headers, body), errors included."""
-        request = urllib.request.Request(f"{self.url}/invoke/{function}", data=data, method="POST")
+        url = f"{self.url}/invoke/{function}"
+        request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.status, dict(answer.headers.items()), answer.read()

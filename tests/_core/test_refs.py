@@ -565,3 +565,15 @@ def test_modes_are_named_as_a_spec_names_them(label: str) -> None:
 def test_an_unknown_mode_name_says_which_there_are(label: str) -> None:
     with pytest.raises(ValueError, match="inline, xdt, elasticache, s3"):
         TransferMode.named(label)
+
+
+def test_the_hop_secret_is_the_rings_own_and_survives_rotation() -> None:
+    ring = KeyRing.generate()
+    assert ring.hop_secret() == KeyRing.from_text(ring.to_text()).hop_secret()
+    assert ring.is_hop(ring.hop_secret())
+    assert not ring.is_hop(KeyRing.generate().hop_secret())
+    for wrong in (None, "", ring.hop_secret()[:-1], ring.hop_secret() + "x", "é" * 44):
+        assert not ring.is_hop(wrong)
+    rotated = ring.rotated()
+    assert rotated.hop_secret() != ring.hop_secret()
+    assert rotated.is_hop(ring.hop_secret())  # a sidecar still on the old ring is still ours

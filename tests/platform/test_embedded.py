@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,14 @@ def test_bad_http_input_gets_a_clear_answer_and_nothing_partial_runs(
         assert re.match(rb"HTTP/1\.[01] 400", raw.recv(4096))
 
     assert platform.invoke("upper", b"fine")[::2] == (200, b"FINE")
+
+    # Asking for a reference answer (or sending a reference) is for the platform's own hops.
+    for header in ("X-Xdt-Accept", "X-Xdt-Transfer"):
+        status, headers, body = platform.invoke("upper", b"x" * 300_000, {header: "ref"})
+        assert status == 403 and headers[ERROR_HEADER] == "forbidden", body[:200]
+    assert platform.function("upper")["requests"] == 1
+    with urllib.request.urlopen(f"{platform.url}/readyz", timeout=10) as ready:
+        assert ready.status == 200 and ready.read() == b"ready"
 
 
 def test_the_function_process_never_sees_the_key(start_platform: Start) -> None:

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from xdt._http.client import ConnectionPool
-from xdt._http.headers import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER
+from xdt._http.headers import ACCEPT_HEADER, ERROR_HEADER, HOP_HEADER, TRANSFER_HEADER
 from xdt.platform.deployment import Deployment
 from xdt.platform.embedded import Platform
 from xdt.platform.gateway import create_app
@@ -79,6 +79,7 @@ async def front() -> AsyncIterator[Front]:
         folder=Path("/srv"),
     )
     platform = Platform(spec)
+    platform.accepting = True  # as once every deployment exists
     (function,) = spec.functions
     deployment = Deployment(function, spec.platform, NoProcesses())  # type: ignore[arg-type]
     platform.deployments["shout"] = deployment
@@ -111,11 +112,11 @@ async def test_the_transfer_headers_pass_both_ways_and_nothing_else_of_the_answe
         return web.Response(text="a-token", headers={TRANSFER_HEADER: "ref", "X-Secret": "no"})
 
     front.ingress.answer = by_reference
-    answer = await front.client.post(
-        "/invoke/shout", data=b"tok", headers={TRANSFER_HEADER: "ref", ACCEPT_HEADER: "ref"}
-    )
+    hop = front.platform.keyring.hop_secret()
+    headers = {TRANSFER_HEADER: "ref", ACCEPT_HEADER: "ref", HOP_HEADER: hop}
+    answer = await front.client.post("/invoke/shout", data=b"tok", headers=headers)
     seen = front.ingress.seen[0]
-    assert (seen[TRANSFER_HEADER], seen[ACCEPT_HEADER]) == ("ref", "ref")
+    assert (seen[TRANSFER_HEADER], seen[ACCEPT_HEADER], seen[HOP_HEADER]) == ("ref", "ref", hop)
     assert answer.headers[TRANSFER_HEADER] == "ref" and "X-Secret" not in answer.headers
 
 
@@ -167,3 +168,35 @@ async def test_metrics_status_and_health(front: Front) -> None:
     status = await (await front.client.get("/status")).json()
     assert status["functions"]["shout"]["transfer"] == "xdt"
     assert (await front.client.get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize("header", [TRANSFER_HEADER, ACCEPT_HEADER])
+@pytest.mark.parametrize("hop", [None, "", "not-the-secret", "a" * 44])
+async def test_only_the_platforms_own_hops_may_send_or_ask_for_a_reference(
+    front: Front, header: str, hop: str | None
+) -> None:
+    """An outside client asking for a reference answer once made a function's sidecar hold
+    256 × 1 MiB (and its own calls then hit the quota); one sending a reference had a sidecar
+    pull for it. Refused, before any instance is asked."""
+    headers = {header: "ref"} | ({HOP_HEADER: hop} if hop is not None else {})
+    answer = await front.client.post("/invoke/shout", data=b"x", headers=headers)
+    assert answer.status == 403 and answer.headers[ERROR_HEADER] == "forbidden"
+    assert "platform's own hops" in (await answer.json())["message"]
+    assert front.ingress.seen == []
+
+
+async def test_shutting_down_refuses_new_invocations_and_serves_the_platforms_own(
+    front: Front,
+) -> None:
+    assert (await front.client.get("/readyz")).status == 200
+    front.platform.accepting = False  # close() has begun
+    ready = await front.client.get("/readyz")
+    assert ready.status == 503 and ready.headers["Retry-After"] == "1"
+    answer = await front.client.post("/invoke/shout", data=b"new")
+    assert answer.status == 503 and answer.headers["Retry-After"] == "1"
+    assert "shutting down" in (await answer.json())["message"]
+    assert front.ingress.seen == []
+    # A call between functions (a request in flight fanning out) still gets through.
+    hop = {HOP_HEADER: front.platform.keyring.hop_secret(), ACCEPT_HEADER: "ref"}
+    inner = await front.client.post("/invoke/shout", data=b"inner", headers=hop)
+    assert inner.status == 200 and await inner.read() == b"INNER"

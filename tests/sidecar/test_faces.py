@@ -22,7 +22,7 @@ from _support.waiting import eventually
 from xdt import KeyRing, PullClient
 from xdt._core.errors import from_wire
 from xdt._core.refs import TransferMode
-from xdt._http.headers import ACCEPT_HEADER, ERROR_HEADER, TRANSFER_HEADER
+from xdt._http.headers import ACCEPT_HEADER, ERROR_HEADER, HOP_HEADER, TRANSFER_HEADER
 from xdt.channel import Channel, Kind
 from xdt.modes import StoreSettings, TransferSettings
 from xdt.runtime import serve
@@ -178,15 +178,16 @@ async def test_a_reference_in_is_resolved_and_a_big_answer_goes_out_as_one(
     start: Start,
 ) -> None:
     running = await start()
+    hop = {HOP_HEADER: running.keyring.hop_secret()}  # the gateway's forward
     # A peer's object (this sidecar's own store stands in for a peer's: same protocol).
     token = await running.sidecar.payloads.put(b"from a peer " * 1000)
     status, _, body = await post(
-        running, f"{running.ingress}/invoke", token.encode(), {TRANSFER_HEADER: "ref"}
+        running, f"{running.ingress}/invoke", token.encode(), {TRANSFER_HEADER: "ref", **hop}
     )
     assert (status, body) == (200, b"FROM A PEER " * 1000)
 
     status, headers, body = await post(
-        running, f"{running.ingress}/invoke", b"big 300000", {ACCEPT_HEADER: "ref"}
+        running, f"{running.ingress}/invoke", b"big 300000", {ACCEPT_HEADER: "ref", **hop}
     )
     assert status == 200 and headers[TRANSFER_HEADER] == "ref"
     async with PullClient(running.keyring) as client:
@@ -195,6 +196,22 @@ async def test_a_reference_in_is_resolved_and_a_big_answer_goes_out_as_one(
     # A caller that cannot resolve references (no X-Xdt-Accept) gets the bytes.
     status, headers, body = await post(running, f"{running.ingress}/invoke", b"big 300000")
     assert (status, len(body)) == (200, 300000) and TRANSFER_HEADER not in headers
+
+
+@pytest.mark.parametrize("header", [TRANSFER_HEADER, ACCEPT_HEADER])
+async def test_the_tcp_ingress_takes_transfer_headers_only_from_the_platforms_hops(
+    start: Start, header: str
+) -> None:
+    """Any local process can reach the TCP ingress: one asking for a reference answer (to
+    make the sidecar hold objects) or sending a reference is refused before the function."""
+    running = await start()
+    for hop in ({}, {HOP_HEADER: "guessed"}, {HOP_HEADER: KeyRing.generate().hop_secret()}):
+        status, headers, _ = await post(
+            running, f"{running.ingress}/invoke", b"big 300000", {header: "ref", **hop}
+        )
+        assert status == 403 and headers[ERROR_HEADER] == "forbidden"
+    assert running.sidecar.store.stats.objects == 0
+    assert running.sidecar.ingress.requests_total == 0
 
 
 async def test_a_body_over_the_inline_limit_is_refused(start: Start) -> None:
@@ -245,6 +262,7 @@ async def test_the_http_egress_answers_only_under_its_secret(start: Start) -> No
     assert (status, body) == (200, b"answer to hi")
     function, headers, _ = running.gateway.seen[0]
     assert function == "other" and headers[ACCEPT_HEADER] == "ref"
+    assert headers[HOP_HEADER] == running.keyring.hop_secret()  # the platform's own hop
 
 
 async def test_put_get_release_over_http(start: Start) -> None:

@@ -63,6 +63,7 @@ _BODY = struct.Struct("!B16sQQQ")  # mode, object id, size, checksum, expires_at
 _TAG_LEN = 16
 PROOF_LEN = 16
 _PROOF_LABEL = b"xdt sidecar pull v1"
+_HOP_LABEL = b"xdt platform hop v1"
 _KEY_LEN = 32
 _MAX_TEXT_FIELD = 255  # tenant and source are length-prefixed with one byte
 _MIN_SEALED = _HEADER.size + _BODY.size + 2 + _TAG_LEN
@@ -141,13 +142,14 @@ class KeyRing:
     Only sidecars and the platform hold a key ring; function code never does.
     """
 
-    __slots__ = ("_aeads", "_keys", "_primary", "_proof_keys")
+    __slots__ = ("_aeads", "_hops", "_keys", "_primary", "_proof_keys")
 
     def __init__(self, keys: Iterable[tuple[bytes, bytes]]) -> None:
         """``keys`` are ``(key id, key)`` pairs, the primary first."""
         self._keys: dict[bytes, bytes] = {}
         self._aeads: dict[bytes, ChaCha20Poly1305] = {}
         self._proof_keys: dict[bytes, bytes] = {}
+        self._hops: dict[bytes, bytes] = {}  # hop secrets, as base64url
         primary: bytes | None = None
         for key_id, key in keys:
             if len(key_id) != 4 or len(key) != _KEY_LEN:
@@ -158,6 +160,8 @@ class KeyRing:
             self._aeads[key_id] = ChaCha20Poly1305(key)
             # A key of its own for pull proofs, derived so that no MAC ever uses the AEAD key.
             self._proof_keys[key_id] = hmac.digest(key, _PROOF_LABEL, hashlib.sha256)
+            hop = hmac.digest(key, _HOP_LABEL, hashlib.sha256)
+            self._hops[key_id] = base64.urlsafe_b64encode(hop)
             primary = key_id if primary is None else primary
         if primary is None:
             raise KeyRingError("the key ring holds no key; make one with `xdt keygen`")
@@ -324,6 +328,24 @@ class KeyRing:
         except (ReferenceMalformed, ReferenceTampered):
             return False
         return hmac.compare_digest(expected, proof)
+
+    def hop_secret(self) -> str:
+        """What marks an HTTP hop as the platform's own (a sidecar's call through the
+        gateway, the gateway's forward to an instance): only they may send or ask for a
+        reference (``X-Xdt-Transfer`` / ``X-Xdt-Accept``). Derived from the primary key, so
+        every process holding the key ring agrees on it, and function code never has it."""
+        return self._hops[self._primary].decode()
+
+    def is_hop(self, value: str | None) -> bool:
+        """Whether ``value`` is the :meth:`hop_secret` of a key of this ring (compared in
+        constant time; any key, so that a ring being rotated in agrees with the old one)."""
+        if not value:
+            return False
+        given = value.encode("ascii", "replace")
+        found = False
+        for expected in self._hops.values():
+            found |= hmac.compare_digest(expected, given)
+        return found
 
 
 def _decode_token(token: str) -> bytes:

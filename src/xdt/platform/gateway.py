@@ -3,7 +3,13 @@
 - ``POST /invoke/<function>`` — the body goes to an instance of the function, the answer back;
 - ``GET /status`` — JSON: ``{"functions": {"<name>": {"ready": 2, "draining": 0, ...}}}``;
 - ``GET /metrics`` — Prometheus text;
-- ``GET /healthz`` — 200 while the platform runs.
+- ``GET /healthz`` — 200 while the platform runs;
+- ``GET /readyz`` — 200 while it takes new invocations (every deployment exists, and it is not
+  shutting down), else 503.
+
+Only the platform's own hops (``X-Xdt-Hop``, :mod:`xdt._http.headers`) may send or ask for a
+reference; while the platform shuts down, new invocations from outside get 503 with
+``Retry-After`` and calls between functions are still served, so that requests in flight end.
 
 Errors the platform makes (unknown function, body too large, overloaded, timeout, instance
 failure) carry a typed code (see :mod:`xdt._http.server`); a function's own answer passes unchanged.
@@ -15,8 +21,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .._core.errors import FunctionNotFound, XdtError
-from .._http.headers import ERROR_HEADER, TRANSFER_HEADER, TRANSFER_HEADERS
+from .._core.errors import Forbidden, FunctionNotFound, Overloaded, XdtError
+from .._http.headers import (
+    ERROR_HEADER,
+    HOP_HEADER,
+    TRANSFER_HEADER,
+    TRANSFER_HEADERS,
+    TRANSFER_HEADERS_ARE_INTERNAL,
+)
 from .._http.metrics import CONTENT_TYPE
 from .._http.server import error_response, read_body
 
@@ -28,11 +40,23 @@ __all__ = ["create_app"]
 
 def create_app(platform: Platform) -> web.Application:
     limit = platform.spec.platform.inline_limit
+    hop = platform.keyring.hop_secret()
 
     async def invoke(request: web.Request) -> web.StreamResponse:
         name = request.match_info["function"]
         deployment = platform.deployments.get(name)
+        internal = platform.keyring.is_hop(request.headers.get(HOP_HEADER))
         try:
+            if not internal:
+                if any(request.headers.get(h) for h in TRANSFER_HEADERS):
+                    raise Forbidden(TRANSFER_HEADERS_ARE_INTERNAL, function=name)
+                if not platform.accepting:
+                    refused = error_response(
+                        Overloaded("the platform is shutting down: it takes no new invocations"),
+                        function=name,
+                    )
+                    refused.headers["Retry-After"] = "1"
+                    return refused
             if deployment is None:
                 known = ", ".join(sorted(platform.deployments)) or "none"
                 raise FunctionNotFound(
@@ -40,6 +64,8 @@ def create_app(platform: Platform) -> web.Application:
                 )
             body = await read_body(request, limit, function=name)
             passed = {h: v for h in TRANSFER_HEADERS if (v := request.headers.get(h))}
+            if passed:
+                passed[HOP_HEADER] = hop
             answer = await deployment.invoke(body, passed)
         except XdtError as exc:
             return error_response(exc, function=name)
@@ -61,9 +87,17 @@ def create_app(platform: Platform) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def readyz(request: web.Request) -> web.Response:
+        if platform.accepting:
+            return web.Response(text="ready")
+        return web.Response(
+            status=503, text="not ready: shutting down", headers={"Retry-After": "1"}
+        )
+
     app = web.Application(client_max_size=limit + 1)
     app.router.add_post("/invoke/{function}", invoke)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app

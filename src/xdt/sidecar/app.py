@@ -97,7 +97,7 @@ class Sidecar:
         self.stats = RequestStats()
         self.ingress = Ingress(
             config, self.payloads, self.upstream, self.store, self.stats,
-            faces_down=self.faces_down,
+            faces_down=self.faces_down, keyring=keyring,
         )  # fmt: skip
         own = os.getuid()  # the platform's: it started us
         function_uid = config.runs_as.uid if config.runs_as else own
@@ -115,6 +115,7 @@ class Sidecar:
             lend=self.pulls.pool,
             check=PeerCheck({own, function_uid}, "egress socket"),
             max_ttl=self.store.config.max_ttl,
+            hop=keyring.hop_secret(),
         )
         self._ingress_check = PeerCheck({own}, "ingress socket")
         self.egress_secret = secrets.token_urlsafe(18)  # 144 bits: the TCP egress's path prefix

@@ -47,7 +47,13 @@ from .._core.errors import (
 from .._core.peercred import PeerCheck, bind_unix
 from .._http.client import ConnectionPool
 from .._http.errors import error_from_answer
-from .._http.headers import ACCEPT_HEADER, ANSWER_HEADERS, BY_REFERENCE, TRANSFER_HEADER
+from .._http.headers import (
+    ACCEPT_HEADER,
+    ANSWER_HEADERS,
+    BY_REFERENCE,
+    HOP_HEADER,
+    TRANSFER_HEADER,
+)
 from .._http.server import error_response, read_body
 from .._util.logs import RateLimitedLog
 from .._util.names import is_function_name
@@ -106,8 +112,10 @@ class Egress:
         lend: BufferPool,
         check: PeerCheck,
         max_ttl: float,
+        hop: str,
     ) -> None:
         self.config = config
+        self.hop = hop  # marks our calls through the gateway as the platform's own
         self.payloads = payloads
         self.activator = activator
         self.lend = lend
@@ -135,7 +143,7 @@ class Egress:
                 f"{target!r} is not a function name (lower-case letters, digits and '-')",
                 function=target,
             )
-        headers = {ACCEPT_HEADER: BY_REFERENCE}
+        headers = {ACCEPT_HEADER: BY_REFERENCE, HOP_HEADER: self.hop}
         if forwarded:
             body, as_reference = as_bytes(payload), True
         else:

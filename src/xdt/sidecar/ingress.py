@@ -18,9 +18,16 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .._core.buffers import as_bytes
-from .._core.errors import InvocationTimeout, Overloaded, XdtError
+from .._core.errors import Forbidden, InvocationTimeout, Overloaded, XdtError
+from .._core.refs import KeyRing
 from .._core.store import ObjectStore
-from .._http.headers import ACCEPT_HEADER, BY_REFERENCE, TRANSFER_HEADER
+from .._http.headers import (
+    ACCEPT_HEADER,
+    BY_REFERENCE,
+    HOP_HEADER,
+    TRANSFER_HEADER,
+    TRANSFER_HEADERS_ARE_INTERNAL,
+)
 from .._http.metrics import CONTENT_TYPE, Metric, render
 from .._http.server import error_response, read_body
 from .._util.concurrency import RequestStats
@@ -42,7 +49,9 @@ class Ingress:
         stats: RequestStats,
         *,
         faces_down: Callable[[], list[str]] = list,
+        keyring: KeyRing,
     ) -> None:
+        self.keyring = keyring  # tells the platform's own hops (X-Xdt-Hop) from anyone else
         self.config = config
         self.faces_down = faces_down  # the sidecar's faces that stopped serving
         self.payloads = payloads
@@ -75,6 +84,10 @@ class Ingress:
         by_reference = request.headers.get(TRANSFER_HEADER) == BY_REFERENCE
         answer_by_reference = request.headers.get(ACCEPT_HEADER) == BY_REFERENCE
         try:
+            if (by_reference or answer_by_reference) and not self.keyring.is_hop(
+                request.headers.get(HOP_HEADER)
+            ):
+                raise Forbidden(TRANSFER_HEADERS_ARE_INTERNAL, function=function)
             # Counted once the body is here: a request that declares a body and never sends
             # it is no demand (200 of them scaled a function from 1 to 3), and it times out.
             body = await read_body(request, self.config.transfer.inline_limit, function=function)
