@@ -23,7 +23,7 @@ async def aiohttp_port() -> AsyncIterator[int]:
             body=body[::-1], headers={"X-Seen-Caller": request.headers.get("X-Caller", "")}
         )
 
-    app = web.Application()
+    app = web.Application(client_max_size=8 << 20)
     app.router.add_post("/echo", echo)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -213,3 +213,51 @@ async def test_requests_that_would_break_framing_are_refused(
     """On a pooled keep-alive connection an injected request would shift every later answer."""
     with pytest.raises(ValueError, match="CR, LF or space"):
         await ConnectionPool("127.0.0.1", 9).post(path, b"x", headers)
+
+
+async def test_a_big_answer_comes_as_a_stream_and_its_connection_is_reused(
+    aiohttp_port: int,
+) -> None:
+    pool = ConnectionPool("127.0.0.1", aiohttp_port, stream_over=1000)
+    data = bytes(range(256)) * 10_000  # 2.56 MB: more than one chunk
+    answer = await pool.post("/echo", data)
+    assert answer.body == b"" and answer.stream is not None
+    assert answer.stream.length == len(data)
+    chunks = [chunk async for chunk in answer.stream]
+    assert b"".join(chunks) == data[::-1] and max(map(len, chunks)) <= 1 << 20
+    answer.stream.close()
+    assert len(pool._idle) == 1  # read to its end: reused
+    small = await pool.post("/echo", b"abc")
+    assert (small.body, small.stream) == (b"cba", None)  # small answers are read whole
+    assert len(pool._idle) == 1
+    pool.close()
+
+
+async def test_a_stream_given_up_midway_closes_its_connection(aiohttp_port: int) -> None:
+    pool = ConnectionPool("127.0.0.1", aiohttp_port, stream_over=1000)
+    answer = await pool.post("/echo", b"x" * 3_000_000)
+    assert answer.stream is not None
+    async for _ in answer.stream:
+        break
+    answer.stream.close()
+    assert pool._idle == []  # bytes of it are still on the wire: never reused
+    pool.close()
+
+
+async def test_a_server_that_dies_mid_stream_is_peer_gone() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5000000\r\n\r\n" + b"y" * 10_000)
+        await writer.drain()
+        writer.close()
+
+    server, port = await raw_server(handler)
+    async with server:
+        pool = ConnectionPool("127.0.0.1", port, stream_over=1000)
+        answer = await pool.post("/x", b"")
+        assert answer.stream is not None
+        got = 0
+        with pytest.raises(PeerGone, match="unsent"):
+            async for chunk in answer.stream:
+                got += len(chunk)
+        assert got == 10_000 and pool._idle == []

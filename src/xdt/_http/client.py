@@ -5,6 +5,9 @@ Both ends of those hops are ours, so this needs only ``POST`` with a body and an
 ``Content-Length``, chunked encoding, or (HTTP/1.1's last resort) the end of the connection.
 Connecting is bounded by ``connect_timeout``, an answer's body by ``max_answer``; callers bound
 the whole exchange (an invocation's timeout) and a cancelled exchange closes its connection.
+An answer bigger than ``stream_over`` is not read here: it comes back as an :class:`AnswerBody`
+still on its connection, for the caller to pass on chunk by chunk (the gateway, so that it
+never holds a whole big answer: three unread 200 MiB answers once grew it by 1.2 GB).
 It exists because it is the measured hot path: aiohttp's
 client costs about 300 µs per request on this machine, this one about a third of that, which
 is most of the platform's overhead per invocation (``xdt bench platform``). Function code and
@@ -15,14 +18,67 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .._core.errors import PeerGone, ProtocolError
 
-__all__ = ["ConnectionPool", "HttpAnswer"]
+__all__ = ["AnswerBody", "ConnectionPool", "HttpAnswer"]
 
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
+
+
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+STREAM_CHUNK = 1 << 20
+
+
+class AnswerBody:
+    """The body of a big answer, still on its connection: iterate over it (chunks of at most
+    1 MiB, each within ``io_timeout``), then :meth:`close` — which gives the connection back
+    to its pool if every byte was read, and closes it otherwise."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        connection: _Connection,
+        length: int,
+        io_timeout: float,
+        *,
+        reusable: bool = True,
+    ) -> None:
+        self.pool = pool
+        self.reusable = reusable  # the peer did not say Connection: close
+        self.length = length
+        self.remaining = length
+        self.io_timeout = io_timeout
+        self._connection: _Connection | None = connection
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.remaining and self._connection is not None:
+            reader = self._connection[0]
+            try:
+                async with asyncio.timeout(self.io_timeout):
+                    chunk = await reader.read(min(self.remaining, STREAM_CHUNK))
+            except (TimeoutError, ConnectionError) as exc:
+                self.close()
+                raise PeerGone(
+                    f"{self.pool.host}:{self.pool.port} stalled or went away mid-answer "
+                    f"({type(exc).__name__})"
+                ) from None
+            if not chunk:
+                self.close()
+                raise PeerGone(
+                    f"{self.pool.host}:{self.pool.port} went away with {self.remaining} bytes "
+                    "of its answer unsent"
+                )
+            self.remaining -= len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self.pool._release(connection, reusable=self.reusable and self.remaining == 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +86,10 @@ class HttpAnswer:
     status: int
     headers: dict[str, str]  # names lower-cased
     body: bytes
+    stream: AnswerBody | None = None  # instead of ``body``: an answer over ``stream_over``
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
-
-
-_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class ConnectionPool:
@@ -50,12 +104,16 @@ class ConnectionPool:
         max_idle: int = 64,
         connect_timeout: float = 5.0,
         max_answer: int | None = None,
+        stream_over: int | None = None,
+        io_timeout: float = 30.0,
     ) -> None:
         self.host, self.port = host, port
         self.unix_path = unix_path  # connect here instead (the Host header still names host)
         self.max_idle = max_idle
         self.connect_timeout = connect_timeout
         self.max_answer = max_answer  # None: any size (the peer is one of ours)
+        self.stream_over = stream_over  # answers framed bigger than this: an AnswerBody
+        self.io_timeout = io_timeout  # for each chunk of an AnswerBody
         self._idle: list[_Connection] = []
         self._host_header = f"{host}:{port}".encode()
 
@@ -120,6 +178,11 @@ class ConnectionPool:
                     raise _StaleConnection from None
                 raise
             status, headers = _parse_head(raw_head)
+            length = self._streamed_length(status, headers)
+            if length is not None:
+                reusable = headers.get("connection", "").lower() != "close"
+                rest = AnswerBody(self, connection, length, self.io_timeout, reusable=reusable)
+                return HttpAnswer(status, headers, b"", rest)
             answer_body, reusable = await self._read_body(reader, status, headers)
         except BaseException as exc:
             writer.close()
@@ -135,15 +198,25 @@ class ConnectionPool:
                     f"speaks it ({type(exc).__name__}: {exc})"
                 ) from None
             raise
-        if (
-            not reusable
-            or headers.get("connection", "").lower() == "close"
-            or len(self._idle) >= self.max_idle
-        ):
-            writer.close()
-        else:
-            self._idle.append(connection)
+        reusable = reusable and headers.get("connection", "").lower() != "close"
+        self._release(connection, reusable=reusable)
         return HttpAnswer(status, headers, answer_body)
+
+    def _release(self, connection: _Connection, *, reusable: bool) -> None:
+        if reusable and len(self._idle) < self.max_idle and not connection[1].is_closing():
+            self._idle.append(connection)
+        else:
+            connection[1].close()
+
+    def _streamed_length(self, status: int, headers: dict[str, str]) -> int | None:
+        """The Content-Length of an answer to hand over as an AnswerBody, or None."""
+        length = headers.get("content-length")
+        if self.stream_over is None or status < 200 or length is None or not length.isdigit():
+            return None
+        if headers.get("transfer-encoding") or int(length) <= self.stream_over:
+            return None
+        self._check_size(int(length))
+        return int(length)
 
     async def _read_body(
         self, reader: asyncio.StreamReader, status: int, headers: dict[str, str]

@@ -17,11 +17,13 @@ failure) carry a typed code (see :mod:`xdt._http.server`); a function's own answ
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .._core.errors import Forbidden, FunctionNotFound, Overloaded, XdtError
+from .._core.errors import Forbidden, FunctionNotFound, Overloaded, PeerGone, XdtError
+from .._http.client import AnswerBody
 from .._http.headers import (
     ERROR_HEADER,
     HOP_HEADER,
@@ -36,6 +38,32 @@ if TYPE_CHECKING:
     from .embedded import Platform
 
 __all__ = ["create_app"]
+
+# A caller that takes none of a big answer for this long is dropped (its instance's connection
+# with it): a reader that never reads must not hold the platform's memory or connections.
+WRITE_TIMEOUT = 30.0
+
+
+async def _pass_on(
+    request: web.Request, body: AnswerBody, status: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A big answer, from the instance to the caller a chunk at a time: the gateway holds one
+    chunk (1 MiB), not the answer. Should the instance or the caller fail midway, the caller's
+    connection is closed short of the Content-Length, so it cannot take a part for the whole."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = body.length
+    try:
+        await response.prepare(request)
+        async for chunk in body:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await response.write(chunk)
+        await response.write_eof()
+    except (PeerGone, TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+    finally:
+        body.close()
+    return response
 
 
 def create_app(platform: Platform) -> web.Application:
@@ -76,6 +104,8 @@ def create_app(platform: Platform) -> web.Application:
             value = answer.header(name)
             if value is not None:
                 headers[name] = value
+        if answer.stream is not None:
+            return await _pass_on(request, answer.stream, answer.status, headers)
         return web.Response(status=answer.status, body=answer.body, headers=headers)
 
     async def status(request: web.Request) -> web.Response:

@@ -255,7 +255,14 @@ class InstanceManager:
             )
         ports = json.loads(line)
         host = self.platform.instance_host
-        instance.pool = ConnectionPool(host, ports["ingress"], unix_path=ingress_socket)
+        instance.pool = ConnectionPool(
+            host, ports["ingress"], unix_path=ingress_socket,
+            # An answer is at most what the function may hand its sidecar, plus an error's
+            # room; one over a MiB is passed on to the caller chunk by chunk, never held.
+            max_answer=max(self.spec.platform.inline_limit, self.spec.platform.object_quota)
+            + (64 << 10),
+            stream_over=1 << 20,
+        )  # fmt: skip
         instance.ingress_url = f"http://{host}:{ports['ingress']}"
         # The secret path is the TCP egress's only credential: any local process can connect.
         instance.egress_url = f"http://{host}:{ports['egress']}{ports['egress_path']}"
