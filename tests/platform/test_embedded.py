@@ -513,3 +513,21 @@ def _metrics(platform: RunningPlatform) -> str:
     with urllib.request.urlopen(f"{platform.url}/metrics", timeout=10) as answer:
         text: str = answer.read().decode()
         return text
+
+
+def test_a_function_is_held_to_its_memory_and_the_others_are_not(start_platform: Start) -> None:
+    """``memory`` bounds a function process (its heap and any one file it writes); it goes
+    on serving after hitting the bound, and a function without one is not held to it."""
+    big = str(512 << 20).encode()
+    platform = start_platform(
+        {
+            "functions": [
+                {"name": "small", "handler": "fns:hog", "memory": "128MiB"},
+                {"name": "free", "handler": "fns:hog"},
+            ]
+        }
+    )
+    assert platform.invoke("small", big)[::2] == (200, b"refused: MemoryError")
+    assert platform.invoke("small", b"file:" + big)[2].startswith(b"refused: File too large")
+    assert platform.invoke("small", b"1000000")[::2] == (200, b"allocated 1000000")
+    assert platform.invoke("free", big)[::2] == (200, b"allocated " + big)

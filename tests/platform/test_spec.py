@@ -159,6 +159,12 @@ def test_empty_platform_and_autoscaler_sections_mean_defaults(empty: Any) -> Non
     assert parse(document).platform.autoscaler == DEFAULT_AUTOSCALER_CONFIG
 
 
+def test_memory_is_a_size_per_function_and_unset_by_default() -> None:
+    spec = parse({"functions": [{"name": "f", "handler": "m:f", "memory": "256MiB"},
+                                {"name": "g", "handler": "m:g"}]})  # fmt: skip
+    assert [f.memory for f in spec.functions] == [256 << 20, None]
+
+
 def test_sizes_may_be_plain_byte_counts() -> None:
     spec = parse({**minimal(), "platform": {"inline_limit": 4096, "object_quota": "64KiB"}})
     assert spec.platform.inline_limit == 4096
@@ -681,6 +687,18 @@ BAD: list[tuple[str, Any, str, str]] = [
         with_autoscaler(max_scale_down_rate=float("nan")),
         "platform.autoscaler",
         r"max_scale_down_rate must be greater than 1 \(got nan\)",
+    ),
+    (
+        "memory-too-small",
+        {"functions": [{"name": "f", "handler": "m:f", "memory": "16MiB"}]},
+        "functions[f].memory",
+        r"must be at least 67108864 byte\(s\), got '16MiB'",
+    ),
+    (
+        "memory-not-a-size",
+        {"functions": [{"name": "f", "handler": "m:f", "memory": "lots"}]},
+        "functions[f].memory",
+        r"not a size: 'lots'",
     ),
     (
         "isolation-unknown",

@@ -14,6 +14,7 @@ __all__ = [
     "die_with_parent",
     "free_port",
     "isolated_child",
+    "limit_memory",
     "raise_fd_limit",
     "signal_group",
     "stop",
@@ -70,6 +71,19 @@ def isolated_child() -> None:
     die_with_parent()
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+
+
+def limit_memory(limit: int) -> None:
+    """Bound this process (call it in a child before exec; children inherit it) to ``limit``
+    bytes: ``RLIMIT_DATA`` — its heap, anonymous and private writable mappings, thread stacks
+    (allocating beyond it fails: ``MemoryError`` in Python) — and ``RLIMIT_FSIZE`` — any one
+    file it writes or resizes, a memfd included (beyond it: ``EFBIG``). Memory shared over
+    many files, or tmpfs, is beyond what rlimits bound: that takes a cgroup."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a file too big is an error, not a kill
 
 
 async def terminate(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 import json
 import os
@@ -46,7 +47,7 @@ from .._core.errors import InstanceStartError
 from .._core.refs import KEYRING_ENV, KeyRing
 from .._http.client import ConnectionPool
 from .._util.polling import until
-from .._util.process import die_with_parent, free_port, isolated_child, terminate
+from .._util.process import die_with_parent, free_port, isolated_child, limit_memory, terminate
 from .._util.tasks import TaskSet
 from ..modes import StoreSettings
 from ..sidecar.config import Faces, Launch, RunsAs, SidecarConfig
@@ -312,6 +313,10 @@ class InstanceManager:
             )  # fmt: skip
             argv = sandbox.argv(argv, cwd=function.folder)
             options = {"umask": 0o077, "preexec_fn": die_with_parent}
+        if function.memory is not None:
+            options["preexec_fn"] = functools.partial(
+                _limited, options["preexec_fn"], function.memory
+            )
         with _log(instance) as log:
             try:
                 instance.process = await asyncio.create_subprocess_exec(
@@ -483,3 +488,10 @@ def _tail(path: Path, lines: int = 5) -> str:
     except OSError:
         return ""
     return ("; log tail:\n  " + "\n  ".join(text)) if text else ""
+
+
+def _limited(setup: Callable[[], None], memory: int) -> None:
+    """``preexec_fn``: ``setup``, then the function's memory limit (inherited through
+    bubblewrap and setpriv by the function itself)."""
+    setup()
+    limit_memory(memory)

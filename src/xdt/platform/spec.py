@@ -74,6 +74,9 @@ class FunctionSpec:
     timeout: float = 300.0  # Knative's revision-timeout-seconds
     tenant: str = DEFAULT_TENANT
     env: Mapping[str, str] = field(default_factory=dict)
+    # Per function process: its heap and private mappings, and any one file it writes
+    # (rlimits, see xdt._util.process.limit_memory). None: no limit.
+    memory: int | None = None
     folder: Path = Path()  # where handler modules are found and commands run
 
     @property
@@ -313,6 +316,8 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
             values[key] = _positive_duration(value, at)
         elif key == "tenant":
             values[key] = _string(value, at)
+        elif key == "memory":
+            values[key] = _size(value, at, low=MIN_FUNCTION_MEMORY)
         elif key == "env":
             env = _mapping(value, at, None)
             for name, text in env.items():
@@ -373,6 +378,9 @@ def _duration(value: Any, where: str) -> float:
         return parse_duration(value)
     except (ValueError, TypeError) as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+MIN_FUNCTION_MEMORY = 64 << 20  # a Python runtime with its threads needs about this
 
 
 def _size(value: Any, where: str, *, low: int = 1) -> int:

@@ -240,3 +240,25 @@ def steal(body: bytes) -> bytes:
     except xdt.XdtError as exc:
         tried["sdk"] = type(exc).__name__
     return json.dumps(tried).encode()
+
+
+def hog(body: bytes) -> bytes:
+    """Allocates ``int(body)`` bytes on the heap, or a file of that size in $TMPDIR when the
+    body starts with ``file:``; answers what it managed."""
+    text = body.decode()
+    if text.startswith("file:"):
+        import tempfile
+
+        size = int(text[5:])
+        try:
+            with tempfile.TemporaryFile() as f:
+                f.truncate(size)
+                f.write(b"x")
+        except OSError as exc:
+            return f"refused: {exc.strerror}".encode()
+        return b"wrote %d" % size
+    try:
+        data = bytearray(int(text))
+    except MemoryError:
+        return b"refused: MemoryError"
+    return b"allocated %d" % len(data)
