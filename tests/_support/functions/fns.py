@@ -262,3 +262,29 @@ def hog(body: bytes) -> bytes:
     except MemoryError:
         return b"refused: MemoryError"
     return b"allocated %d" % len(data)
+
+
+async def provoke(body: bytes) -> bytes:
+    """Makes every kind of error a function can provoke through the SDK and answers their
+    texts, one per line: what a hostile function learns from errors."""
+    texts: list[str] = []
+    good = await xdt.put(b"mine", pulls=1)
+    attempts = [
+        lambda: xdt.put(os.urandom(int(body or b"2000000"))),  # over the store's own limit
+        lambda: xdt.get(good[:-4] + "AAAA"),  # altered
+        lambda: xdt.get(good[:40]),  # truncated
+        lambda: xdt.get("not a reference at all"),
+        lambda: xdt.get(good),
+        lambda: xdt.get(good),  # its one pull is spent
+        lambda: xdt.release("x" * 300),
+        lambda: xdt.invoke("no-such-function", b"x"),
+        lambda: xdt.invoke("boom", b"x"),
+        lambda: xdt.put(b"x", pulls=0),
+        lambda: xdt.put(b"x", ttl=-1),
+    ]
+    for attempt in attempts:
+        try:
+            await attempt()
+        except Exception as exc:
+            texts.append(f"{type(exc).__name__}: {exc}")
+    return "\n".join(texts).encode()
