@@ -362,7 +362,7 @@ BAD: list[tuple[str, Any, str, str]] = [
         minimal(zzz=1),
         "functions[0]",
         r"unknown key 'zzz' \(known: command, concurrency, env, handler, initial_scale, "
-        r"max_scale, min_scale, name, tenant, timeout, transfer\)",
+        r"max_scale, memory, min_scale, name, tenant, timeout, transfer\)",
     ),
     (
         "folder-is-not-a-spec-key",
@@ -794,3 +794,24 @@ def test_a_functions_own_transfer_stands_without_an_override() -> None:
     spec = parse({"functions": [{"name": "a", "handler": "m:a", "transfer": "inline"}]})
     assert spec.mode_of(spec.functions[0]) is TransferMode.INLINE
     assert spec.transfer_of(spec.functions[0]).inline_up_to == spec.platform.inline_limit
+
+
+def test_a_spec_with_secrets_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    from xdt.platform.spec import exposed_secrets, load_spec
+
+    path = tmp_path / "xdt.yaml"
+    path.write_text(
+        "platform: {redis_url: 'redis://:hunter2@127.0.0.1:6379/0'}\n"
+        "functions: [{name: f, handler: 'm:f', env: {TOKEN: abc}}]\n"
+    )
+    path.chmod(0o644)
+    warning = exposed_secrets(path, load_spec(path))
+    assert warning is not None and "mode 0644" in warning and "chmod 600" in warning
+    assert "env values of f" in warning and "a password in redis_url" in warning
+    assert "hunter2" not in warning and "abc" not in warning
+    path.chmod(0o600)
+    assert exposed_secrets(path, load_spec(path)) is None
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("functions: [{name: f, handler: 'm:f'}]\n")
+    plain.chmod(0o644)
+    assert exposed_secrets(plain, load_spec(plain)) is None  # nothing secret in it

@@ -20,6 +20,7 @@ from ..platform import Platform, Spec, load_spec
 from ..platform.embedded import SHUTDOWN_GRACE
 from ..platform.events import Event
 from ..platform.isolation import isolation_wanted
+from ..platform.spec import exposed_secrets
 
 __all__ = ["add_parser", "isolation_summary", "run"]
 
@@ -53,6 +54,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     except SpecError as exc:
         console.print(f"[red]error in the spec:[/red] {escape(str(exc))}")
         return 2
+    warning = exposed_secrets(args.file, spec)
+    if warning is not None:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     settings = spec.platform
     overrides: dict[str, Any] = {}
     if args.port is not None:

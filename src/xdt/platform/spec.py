@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,27 @@ class Spec:
 
     def modes(self) -> set[TransferMode]:
         return {self.mode_of(f) for f in self.functions}
+
+
+def exposed_secrets(path: str | Path, spec: Spec) -> str | None:
+    """A warning when the spec file holds secrets — ``env`` values, a password in
+    ``redis_url`` — and other users may read it; None otherwise. Sandboxed functions cannot
+    see the file at all, but other local users (and, without the sandbox, functions) can."""
+    try:
+        mode = Path(path).stat().st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o044:
+        return None
+    holds = [f"env values of {f.name}" for f in spec.functions if f.env]
+    if spec.platform.redis_url and urllib.parse.urlsplit(spec.platform.redis_url).password:
+        holds.append("a password in redis_url")
+    if not holds:
+        return None
+    return (
+        f"{path} is readable by other users (mode {mode:04o}) and holds "
+        f"{', '.join(holds)}: make it private with chmod 600 {path}"
+    )
 
 
 def load_spec(path: str | Path) -> Spec:
