@@ -261,3 +261,44 @@ async def test_a_server_that_dies_mid_stream_is_peer_gone() -> None:
             async for chunk in answer.stream:
                 got += len(chunk)
         assert got == 10_000 and pool._idle == []
+
+
+async def test_a_request_the_peer_may_have_taken_is_never_sent_twice() -> None:
+    """The peer read the request and hung up without a byte of answer (a crash mid-request):
+    it may have acted on it, so the POST is not sent again — PeerGone, delivered unknown."""
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await read_request(reader)
+        served += 1
+        writer.close()
+
+    server, port = await raw_server(handler)
+    async with server:
+        pool = ConnectionPool("127.0.0.1", port)
+        with pytest.raises(PeerGone) as gone:
+            await pool.post("/", b"charge the card")
+        assert gone.value.delivered is None and served == 1
+        pool.close()
+
+
+async def test_nobody_taking_the_connection_is_undelivered() -> None:
+    server, port = await raw_server(lambda r, w: asyncio.sleep(0))
+    server.close()
+    await server.wait_closed()
+    pool = ConnectionPool("127.0.0.1", port)
+    with pytest.raises(PeerGone) as gone:
+        await pool.post("/", b"x")
+    assert gone.value.delivered is False  # safe to send elsewhere
+
+
+async def test_a_connection_idle_past_the_pools_timeout_is_not_reused(aiohttp_port: int) -> None:
+    pool = ConnectionPool("127.0.0.1", aiohttp_port, idle_timeout=0.1)
+    await pool.post("/echo", b"one")
+    ((_, first),) = pool._idle
+    await asyncio.sleep(0.2)
+    await pool.post("/echo", b"two")
+    ((_, second),) = pool._idle
+    assert second is not first and first[1].is_closing()
+    pool.close()

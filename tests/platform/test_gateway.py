@@ -147,14 +147,17 @@ async def test_a_platform_error_of_the_instance_keeps_its_code(front: Front) -> 
     assert front.platform.deployments["shout"].answers == {"overloaded": 1}
 
 
-async def test_an_instance_that_is_gone_is_a_502(front: Front) -> None:
+async def test_an_instance_that_is_gone_and_never_replaced_is_a_502(
+    front: Front, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("xdt.platform.deployment._MAX_DELIVERIES", 3)
     instance = front.platform.deployments["shout"].instances[0]
     assert instance.pool is not None
     instance.pool = ConnectionPool("127.0.0.1", 1)  # nothing listens on port 1
     answer = await front.client.post("/invoke/shout", data=b"x")
     body = json.loads(await answer.read())
     assert answer.status == 502 and body["error"] == "instance_failed"
-    assert "shout-1" in body["message"]
+    assert "in 3 tries" in body["message"] and "shout-1" in body["message"]
 
 
 async def test_metrics_status_and_health(front: Front) -> None:
@@ -235,3 +238,28 @@ async def test_a_big_answer_is_passed_on_as_the_caller_reads_it_never_held(front
             got += len(await reader.read(1 << 20))
     assert got == size and written[0] == size
     writer.close()
+
+
+async def test_a_request_no_instance_took_waits_for_the_replacement(front: Front) -> None:
+    """Right after a sidecar died its port refuses connections: the request never reached
+    it, so it is not failed with 502 but waits, as a buffered one does, for the instance that
+    replaces it."""
+    from xdt._util.process import free_port
+
+    deployment = front.platform.deployments["shout"]
+    (good,) = deployment.instances
+    deployment.throttler.remove(good)
+    dead = Instance("shout-2", good.function, Path("/dev/null"), state=State.READY)
+    dead.pool = ConnectionPool("127.0.0.1", free_port())  # nobody listens there
+    deployment.throttler.add(dead)
+
+    async def replace() -> None:
+        await asyncio.sleep(0.3)
+        deployment.throttler.remove(dead)
+        deployment.throttler.add(good)
+
+    replacing = asyncio.create_task(replace())
+    answer = await front.client.post("/invoke/shout", data=b"still here")
+    await replacing
+    assert answer.status == 200 and await answer.read() == b"STILL HERE"
+    assert deployment.undelivered >= 2 and len(front.ingress.seen) == 1

@@ -225,6 +225,9 @@ class PeerGone(TransferError):
     runtime, the gateway) could not be reached, or closed the connection before answering."""
 
     code = "peer_gone"
+    # Whether the request reached the peer: False when it certainly did not (nobody took the
+    # connection), so it may be sent elsewhere; None when it may have (never sent twice).
+    delivered: bool | None = None
 
 
 class StoreError(XdtError):

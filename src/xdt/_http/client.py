@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -106,6 +107,7 @@ class ConnectionPool:
         max_answer: int | None = None,
         stream_over: int | None = None,
         io_timeout: float = 30.0,
+        idle_timeout: float = 30.0,
     ) -> None:
         self.host, self.port = host, port
         self.unix_path = unix_path  # connect here instead (the Host header still names host)
@@ -114,17 +116,22 @@ class ConnectionPool:
         self.max_answer = max_answer  # None: any size (the peer is one of ours)
         self.stream_over = stream_over  # answers framed bigger than this: an AnswerBody
         self.io_timeout = io_timeout  # for each chunk of an AnswerBody
-        self._idle: list[_Connection] = []
+        # A connection idle this long is closed, not reused: well inside the servers' own
+        # idle timeout (60 s, xdt._http.listen), so the server never closes one as we send.
+        self.idle_timeout = idle_timeout
+        self._idle: list[tuple[float, _Connection]] = []  # (idle since, connection)
         self._host_header = f"{host}:{port}".encode()
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, str] | None = None
     ) -> HttpAnswer:
-        """POST ``body``; the whole answer. Raises :class:`~xdt.PeerGone` (cannot connect, or
-        the peer left mid-answer), :class:`~xdt.ProtocolError` (an answer that is not HTTP, or
-        over ``max_answer``), and ValueError for a path or header that would break the
-        request's framing (CR, LF; a space in the path): on a pooled keep-alive connection
-        that would let one caller inject a request."""
+        """POST ``body``; the whole answer. Raises :class:`~xdt.PeerGone` (cannot connect:
+        ``delivered`` False; or the peer left before answering: ``delivered`` None, as it may
+        have acted on the request, which is therefore never sent again),
+        :class:`~xdt.ProtocolError` (an answer that is not HTTP, or over ``max_answer``), and
+        ValueError for a path or header that would break the request's framing (CR, LF; a
+        space in the path): on a pooled keep-alive connection that would let one caller
+        inject a request."""
         if _UNSAFE_PATH.search(path) or any(
             _UNSAFE_HEADER.search(f"{k}{v}") for k, v in (headers or {}).items()
         ):
@@ -134,15 +141,13 @@ class ConnectionPool:
             b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + self._host_header
             + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n"
         )  # fmt: skip
+        fresh_since = time.monotonic() - self.idle_timeout
         while self._idle:
-            connection = self._idle.pop()
-            if connection[0].at_eof() or connection[1].is_closing():
-                connection[1].close()
+            since, connection = self._idle.pop()
+            if since < fresh_since or connection[0].at_eof() or connection[1].is_closing():
+                connection[1].close()  # idle too long, or closed by the server meanwhile
                 continue
-            try:
-                return await self._exchange(connection, head, body)
-            except _StaleConnection:
-                continue  # closed by the server while idle, before reading a byte: retry
+            return await self._exchange(connection, head, body)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.unix_path is not None:
@@ -150,19 +155,18 @@ class ConnectionPool:
                 else:
                     connection = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
-            raise PeerGone(f"cannot connect to {self.host}:{self.port}: {exc.strerror}") from None
+            raise _undelivered(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror}"
+            ) from None
         except TimeoutError:
-            raise PeerGone(
+            raise _undelivered(
                 f"cannot connect to {self.host}:{self.port}: no answer within "
                 f"{self.connect_timeout:g} s"
             ) from None
-        try:
-            return await self._exchange(connection, head, body)
-        except _StaleConnection:
-            raise PeerGone(f"{self.host}:{self.port} closed the connection at once") from None
+        return await self._exchange(connection, head, body)
 
     def close(self) -> None:
-        for _, writer in self._idle:
+        for _, (_, writer) in self._idle:
             writer.close()
         self._idle.clear()
 
@@ -171,12 +175,7 @@ class ConnectionPool:
         try:
             writer.writelines((head, body))
             await writer.drain()
-            try:
-                raw_head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if not exc.partial:
-                    raise _StaleConnection from None
-                raise
+            raw_head = await reader.readuntil(b"\r\n\r\n")
             status, headers = _parse_head(raw_head)
             length = self._streamed_length(status, headers)
             if length is not None:
@@ -186,7 +185,7 @@ class ConnectionPool:
             answer_body, reusable = await self._read_body(reader, status, headers)
         except BaseException as exc:
             writer.close()
-            if isinstance(exc, _StaleConnection | ProtocolError):
+            if isinstance(exc, ProtocolError):
                 raise
             if isinstance(exc, asyncio.IncompleteReadError | ConnectionError):
                 raise PeerGone(
@@ -204,7 +203,7 @@ class ConnectionPool:
 
     def _release(self, connection: _Connection, *, reusable: bool) -> None:
         if reusable and len(self._idle) < self.max_idle and not connection[1].is_closing():
-            self._idle.append(connection)
+            self._idle.append((time.monotonic(), connection))
         else:
             connection[1].close()
 
@@ -245,8 +244,10 @@ class ConnectionPool:
             )
 
 
-class _StaleConnection(Exception):
-    pass
+def _undelivered(message: str) -> PeerGone:
+    error = PeerGone(message)
+    error.delivered = False  # nobody took the connection: the request went nowhere
+    return error
 
 
 def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:

@@ -37,6 +37,11 @@ from .throttler import Throttler
 __all__ = ["Deployment"]
 
 START_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # after an instance failed to start
+_MAX_DELIVERIES = 40  # forwards refused at connect before giving up (~8 s of backoff)
+
+
+class _Undelivered(Exception):
+    """No instance took the connection: the request went nowhere and may go elsewhere."""
 
 
 class Deployment:
@@ -80,6 +85,7 @@ class Deployment:
         self._troubled = False
         self._draining: dict[Instance, Tracker[Instance] | None] = {}
         self._starting: dict[Instance, asyncio.Task[None]] = {}
+        self.undelivered = 0  # forwards no instance took, sent again elsewhere
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -89,11 +95,7 @@ class Deployment:
         self.requests += 1
         try:
             async with asyncio.timeout(self.spec.timeout):
-                tracker = await self.throttler.acquire()
-                try:
-                    answer = await self._forward(tracker.target, body, headers)
-                finally:
-                    self.throttler.release(tracker)
+                answer = await self._deliver(body, headers)
         except TimeoutError:
             error = InvocationTimeout(
                 f"function {self.spec.name!r} did not answer within {self.spec.timeout:g} s "
@@ -108,13 +110,42 @@ class Deployment:
         self.answers[answer.header(ERROR_HEADER) or str(answer.status)] += 1
         return answer
 
+    async def _deliver(self, body: bytes, headers: dict[str, str] | None) -> HttpAnswer:
+        """Forward to an instance the throttler picks. One that nobody answers at all (a
+        sidecar that just died: connection refused) never got the request, so it waits for
+        another instance, as a buffered request does, with a short backoff while the dead one
+        is noticed and replaced; a request that may have been delivered is never re-sent."""
+        tried: list[str] = []
+        for attempt in range(_MAX_DELIVERIES):
+            tracker = await self.throttler.acquire()
+            try:
+                return await self._forward(tracker.target, body, headers)
+            except _Undelivered:
+                self.undelivered += 1
+                tried.append(tracker.target.id)
+            finally:
+                self.throttler.release(tracker)
+            await asyncio.sleep(min(0.005 * 2**attempt, 0.25))
+        raise InstanceFailed(
+            f"no instance of function {self.spec.name!r} took the request in {len(tried)} "
+            f"tries: each refused the connection (last: {tried[-1]})",
+            function=self.spec.name,
+        )
+
     async def _forward(
         self, instance: Instance, body: bytes, headers: dict[str, str] | None
     ) -> HttpAnswer:
         assert instance.pool is not None
         try:
             answer = await instance.pool.post("/invoke", body, headers)
-        except (PeerGone, ProtocolError) as exc:
+        except PeerGone as exc:
+            if exc.delivered is False:
+                raise _Undelivered from None
+            raise InstanceFailed(
+                f"instance {instance.id} of function {self.spec.name!r} failed mid-request: {exc}",
+                function=self.spec.name,
+            ) from None
+        except ProtocolError as exc:
             raise InstanceFailed(
                 f"instance {instance.id} of function {self.spec.name!r} failed mid-request: {exc}",
                 function=self.spec.name,
