@@ -7,7 +7,6 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -275,12 +274,15 @@ def test_instances_die_with_a_killed_platform(start_platform: Start) -> None:
     run_dir = Path(platform.function("upper")["instances"][0]["log"]).parent.parent
     assert run_dir.name.startswith("xdt-")
     platform.process.kill()  # no chance to stop anything in order
-    shutil.rmtree(run_dir)  # what the killed platform could not clean up
     platform.process.wait(timeout=10)
     deadline = time.monotonic() + 10
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(alive(p) for p in pids)
+    assert run_dir.is_dir()  # what the killed platform could not clean up...
+    after = start_platform({"functions": [{"name": "upper", "handler": "fns:upper"}]})
+    assert not run_dir.exists()  # ...the next start does, and says so
+    assert f"removed {run_dir}: the run folder of a platform that was killed" in after.stop()
 
 
 def test_an_instance_that_cannot_start_fails_buffered_requests_clearly(

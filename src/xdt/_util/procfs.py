@@ -17,6 +17,7 @@ __all__ = [
     "memory",
     "parent_of",
     "pids",
+    "started_at",
     "tcp_listeners",
 ]
 
@@ -26,6 +27,16 @@ def pids() -> Iterator[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             yield int(entry)
+
+
+def started_at(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (``/proc/<pid>/stat`` field 22):
+    with its pid, what tells it from a later process that got the same pid. None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def ids_of(pid: int) -> set[int] | None:

@@ -95,6 +95,8 @@ async def _up(spec: Spec, console: Console) -> None:
     async with Platform(spec, on_event=event) as platform:
         # The first line is plain and stable: scripts (and tests) read the URL from it.
         print(f"xdt is up at {platform.url}", flush=True)
+        for folder in platform.cleaned:
+            console.print(f"removed {folder}: the run folder of a platform that was killed")
         table = Table(title="functions", title_justify="left")
         for column in ("name", "kind", "concurrency", "scale", "transfer"):
             table.add_column(column)

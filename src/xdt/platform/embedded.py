@@ -19,6 +19,7 @@ runs ``xdt up`` as a child process.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -35,6 +36,7 @@ from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
 from .._http.listen import Limits, make_runner, port_of, serve_tcp
 from .._http.metrics import Metric, render
 from .._util.polling import until
+from .._util.procfs import started_at
 from .autoscaler import sample_size
 from .deployment import Deployment
 from .events import Event
@@ -57,6 +59,31 @@ __all__ = ["Platform"]
 SCRAPE_TIMEOUT = 3.0  # Knative's scraper gives a pod 3 s
 SHUTDOWN_GRACE = 10.0  # how long stopping waits for requests in flight
 GATEWAY_LIMITS = Limits(max_connections=2048)  # the platform's front door (see _http.listen)
+RUN_PREFIX = "xdt-"  # run folders: $TMPDIR/xdt-XXXXXXXX
+OWNER_FILE = "platform.json"  # in a run folder: the pid and start time of its platform
+
+
+def _owner(pid: int) -> dict[str, int | None]:
+    return {"pid": pid, "started_at": started_at(pid)}
+
+
+def remove_stale_run_folders(root: Path | None = None) -> list[Path]:
+    """Remove the run folders (sockets, logs, private homes) that platforms killed without a
+    chance to stop (SIGKILL) left behind: ours (same uid), whose platform process is gone —
+    its pid no longer runs, or runs a later process. The folders removed."""
+    removed: list[Path] = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{RUN_PREFIX}*"):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            owner = json.loads((folder / OWNER_FILE).read_text())
+            pid = int(owner["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a run folder of ours, or one being made right now
+        if pid != os.getpid() and _owner(pid) != owner:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class Platform:
@@ -82,6 +109,7 @@ class Platform:
         self._session: aiohttp.ClientSession | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.kept_logs: Path | None = None
+        self.cleaned: list[Path] = []  # run folders of platforms that died without stopping
         self.stores: EmbeddedStores | None = None
         self.identities: dict[str, Identity] | None = None  # None: not isolated
         self.sandboxed = False  # isolated functions in bubblewrap (xdt.platform.sandbox)
@@ -116,8 +144,10 @@ class Platform:
             for function in self.spec.functions:
                 identity = self.identities[function.name]
                 check_reachable(function, identity, sandboxed=self.sandboxed)
+        self.cleaned = remove_stale_run_folders()
         # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
-        self._run_dir = Path(tempfile.mkdtemp(prefix="xdt-"))
+        self._run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
+        (self._run_dir / OWNER_FILE).write_text(json.dumps(_owner(os.getpid())))
         if self.identities is not None:
             # Function uids must reach their sockets here by name; they may not list it.
             self._run_dir.chmod(0o711)
@@ -198,7 +228,7 @@ class Platform:
                             shutil.rmtree(leftover, ignore_errors=True)
                         else:
                             leftover.unlink(missing_ok=True)
-                self.kept_logs = self._run_dir / "logs"
+                self.kept_logs = self._run_dir / "logs"  # no owner file: not stale, kept
             else:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
