@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from _support.platform import RunningPlatform, alive, fast_autoscaler
 from xdt import PullClient
@@ -533,3 +534,67 @@ def test_a_function_is_held_to_its_memory_and_the_others_are_not(start_platform:
     assert platform.invoke("small", b"file:" + big)[2].startswith(b"refused: File too large")
     assert platform.invoke("small", b"1000000")[::2] == (200, b"allocated 1000000")
     assert platform.invoke("free", big)[::2] == (200, b"allocated " + big)
+
+
+def _store_pid(platform: RunningPlatform, name: bytes) -> int:
+    from xdt._util.procfs import descendants
+
+    for pid in descendants(platform.process.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if name in cmdline.read():
+                    return pid
+        except OSError:
+            continue
+    raise LookupError(f"no {name!r} among the platform's processes")
+
+
+def _health(platform: RunningPlatform) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"{platform.url}/healthz", timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.read().decode()
+
+
+@pytest.mark.parametrize(
+    ("mode", "process", "name"),
+    [("elasticache", b"redis-server", "redis-server at"), ("s3", b"moto.server", "moto S3")],
+)
+def test_an_embedded_store_that_dies_is_restarted_and_reported(
+    start_platform: Start, mode: str, process: bytes, name: str
+) -> None:
+    """A killed redis-server (or S3 emulator) was never restarted, /healthz said all was
+    well, and every transfer in that mode failed from then on."""
+    platform = start_platform(
+        {"functions": [{"name": "trip", "handler": "fns:roundtrip", "transfer": mode}]}
+    )
+    assert platform.invoke("trip", b"ab")[::2] == (200, b"ab" * 1000)
+    assert _health(platform)[0] == 200
+    first = _store_pid(platform, process)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            second = _store_pid(platform, process)
+        except LookupError:
+            second = first  # between the two
+        if second != first and not platform.status()["stores_down"]:
+            break
+        time.sleep(0.05)
+    assert second != first, "the store was not restarted"
+    os.kill(second, signal.SIGKILL)  # again at once: now it waits 0.5 s before restarting
+    deadline, seen_down = time.monotonic() + 10, None
+    while seen_down is None and time.monotonic() < deadline:
+        status, text = _health(platform)
+        if status == 503:
+            seen_down = text
+        time.sleep(0.02)
+    assert seen_down is not None and f"store down: {name}" in seen_down
+    assert "sidecar" not in seen_down  # no password, no URL: just which and why
+    platform.wait_for(lambda s: not s["stores_down"], what="the store back")
+    assert _health(platform)[0] == 200
+    answer = platform.invoke("trip", b"cd")
+    assert answer[::2] == (200, b"cd" * 1000), answer[2][:300]  # transfers work again
+    log = platform.stop()
+    assert "crashed: exited with code -9" in log and "restarted: restart 2" in log, log

@@ -54,7 +54,17 @@ class RedisPath:
         self.sender = sender  # sealed into its references: only it may release them early
         # No socket timeout (redis-py's default is 5 s, which a few hundred MiB outlast):
         # the invocation's own timeout bounds every call.
-        self._redis: Any = redis.asyncio.Redis.from_url(url, socket_timeout=None)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # Once more on a fresh connection when a pooled one turns out closed: a restarted
+        # server (the platform restarts an embedded one) leaves every pooled connection dead.
+        self._redis: Any = redis.asyncio.Redis.from_url(
+            url,
+            socket_timeout=None,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[redis.ConnectionError],
+        )
         self._pull = self._redis.register_script(_PULL)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
 

@@ -165,7 +165,7 @@ class Platform:
             reuse_address=True, start_serving=False,
         )  # fmt: skip
         self.url = f"http://{settings.host}:{port_of(self._listener)}"
-        self.stores = EmbeddedStores(self.spec)
+        self.stores = EmbeddedStores(self.spec, on_event=self._store_event)
         store_settings = await self.stores.start()
         embedded_s3 = settings.s3_endpoint_url is None and TransferMode.S3 in self.spec.modes()
         manager = InstanceManager(
@@ -276,6 +276,10 @@ class Platform:
         concurrency: float = stats["average_concurrency"]
         return concurrency
 
+    def _store_event(self, server: str, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event("stores", server, event)
+
     def _instance_event(self, instance: Instance, event: Event) -> None:
         self.deployments[instance.function.name].on_instance_event(instance, event)
         if self.on_event is not None:
@@ -288,6 +292,7 @@ class Platform:
             "url": self.url,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "stores": self.stores.started if self.stores is not None else [],
+            "stores_down": self.stores.down() if self.stores is not None else [],
             "isolation": self.identities is not None,
             "sandbox": self.sandboxed,
             "functions": {name: d.status() for name, d in self.deployments.items()},

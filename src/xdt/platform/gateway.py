@@ -3,7 +3,7 @@
 - ``POST /invoke/<function>`` — the body goes to an instance of the function, the answer back;
 - ``GET /status`` — JSON: ``{"functions": {"<name>": {"ready": 2, "draining": 0, ...}}}``;
 - ``GET /metrics`` — Prometheus text;
-- ``GET /healthz`` — 200 while the platform runs;
+- ``GET /healthz`` — 200 while the platform runs and its embedded stores serve, else 503;
 - ``GET /readyz`` — 200 while it takes new invocations (every deployment exists, and it is not
   shutting down), else 503.
 
@@ -115,6 +115,9 @@ def create_app(platform: Platform) -> web.Application:
         return web.Response(text=platform.metrics(), headers={"Content-Type": CONTENT_TYPE})
 
     async def healthz(request: web.Request) -> web.Response:
+        down = platform.stores.down() if platform.stores is not None else []
+        if down:  # every transfer in that mode fails until it is back
+            return web.Response(status=503, text="store down: " + "; ".join(down))
         return web.Response(text="ok")
 
     async def readyz(request: web.Request) -> web.Response:

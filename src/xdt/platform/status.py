@@ -77,6 +77,7 @@ class PlatformStatus(TypedDict):
     url: str
     uptime_s: float
     stores: list[str]
+    stores_down: list[str]  # embedded servers not serving now, each with why
     isolation: bool
     sandbox: bool  # isolated functions run in bubblewrap
     functions: dict[str, FunctionStatus]

@@ -10,6 +10,13 @@ Redis requires a password, random per run: functions (which never see it) cannot
 data behind other functions' references directly. It is in Redis's configuration, given on
 its stdin (``redis-server -``), never on a command line, and reaches sidecars on their stdin
 inside the Redis URL. moto cannot authenticate anyone: any local process can reach it.
+
+Both are supervised like instances: one that exits is restarted on the same port (with the
+same password, so sidecars' URLs stay good; what it held is lost, so transfers in flight
+through it fail, typed), with a backoff when it keeps exiting, and reported through
+``on_event``, ``/healthz`` and ``/status`` meanwhile. Before a restart the port must be free,
+and after it, served by this platform's uid: a port another uid took while the server was
+down is never handed the password — the store then stays down, said so.
 """
 
 from __future__ import annotations
@@ -23,29 +30,62 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .._core.errors import StoreStartError
 from .._core.refs import TransferMode
 from .._util.polling import until
 from .._util.process import die_with_parent, free_port, terminate
+from .._util.procfs import tcp_listeners
+from .._util.tasks import TaskSet
 from ..modes import StoreSettings
+from .events import Event, Kind
 from .spec import Spec
 
-__all__ = ["EmbeddedStores", "embedded_credentials"]
+__all__ = ["EmbeddedStores", "StoreServer", "embedded_credentials"]
 
 START_TIMEOUT = 30.0
 STOP_GRACE = 5.0  # SIGTERM, then SIGKILL
+RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0)  # after each exit in a row; the last repeats
+STABLE_AFTER = 30.0  # up this long: the next exit starts the backoff afresh
+
+
+@dataclass(eq=False)
+class StoreServer:
+    """One embedded server: how to start it, and how it is doing."""
+
+    name: str  # "redis-server at 127.0.0.1:PORT", for people
+    port: int
+    argv: tuple[str, ...]
+    config: str | None  # written to its stdin
+    answers: Callable[[], bool]  # blocking: is it serving?
+    after_start: Callable[[], None] | None = None  # blocking: e.g. make the bucket again
+    process: asyncio.subprocess.Process | None = None
+    up: bool = False
+    restarts: int = 0
+    problem: str | None = None  # why it is down, when it is
 
 
 class EmbeddedStores:
-    """Starts what the spec needs; :attr:`settings` says where everything is."""
+    """Starts what the spec needs and keeps it running; :attr:`settings` says where
+    everything is. ``on_event(server name, event)`` hears of exits, restarts and failures."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, on_event: Callable[[str, Event], None] | None = None) -> None:
         self.spec = spec
         self.settings = spec.platform.stores
-        self.processes: list[asyncio.subprocess.Process] = []
-        self.started: list[str] = []  # what was started, for the user
+        self.servers: list[StoreServer] = []
+        self.on_event = on_event
         self.moto_started = False
+        self._supervisors = TaskSet()
+
+    @property
+    def started(self) -> list[str]:
+        """What was started, for the user."""
+        return [server.name for server in self.servers]
+
+    def down(self) -> list[str]:
+        """The servers not serving now, each with why."""
+        return [f"{s.name}: {s.problem or 'restarting'}" for s in self.servers if not s.up]
 
     async def start(self) -> StoreSettings:
         modes = self.spec.modes()
@@ -59,12 +99,66 @@ class EmbeddedStores:
         )
         if TransferMode.S3 in modes:
             await asyncio.to_thread(self._ensure_bucket)
+        for server in self.servers:
+            self._supervisors.spawn(self._supervise(server))
         return self.settings
 
     async def close(self) -> None:
-        for process in self.processes:
+        await self._supervisors.cancel()
+        for server in self.servers:
+            if server.process is not None:
+                await terminate(server.process, grace=STOP_GRACE)
+            server.up = False
+        self.servers.clear()
+
+    def _tell(self, server: StoreServer, kind: Kind, detail: str) -> None:
+        if self.on_event is not None:
+            self.on_event(server.name, Event(kind, detail))
+
+    async def _supervise(self, server: StoreServer) -> None:
+        loop = asyncio.get_running_loop()
+        exits_in_a_row = 0
+        while True:
+            assert server.process is not None
+            began = loop.time()
+            code = await server.process.wait()
+            server.up = False
+            exits_in_a_row = 1 if loop.time() - began > STABLE_AFTER else exits_in_a_row + 1
+            delay = RESTART_DELAYS[min(exits_in_a_row, len(RESTART_DELAYS)) - 1]
+            self._tell(server, Kind.CRASHED, f"exited with code {code}; restart in {delay:g} s")
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    await self._start(server)
+                except StoreStartError as exc:
+                    server.problem = str(exc)
+                    self._tell(server, Kind.RESTART_FAILED, str(exc))
+                    delay = RESTART_DELAYS[-1]
+                    continue
+                break
+            server.restarts += 1
+            self._tell(server, Kind.RESTARTED, f"restart {server.restarts}")
+
+    async def _start(self, server: StoreServer) -> None:
+        """Start (or restart) ``server`` on its port and wait until it serves."""
+        own = os.getuid()
+        holders = tcp_listeners(server.port)
+        if holders:
+            raise StoreStartError(
+                f"port {server.port} is taken (by uid {', '.join(map(str, sorted(set(holders))))})"
+                "; the store stays down rather than hand its password to whoever holds it"
+            )
+        server.process = process = await self._spawn(*server.argv, config=server.config)
+        try:
+            await _wait_for(server.answers, server.name)
+            if set(tcp_listeners(server.port)) - {own}:
+                raise StoreStartError(f"another uid listens on port {server.port} too")
+            if server.after_start is not None:
+                await asyncio.to_thread(server.after_start)
+        except BaseException:
             await terminate(process, grace=STOP_GRACE)
-        self.processes.clear()
+            raise
+        server.up, server.problem = True, None
 
     async def _start_redis(self) -> str:
         binary = shutil.which("redis-server")
@@ -79,9 +173,13 @@ class EmbeddedStores:
             f'port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave ""\nappendonly no\n'
             f"loglevel warning\nrequirepass {password}\n"
         )
-        await self._spawn(binary, "-", config=config)  # "-": the configuration is on stdin
-        await _wait_for(lambda: _redis_answers(port, password), f"redis-server on port {port}")
-        self.started.append(f"redis-server at 127.0.0.1:{port}")
+        server = StoreServer(
+            f"redis-server at 127.0.0.1:{port}", port,
+            (binary, "-"),  # "-": the configuration is on stdin
+            config, lambda: _redis_answers(port, password),
+        )  # fmt: skip
+        await self._start(server)
+        self.servers.append(server)
         return f"redis://:{password}@127.0.0.1:{port}/0"
 
     async def _start_moto(self) -> str:
@@ -93,14 +191,20 @@ class EmbeddedStores:
                 "installed: pip install 'xdt[s3-emulator]', or set platform.s3_endpoint_url"
             ) from None
         port = free_port()
-        await self._spawn(sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port))
         url = f"http://127.0.0.1:{port}"
-        await _wait_for(lambda: _http_answers(url), f"moto's S3 server on port {port}")
-        self.started.append(f"moto S3 emulator at {url}")
+        server = StoreServer(
+            f"moto S3 emulator at {url}", port,
+            (sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)),
+            None, lambda: _http_answers(url),
+        )  # fmt: skip
+        await self._start(server)
         self.moto_started = True
+        # Restarted, it holds nothing: the bucket is made again before it counts as up.
+        server.after_start = self._ensure_bucket
+        self.servers.append(server)
         return url
 
-    async def _spawn(self, *argv: str, config: str | None = None) -> None:
+    async def _spawn(self, *argv: str, config: str | None = None) -> asyncio.subprocess.Process:
         """Start a server; ``config`` is written to its stdin, which is then closed."""
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -110,11 +214,11 @@ class EmbeddedStores:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
-        self.processes.append(process)
         if config is not None:
             assert process.stdin is not None
             process.stdin.write(config.encode())
             process.stdin.close()
+        return process
 
     def _ensure_bucket(self) -> None:
         import boto3

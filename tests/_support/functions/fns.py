@@ -288,3 +288,8 @@ async def provoke(body: bytes) -> bytes:
         except Exception as exc:
             texts.append(f"{type(exc).__name__}: {exc}")
     return "\n".join(texts).encode()
+
+
+async def roundtrip(body: bytes) -> bytes:
+    """Puts ``body`` through the function's transfer mode's store and gets it back."""
+    return await xdt.get(await xdt.put(body * 1000))
