@@ -48,7 +48,7 @@ FD_THRESHOLD = 256 << 10  # below this a payload is cheaper to copy through the 
 # A loan the peer has not answered for this long is given up: dropped, not reused, so that an
 # idle channel does not pin a big warm buffer (256 MiB of memfds after a gather and 75 s idle).
 LOAN_IDLE_TIMEOUT = 5.0
-MAX_META = 1 << 20
+MAX_META = 64 << 10  # an operation's arguments or an error's fields: small
 _FLAG_FD = 1  # the payload is the attached memfd, sealed read-only: the receiver keeps it
 _FLAG_LENT = 2  # the payload is the attached memfd, lent: copy it out before answering
 _CHECKSUM = "xdt.xxh3"  # meta: the given memfd's checksum, as its maker computed it

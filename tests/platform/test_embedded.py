@@ -301,8 +301,10 @@ async def test_breaker_concurrency_one_and_a_full_queue_gets_503(start_platform:
     platform = one_slow_instance(start_platform)
     async with aiohttp.ClientSession() as session:
 
-        async def call(url: str) -> tuple[int, str | None, bytes]:
-            async with session.post(url, data=b"0.3") as answer:
+        async def call(
+            url: str, headers: dict[str, str] | None = None
+        ) -> tuple[int, str | None, bytes]:
+            async with session.post(url, data=b"0.3", headers=headers) as answer:
                 return answer.status, answer.headers.get(ERROR_HEADER), await answer.read()
 
         # Through the activator: 1 running + 2 buffered; the other 3 are refused at once.
@@ -313,10 +315,12 @@ async def test_breaker_concurrency_one_and_a_full_queue_gets_503(start_platform:
         refused = [json.loads(r[2])["message"] for r in results if r[0] == 503]
         assert all("queue_depth 2" in m for m in refused)
 
-        # Straight at the sidecar: its breaker admits 1 + a queue of 10× that, then 503.
+        # Straight at the sidecar, as the platform (its hop secret): its breaker admits 1 + a
+        # queue of 10× that, then 503.
         ingress = platform.function("slow")["instances"][0]["ingress"]
+        hop = {"X-Xdt-Hop": platform.keyring.hop_secret()}
         results = await asyncio.wait_for(
-            asyncio.gather(*(call(f"{ingress}/invoke") for _ in range(15))), 60
+            asyncio.gather(*(call(f"{ingress}/invoke", hop) for _ in range(15))), 60
         )
         assert sorted(r[0] for r in results) == [200] * 11 + [503] * 4
         assert {r[1] for r in results if r[0] == 503} == {"overloaded"}

@@ -131,7 +131,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Running
         sidecar = Sidecar(config(folder, gateway, **changes), keyring)
         await sidecar.start()
         cleanups.append(sidecar.close)
-        session = aiohttp.ClientSession()
+        # As the gateway, which carries the platform's hop secret on every forward.
+        session = aiohttp.ClientSession(headers={HOP_HEADER: keyring.hop_secret()})
         cleanups.append(session.close)
         await eventually(lambda: os.path.exists(folder / "egress.sock"))
         return Running(sidecar, gateway, session, keyring)
@@ -205,11 +206,11 @@ async def test_the_tcp_ingress_takes_transfer_headers_only_from_the_platforms_ho
     """Any local process can reach the TCP ingress: one asking for a reference answer (to
     make the sidecar hold objects) or sending a reference is refused before the function."""
     running = await start()
-    for hop in ({}, {HOP_HEADER: "guessed"}, {HOP_HEADER: KeyRing.generate().hop_secret()}):
-        status, headers, _ = await post(
-            running, f"{running.ingress}/invoke", b"big 300000", {header: "ref", **hop}
-        )
-        assert status == 403 and headers[ERROR_HEADER] == "forbidden"
+    async with aiohttp.ClientSession() as outsider:
+        for hop in ({}, {HOP_HEADER: "guessed"}, {HOP_HEADER: KeyRing.generate().hop_secret()}):
+            url, headers = f"{running.ingress}/invoke", {header: "ref", **hop}
+            async with outsider.post(url, data=b"big 300000", headers=headers) as answer:
+                assert answer.status == 403 and answer.headers[ERROR_HEADER] == "forbidden"
     assert running.sidecar.store.stats.objects == 0
     assert running.sidecar.ingress.requests_total == 0
 
@@ -471,7 +472,9 @@ async def test_a_request_whose_body_never_comes_is_not_counted_as_load(start: St
     writers = []
     for _ in range(20):
         _, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"POST /invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nab")
+        hop = running.keyring.hop_secret().encode()
+        writer.write(b"POST /invoke HTTP/1.1\r\nHost: x\r\nX-Xdt-Hop: " + hop
+                     + b"\r\nContent-Length: 1000\r\n\r\nab")  # fmt: skip
         writers.append(writer)
     await asyncio.sleep(0.2)
     async with running.session.get(f"{running.ingress}/xdt/stats") as answer:
@@ -479,3 +482,42 @@ async def test_a_request_whose_body_never_comes_is_not_counted_as_load(start: St
     assert stats["concurrency"] == 0 and stats["requests_total"] == 0
     for writer in writers:
         writer.close()
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/invoke"), ("GET", "/xdt/stats"),
+                                              ("GET", "/xdt/held")])  # fmt: skip
+async def test_the_ingress_serves_only_the_platform_but_its_probe_and_metrics(
+    start: Start, method: str, path: str
+) -> None:
+    """Any local process (a function too: the sandbox shares the network) reaches the TCP
+    ingress. Invoking there went around the gateway's caps and queue; scraping /xdt/stats
+    reset the autoscaler's window."""
+    running = await start()
+    async with aiohttp.ClientSession() as outsider:
+        async with outsider.request(method, f"{running.ingress}{path}", data=b"x") as answer:
+            assert answer.status == 403 and answer.headers[ERROR_HEADER] == "forbidden"
+        for open_path in ("/xdt/ready", "/metrics"):
+            async with outsider.get(f"{running.ingress}{open_path}") as answer:
+                assert answer.status == 200
+    assert running.sidecar.ingress.requests_total == 0
+
+
+async def test_a_big_answer_counts_as_in_flight_until_it_is_written(start: Start) -> None:
+    """An answer still being written to a slow reader was invisible to draining (the instance
+    was stopped mid-answer) and to the breaker; now it is a request in flight until sent."""
+    running = await start()
+    host, port = running.ingress.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    hop = running.keyring.hop_secret().encode()
+    writer.write(b"POST /invoke HTTP/1.1\r\nHost: x\r\nX-Xdt-Hop: " + hop
+                 + b"\r\nContent-Length: 12\r\n\r\nbig 33554432")  # fmt: skip
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert b"Content-Length: 33554432" in head
+    await asyncio.sleep(0.3)  # we read none of the body: 32 MiB cannot all be in buffers
+    assert running.sidecar.stats.concurrency == 1
+    got = 0
+    async with asyncio.timeout(10):
+        while got < 33554432:
+            got += len(await reader.read(1 << 16))
+    await eventually(lambda: running.sidecar.stats.concurrency == 0)
+    writer.close()

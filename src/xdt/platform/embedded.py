@@ -33,6 +33,7 @@ from aiohttp import web
 
 from .._core.errors import IsolationError
 from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
+from .._http.headers import HOP_HEADER
 from .._http.listen import Limits, make_runner, port_of, serve_tcp
 from .._http.metrics import Metric, render
 from .._util.polling import until
@@ -267,6 +268,7 @@ class Platform:
         try:
             async with self._session.get(
                 f"{instance.ingress_url}/xdt/stats",
+                headers={HOP_HEADER: self.keyring.hop_secret()},
                 timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT),
             ) as response:
                 stats = await response.json()

@@ -31,6 +31,7 @@ from .._http.headers import (
     TRANSFER_HEADERS,
     TRANSFER_HEADERS_ARE_INTERNAL,
 )
+from .._http.listen import Limits
 from .._http.metrics import CONTENT_TYPE
 from .._http.server import error_response, read_body
 
@@ -39,25 +40,27 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
-# A caller that takes none of a big answer for this long is dropped (its instance's connection
-# with it): a reader that never reads must not hold the platform's memory or connections.
-WRITE_TIMEOUT = 30.0
+# A caller must take a big answer within 30 s plus 1 s per MiB (1 MiB/s on average), or it
+# is dropped, its instance's connection with it: a reader that never reads, or reads a few
+# KiB a second, must not hold the platform's memory (the instance's copy of the answer).
+ANSWER_DEADLINE = Limits(body_timeout=30.0, min_body_rate=1 << 20)
 
 
 async def _pass_on(
     request: web.Request, body: AnswerBody, status: int, headers: dict[str, str]
 ) -> web.StreamResponse:
-    """A big answer, from the instance to the caller a chunk at a time: the gateway holds one
-    chunk (1 MiB), not the answer. Should the instance or the caller fail midway, the caller's
-    connection is closed short of the Content-Length, so it cannot take a part for the whole."""
+    """A big answer, from the instance to the caller a chunk at a time, within
+    :data:`ANSWER_DEADLINE`: the gateway holds one chunk (1 MiB), not the answer. Should the
+    instance or the caller fail midway, the caller's connection is closed short of the
+    Content-Length, so it cannot take a part for the whole."""
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = body.length
     try:
-        await response.prepare(request)
-        async for chunk in body:
-            async with asyncio.timeout(WRITE_TIMEOUT):
+        async with asyncio.timeout(ANSWER_DEADLINE.body_deadline(body.length)):
+            await response.prepare(request)
+            async for chunk in body:
                 await response.write(chunk)
-        await response.write_eof()
+            await response.write_eof()
     except (PeerGone, TimeoutError, ConnectionError):
         if request.transport is not None:
             request.transport.abort()
@@ -92,8 +95,7 @@ def create_app(platform: Platform) -> web.Application:
                 )
             body = await read_body(request, limit, function=name)
             passed = {h: v for h in TRANSFER_HEADERS if (v := request.headers.get(h))}
-            if passed:
-                passed[HOP_HEADER] = hop
+            passed[HOP_HEADER] = hop  # the ingress serves the platform's own hops only
             answer = await deployment.invoke(body, passed)
         except XdtError as exc:
             return error_response(exc, function=name)

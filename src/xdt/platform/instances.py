@@ -46,6 +46,7 @@ import aiohttp
 from .._core.errors import InstanceStartError
 from .._core.refs import KEYRING_ENV, KeyRing
 from .._http.client import ConnectionPool
+from .._http.headers import HOP_HEADER
 from .._util.polling import until
 from .._util.process import die_with_parent, free_port, isolated_child, limit_memory, terminate
 from .._util.tasks import TaskSet
@@ -411,7 +412,9 @@ class InstanceManager:
         not answer (busy, stopped): unknown is not empty."""
         try:
             async with self.session.get(
-                f"{instance.ingress_url}/xdt/held", timeout=aiohttp.ClientTimeout(total=3)
+                f"{instance.ingress_url}/xdt/held",
+                headers={HOP_HEADER: self.keyring.hop_secret()},
+                timeout=aiohttp.ClientTimeout(total=3),
             ) as response:
                 held = await response.json()
         except (aiohttp.ClientError, TimeoutError, ValueError):

@@ -8,6 +8,13 @@
 - ``GET /xdt/stats`` — scraped by the autoscaler every second (resets the concurrency report);
 - ``GET /xdt/held`` — what draining waits on: requests in flight and unclaimed objects;
 - ``GET /metrics`` — Prometheus text.
+
+Any local process can reach the TCP port, so all but the probe and the metrics serve only the
+platform's own hops (``X-Xdt-Hop``): anyone else gets 403 — it can neither invoke around the
+gateway's caps and queue, nor reset the autoscaler's report. An answer is written within the
+handler, a MiB at a time and within 30 s plus 1 s per MiB: while it is being written it counts
+as a request in flight, so the breaker bounds how many answers an instance holds, and
+draining waits for it.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from .._http.headers import (
     TRANSFER_HEADER,
     TRANSFER_HEADERS_ARE_INTERNAL,
 )
+from .._http.listen import Limits
 from .._http.metrics import CONTENT_TYPE, Metric, render
 from .._http.server import error_response, read_body
 from .._util.concurrency import RequestStats
@@ -37,6 +45,10 @@ from .payloads import Payloads
 from .upstream import FunctionAnswer, Upstream
 
 __all__ = ["Ingress"]
+
+_OPEN_PATHS = frozenset({"/xdt/ready", "/metrics"})  # what anyone may ask
+_WRITE_CHUNK = 1 << 20
+ANSWER_DEADLINE = Limits(body_timeout=30.0, min_body_rate=1 << 20)  # as the gateway's
 
 
 class Ingress:
@@ -71,7 +83,10 @@ class Ingress:
         self.rejected_total = 0
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.transfer.inline_limit + 1)
+        app = web.Application(
+            client_max_size=self.config.transfer.inline_limit + 1,
+            middlewares=[self._platform_hops_only],
+        )
         app.router.add_post("/invoke", self.invoke)
         app.router.add_get("/xdt/ready", self.ready)
         app.router.add_get("/xdt/stats", self.report)
@@ -79,15 +94,27 @@ class Ingress:
         app.router.add_get("/metrics", self.metrics)
         return app
 
+    @web.middleware
+    async def _platform_hops_only(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in _OPEN_PATHS and not self.keyring.is_hop(
+            request.headers.get(HOP_HEADER)
+        ):
+            message = (
+                TRANSFER_HEADERS_ARE_INTERNAL
+                if any(request.headers.get(h) for h in (TRANSFER_HEADER, ACCEPT_HEADER))
+                else "a sidecar's ingress serves only the platform: invoke functions through "
+                "the gateway, POST /invoke/<function>"
+            )
+            return error_response(Forbidden(message, function=self.config.function))
+        return await handler(request)
+
     async def invoke(self, request: web.Request) -> web.StreamResponse:
         function = self.config.function
         by_reference = request.headers.get(TRANSFER_HEADER) == BY_REFERENCE
         answer_by_reference = request.headers.get(ACCEPT_HEADER) == BY_REFERENCE
         try:
-            if (by_reference or answer_by_reference) and not self.keyring.is_hop(
-                request.headers.get(HOP_HEADER)
-            ):
-                raise Forbidden(TRANSFER_HEADERS_ARE_INTERNAL, function=function)
             # Counted once the body is here: a request that declares a body and never sends
             # it is no demand (200 of them scaled a function from 1 to 3), and it times out.
             body = await read_body(request, self.config.transfer.inline_limit, function=function)
@@ -111,11 +138,31 @@ class Ingress:
                     headers[TRANSFER_HEADER] = BY_REFERENCE
             else:
                 answer_body = as_bytes(answer.body)
+            return await self._answer(request, answer.status, answer_body, headers)
         except XdtError as exc:
             return error_response(exc, function=function)
         finally:
             self.stats.request_out()
-        return web.Response(status=answer.status, body=answer_body, headers=headers)
+
+    @staticmethod
+    async def _answer(
+        request: web.Request, status: int, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        if len(body) <= _WRITE_CHUNK:
+            return web.Response(status=status, body=body, headers=headers)
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = len(body)
+        view = memoryview(body)
+        try:
+            async with asyncio.timeout(ANSWER_DEADLINE.body_deadline(len(body))):
+                await response.prepare(request)
+                for start in range(0, len(body), _WRITE_CHUNK):  # no copy into the transport
+                    await response.write(view[start : start + _WRITE_CHUNK])
+                await response.write_eof()
+        except (TimeoutError, ConnectionError):
+            if request.transport is not None:
+                request.transport.abort()  # short of its Content-Length: never taken as whole
+        return response
 
     async def _admit(self, work: Callable[[], Awaitable[FunctionAnswer]]) -> FunctionAnswer:
         """Run ``work`` (resolve the payload, call the function) once the breaker admits it,
