@@ -177,10 +177,10 @@ class ConnectionPool:
             await writer.drain()
             raw_head = await reader.readuntil(b"\r\n\r\n")
             status, headers = _parse_head(raw_head)
+            keep_alive = headers.get("connection", "").lower() != "close"
             length = self._streamed_length(status, headers)
             if length is not None:
-                reusable = headers.get("connection", "").lower() != "close"
-                rest = AnswerBody(self, connection, length, self.io_timeout, reusable=reusable)
+                rest = AnswerBody(self, connection, length, self.io_timeout, reusable=keep_alive)
                 return HttpAnswer(status, headers, b"", rest)
             answer_body, reusable = await self._read_body(reader, status, headers)
         except BaseException as exc:
@@ -197,8 +197,7 @@ class ConnectionPool:
                     f"speaks it ({type(exc).__name__}: {exc})"
                 ) from None
             raise
-        reusable = reusable and headers.get("connection", "").lower() != "close"
-        self._release(connection, reusable=reusable)
+        self._release(connection, reusable=reusable and keep_alive)
         return HttpAnswer(status, headers, answer_body)
 
     def _release(self, connection: _Connection, *, reusable: bool) -> None:

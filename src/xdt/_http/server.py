@@ -1,18 +1,27 @@
-"""aiohttp server helpers: error answers, and request bodies read within a size and a deadline."""
+"""aiohttp server helpers: error answers, request bodies read within a size and a deadline,
+and big answers written a chunk at a time within a deadline."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from .._core.errors import BadRequest, PayloadTooLarge, RequestTimeout, XdtError
+from .._core.errors import BadRequest, PayloadTooLarge, PeerGone, RequestTimeout, XdtError
 from .errors import error_body
 from .headers import ERROR_HEADER
 from .listen import DEFAULT_LIMITS, Limits
 
-__all__ = ["error_response", "read_body"]
+__all__ = ["ANSWER_CHUNK", "ANSWER_DEADLINE", "chunks_of", "error_response", "read_body",
+           "stream_answer"]  # fmt: skip
+
+ANSWER_CHUNK = 1 << 20
+# A caller must take a big answer within 30 s plus 1 s per MiB (1 MiB/s on average), or it is
+# dropped: a reader that never reads, or reads a few KiB a second, must not hold the memory of
+# the answer (12 such readers once held 2.5 GB in one sidecar).
+ANSWER_DEADLINE = Limits(body_timeout=30.0, min_body_rate=1 << 20)
 
 
 def error_response(error: XdtError, *, function: str | None = None) -> web.Response:
@@ -68,3 +77,35 @@ async def read_body(
             function=function,
         )
     return body
+
+
+async def stream_answer(
+    request: web.Request,
+    status: int,
+    headers: dict[str, str],
+    chunks: AsyncIterable[bytes | memoryview],
+    length: int,
+) -> web.StreamResponse:
+    """Write an answer of ``length`` bytes from ``chunks`` within :data:`ANSWER_DEADLINE`. If
+    the caller is too slow, or the source of the chunks fails (:class:`~xdt.PeerGone`), the
+    caller's connection is closed short of its Content-Length: it cannot take a part for the
+    whole."""
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
+    try:
+        async with asyncio.timeout(ANSWER_DEADLINE.body_deadline(length)):
+            await response.prepare(request)
+            async for chunk in chunks:
+                await response.write(chunk)
+            await response.write_eof()
+    except (PeerGone, TimeoutError, ConnectionError):
+        if request.transport is not None:
+            request.transport.abort()
+    return response
+
+
+async def chunks_of(data: bytes) -> AsyncIterator[memoryview]:
+    """``data`` in :data:`ANSWER_CHUNK` views: nothing is copied into the transport at once."""
+    view = memoryview(data)
+    for start in range(0, len(data), ANSWER_CHUNK):
+        yield view[start : start + ANSWER_CHUNK]

@@ -17,13 +17,11 @@ failure) carry a typed code (see :mod:`xdt._http.server`); a function's own answ
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .._core.errors import Forbidden, FunctionNotFound, Overloaded, PeerGone, XdtError
-from .._http.client import AnswerBody
+from .._core.errors import Forbidden, FunctionNotFound, Overloaded, XdtError
 from .._http.headers import (
     ERROR_HEADER,
     HOP_HEADER,
@@ -31,42 +29,13 @@ from .._http.headers import (
     TRANSFER_HEADERS,
     TRANSFER_HEADERS_ARE_INTERNAL,
 )
-from .._http.listen import Limits
 from .._http.metrics import CONTENT_TYPE
-from .._http.server import error_response, read_body
+from .._http.server import error_response, read_body, stream_answer
 
 if TYPE_CHECKING:
     from .embedded import Platform
 
 __all__ = ["create_app"]
-
-# A caller must take a big answer within 30 s plus 1 s per MiB (1 MiB/s on average), or it
-# is dropped, its instance's connection with it: a reader that never reads, or reads a few
-# KiB a second, must not hold the platform's memory (the instance's copy of the answer).
-ANSWER_DEADLINE = Limits(body_timeout=30.0, min_body_rate=1 << 20)
-
-
-async def _pass_on(
-    request: web.Request, body: AnswerBody, status: int, headers: dict[str, str]
-) -> web.StreamResponse:
-    """A big answer, from the instance to the caller a chunk at a time, within
-    :data:`ANSWER_DEADLINE`: the gateway holds one chunk (1 MiB), not the answer. Should the
-    instance or the caller fail midway, the caller's connection is closed short of the
-    Content-Length, so it cannot take a part for the whole."""
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = body.length
-    try:
-        async with asyncio.timeout(ANSWER_DEADLINE.body_deadline(body.length)):
-            await response.prepare(request)
-            async for chunk in body:
-                await response.write(chunk)
-            await response.write_eof()
-    except (PeerGone, TimeoutError, ConnectionError):
-        if request.transport is not None:
-            request.transport.abort()
-    finally:
-        body.close()
-    return response
 
 
 def create_app(platform: Platform) -> web.Application:
@@ -106,8 +75,13 @@ def create_app(platform: Platform) -> web.Application:
             value = answer.header(name)
             if value is not None:
                 headers[name] = value
-        if answer.stream is not None:
-            return await _pass_on(request, answer.stream, answer.status, headers)
+        if answer.stream is not None:  # big: a chunk at a time, never held whole
+            try:
+                return await stream_answer(
+                    request, answer.status, headers, answer.stream, answer.stream.length
+                )
+            finally:
+                answer.stream.close()
         return web.Response(status=answer.status, body=answer.body, headers=headers)
 
     async def status(request: web.Request) -> web.Response:

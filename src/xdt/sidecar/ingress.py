@@ -35,9 +35,8 @@ from .._http.headers import (
     TRANSFER_HEADER,
     TRANSFER_HEADERS_ARE_INTERNAL,
 )
-from .._http.listen import Limits
 from .._http.metrics import CONTENT_TYPE, Metric, render
-from .._http.server import error_response, read_body
+from .._http.server import ANSWER_CHUNK, chunks_of, error_response, read_body, stream_answer
 from .._util.concurrency import RequestStats
 from .breaker import Breaker
 from .config import SidecarConfig
@@ -47,8 +46,6 @@ from .upstream import FunctionAnswer, Upstream
 __all__ = ["Ingress"]
 
 _OPEN_PATHS = frozenset({"/xdt/ready", "/metrics"})  # what anyone may ask
-_WRITE_CHUNK = 1 << 20
-ANSWER_DEADLINE = Limits(body_timeout=30.0, min_body_rate=1 << 20)  # as the gateway's
 
 
 class Ingress:
@@ -138,31 +135,15 @@ class Ingress:
                     headers[TRANSFER_HEADER] = BY_REFERENCE
             else:
                 answer_body = as_bytes(answer.body)
-            return await self._answer(request, answer.status, answer_body, headers)
+            if len(answer_body) <= ANSWER_CHUNK:
+                return web.Response(status=answer.status, body=answer_body, headers=headers)
+            return await stream_answer(
+                request, answer.status, headers, chunks_of(answer_body), len(answer_body)
+            )
         except XdtError as exc:
             return error_response(exc, function=function)
         finally:
             self.stats.request_out()
-
-    @staticmethod
-    async def _answer(
-        request: web.Request, status: int, body: bytes, headers: dict[str, str]
-    ) -> web.StreamResponse:
-        if len(body) <= _WRITE_CHUNK:
-            return web.Response(status=status, body=body, headers=headers)
-        response = web.StreamResponse(status=status, headers=headers)
-        response.content_length = len(body)
-        view = memoryview(body)
-        try:
-            async with asyncio.timeout(ANSWER_DEADLINE.body_deadline(len(body))):
-                await response.prepare(request)
-                for start in range(0, len(body), _WRITE_CHUNK):  # no copy into the transport
-                    await response.write(view[start : start + _WRITE_CHUNK])
-                await response.write_eof()
-        except (TimeoutError, ConnectionError):
-            if request.transport is not None:
-                request.transport.abort()  # short of its Content-Length: never taken as whole
-        return response
 
     async def _admit(self, work: Callable[[], Awaitable[FunctionAnswer]]) -> FunctionAnswer:
         """Run ``work`` (resolve the payload, call the function) once the breaker admits it,
