@@ -12,6 +12,8 @@ import yaml
 
 from _support.folders import make_readable_folder
 from xdt import KeyRing
+from xdt._util.procfs import descendants
+from xdt.bench import soak_functions
 from xdt.testing import LaunchedPlatform
 
 FUNCTIONS = Path(__file__).parent / "functions"
@@ -26,7 +28,7 @@ class RunningPlatform(LaunchedPlatform):
     def __init__(self, folder: Path, spec: dict[str, Any]) -> None:
         self.code = make_readable_folder()
         try:
-            for source in FUNCTIONS.iterdir():
+            for source in [*FUNCTIONS.iterdir(), Path(soak_functions.__file__)]:
                 if source.suffix == ".py":
                     shutil.copy(source, self.code / source.name)
             self.keyring = KeyRing.generate()
@@ -75,3 +77,15 @@ def alive(pid: int) -> bool:
             return stat.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+def child_named(platform: LaunchedPlatform, name: bytes) -> int:
+    """The pid of the platform's descendant whose command line holds ``name``."""
+    for pid in descendants(platform.process.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if name in cmdline.read():
+                    return pid
+        except OSError:
+            continue
+    raise LookupError(f"no {name!r} among the platform's processes")

@@ -18,7 +18,7 @@ import pytest
 from patterns import describe, make  # tests/_support/functions (see conftest.py)
 
 from _support.platform import RunningPlatform
-from _support.stores import Stores
+from xdt.testing import LocalStores
 
 MODES = ("inline", "xdt", "elasticache", "s3")
 MiB = 1 << 20
@@ -42,15 +42,15 @@ PATTERN_FUNCTIONS = [
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
-    running = Stores(tmp_path_factory.mktemp("stores"))
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStores]:
+    running = LocalStores(tmp_path_factory.mktemp("stores"))
     yield running
     running.stop()
 
 
 @pytest.fixture(scope="module", params=MODES)
 def platform(
-    request: pytest.FixtureRequest, stores: Stores, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, stores: LocalStores, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningPlatform]:
     mode: str = request.param
     running = RunningPlatform(
@@ -74,7 +74,7 @@ def call(platform: RunningPlatform, function: str, order: dict[str, Any]) -> Any
 
 
 def test_every_pattern_gives_the_same_answer_in_every_mode(
-    platform: RunningPlatform, stores: Stores
+    platform: RunningPlatform, stores: LocalStores
 ) -> None:
     mode: str = platform.mode  # type: ignore[attr-defined]
     # platform.transfer overrides every function's own: /status shows the mode in effect.
@@ -151,7 +151,7 @@ def test_sync_handlers_command_functions_and_filled_buffers_behave_the_same(
 
 
 def test_references_cannot_be_forged_reused_outlived_or_carried_across_tenants(
-    platform: RunningPlatform, stores: Stores
+    platform: RunningPlatform, stores: LocalStores
 ) -> None:
     mode: str = platform.mode  # type: ignore[attr-defined]
     if mode == "inline":
@@ -206,7 +206,7 @@ def test_inline_mode_refuses_what_is_over_its_limit_and_names_the_other_modes(
 
 
 def _leftovers_within(
-    seconds: float, platform: RunningPlatform, stores: Stores
+    seconds: float, platform: RunningPlatform, stores: LocalStores
 ) -> tuple[int, list[str], int]:
     """Keys in Redis, objects in the bucket, objects in the sidecars: polled until all are
     gone or ``seconds`` pass; the last reading."""

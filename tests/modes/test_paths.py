@@ -2,7 +2,7 @@
 
 Every path keeps the promises of :class:`xdt.modes.base.DataPath`; where the behaviour is
 meant to be the same the tests are parametrized over the modes. The storage paths talk to a
-real redis-server and moto's S3 server (``_support.stores.Stores``, started once for the
+real redis-server and moto's S3 server (``xdt.testing.LocalStores``, started once for the
 module); the memory (xdt) path to a real ObjectStore, ObjectServer and PullClient.
 """
 
@@ -20,7 +20,6 @@ import boto3
 import botocore.config
 import pytest
 
-from _support.stores import BUCKET, Stores
 from _support.waiting import eventually
 from xdt import (
     KeyRing,
@@ -42,7 +41,8 @@ from xdt.modes import DataPath, PathMaker, StoreSettings
 from xdt.modes.inline import INLINE_PREFIX, InlinePath, is_inline
 from xdt.modes.memory import MemoryPath
 from xdt.modes.redis import RedisPath
-from xdt.modes.s3 import BUDGET_SUFFIX, MULTIPART_THRESHOLD, S3Path
+from xdt.modes.s3 import BUDGET_SUFFIX, MULTIPART_THRESHOLD, S3Path, remove_left_by
+from xdt.testing import BUCKET, LocalStores
 
 KiB, MiB = 1 << 10, 1 << 20
 TENANT = "tenant-t"
@@ -71,27 +71,18 @@ ids = [mode.label for mode in ALL]
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stores]:
-    running = Stores(tmp_path_factory.mktemp("stores"))
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStores]:
+    running = LocalStores(tmp_path_factory.mktemp("stores"))
     yield running
     running.stop()
 
 
-def _empty_bucket(stores: Stores) -> None:
-    for page in stores.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:
-            stores.s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
-
-
 @pytest.fixture(autouse=True)
-def empty_stores(stores: Stores) -> Iterator[None]:
+def empty_stores(stores: LocalStores) -> Iterator[None]:
     """Every test starts with an empty Redis and an empty bucket (and leaves them so)."""
-    stores.redis.flushdb()
-    _empty_bucket(stores)
+    stores.empty()
     yield
-    stores.redis.flushdb()
-    _empty_bucket(stores)
+    stores.empty()
 
 
 class Paths:
@@ -99,7 +90,7 @@ class Paths:
 
     def __init__(
         self,
-        stores: Stores,
+        stores: LocalStores,
         keyring: KeyRing,
         store: ObjectStore,
         server: ObjectServer,
@@ -171,7 +162,7 @@ class Paths:
 
 @pytest.fixture
 async def paths(
-    stores: Stores, keyring: KeyRing, store: ObjectStore, server: ObjectServer
+    stores: LocalStores, keyring: KeyRing, store: ObjectStore, server: ObjectServer
 ) -> AsyncIterator[Paths]:
     client = PullClient(keyring, tenant=TENANT)
     made = Paths(stores, keyring, store, server, client)
@@ -466,7 +457,7 @@ async def test_inline_and_redis_objects_are_never_unclaimed(
 
 
 async def test_s3_listing_reads_every_page_and_skips_budget_objects(
-    paths: Paths, stores: Stores
+    paths: Paths, stores: LocalStores
 ) -> None:
     path = await paths.make(S3)
     assert isinstance(path, S3Path)
@@ -501,7 +492,7 @@ def _altered(data: bytes, how: str) -> bytes:
 
 @pytest.mark.parametrize("how", ["same-length", "truncated"])
 async def test_redis_corruption_is_detected_never_delivered(
-    paths: Paths, stores: Stores, how: str
+    paths: Paths, stores: LocalStores, how: str
 ) -> None:
     path = await paths.make(REDIS)
     data = os.urandom(10 * KiB)
@@ -517,7 +508,7 @@ async def test_redis_corruption_is_detected_never_delivered(
 
 @pytest.mark.parametrize("how", ["same-length", "truncated"])
 async def test_s3_corruption_is_detected_never_delivered(
-    paths: Paths, stores: Stores, how: str
+    paths: Paths, stores: LocalStores, how: str
 ) -> None:
     path = await paths.make(S3)
     data = os.urandom(10 * KiB)
@@ -653,7 +644,7 @@ async def test_the_elasticache_path_needs_a_redis_url(
 # -- expiry --------------------------------------------------------------------------------
 
 
-async def test_a_redis_object_expires_with_its_ttl(paths: Paths, stores: Stores) -> None:
+async def test_a_redis_object_expires_with_its_ttl(paths: Paths, stores: LocalStores) -> None:
     path = await paths.make(REDIS)
     token = await path.put(b"e" * 1000, tenant=TENANT, pulls=3, ttl=0.3)
     ref = paths.ref(token)
@@ -669,3 +660,19 @@ async def test_a_redis_object_expires_with_its_ttl(paths: Paths, stores: Stores)
     with pytest.raises(ObjectNotFound):
         await path.get(token, ref)
     assert stores.redis_keys() == 0
+
+
+def test_what_a_dead_sender_left_is_removed_and_only_that(stores: LocalStores) -> None:
+    """remove_left_by deletes a sender's keys written before its death, not another sender's,
+    nor a later sender's of the same name (another run sharing the bucket)."""
+    import datetime
+
+    settings = StoreSettings(s3_endpoint_url=stores.s3_url, s3_bucket=BUCKET)
+    for key in ("xdt/put-1/aa", "xdt/put-1/aa.pulls", "xdt/put-10/bb", "xdt/put-2/cc"):
+        stores.s3.put_object(Bucket=BUCKET, Key=key, Body=b".")
+    died = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=1)
+    assert remove_left_by(settings, "put-1", written_before=died) == 2
+    assert sorted(stores.s3_objects()) == ["xdt/put-10/bb", "xdt/put-2/cc"]
+    long_ago = died - datetime.timedelta(hours=1)
+    assert remove_left_by(settings, "put-2", written_before=long_ago) == 0
+    assert sorted(stores.s3_objects()) == ["xdt/put-10/bb", "xdt/put-2/cc"]

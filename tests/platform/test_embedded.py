@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from _support.platform import RunningPlatform, alive, fast_autoscaler
+from _support.platform import RunningPlatform, alive, child_named, fast_autoscaler
 from xdt import PullClient
 from xdt._http.server import ERROR_HEADER
 
@@ -540,19 +540,6 @@ def test_a_function_is_held_to_its_memory_and_the_others_are_not(start_platform:
     assert platform.invoke("free", big)[::2] == (200, b"allocated " + big)
 
 
-def _store_pid(platform: RunningPlatform, name: bytes) -> int:
-    from xdt._util.procfs import descendants
-
-    for pid in descendants(platform.process.pid):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if name in cmdline.read():
-                    return pid
-        except OSError:
-            continue
-    raise LookupError(f"no {name!r} among the platform's processes")
-
-
 def _health(platform: RunningPlatform) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"{platform.url}/healthz", timeout=5) as answer:
@@ -575,12 +562,12 @@ def test_an_embedded_store_that_dies_is_restarted_and_reported(
     )
     assert platform.invoke("trip", b"ab")[::2] == (200, b"ab" * 1000)
     assert _health(platform)[0] == 200
-    first = _store_pid(platform, process)
+    first = child_named(platform, process)
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            second = _store_pid(platform, process)
+            second = child_named(platform, process)
         except LookupError:
             second = first  # between the two
         if second != first and not platform.status()["stores_down"]:

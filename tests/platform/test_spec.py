@@ -815,3 +815,11 @@ def test_a_spec_with_secrets_readable_by_others_is_warned_about(tmp_path: Path) 
     plain.write_text("functions: [{name: f, handler: 'm:f'}]\n")
     plain.chmod(0o644)
     assert exposed_secrets(plain, load_spec(plain)) is None  # nothing secret in it
+
+
+def test_keep_warm_is_a_duration_that_reaches_every_sidecar() -> None:
+    spec = parse({"platform": {"keep_warm": "3s"}, "functions": [{"name": "a", "handler": "m:a"}]})
+    assert spec.platform.keep_warm == 3.0
+    assert parse({"functions": [{"name": "a", "handler": "m:a"}]}).platform.keep_warm == 30.0
+    with pytest.raises(SpecError, match=r"platform\.keep_warm"):
+        parse({"platform": {"keep_warm": "0s"}, "functions": [{"name": "a", "handler": "m:a"}]})

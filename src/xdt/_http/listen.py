@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from .._core.peercred import PeerCheck, bind_unix
 from .._util.logs import RateLimitedLog, RateLimitFilter
@@ -51,6 +51,10 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 _log = RateLimitedLog()
+# Every answer, the parser's own error answers too, says "Server: xdt" rather than aiohttp's
+# and Python's versions, which tell an attacker which published bugs to try. aiohttp reads
+# this module global for each answer; it offers no setting for it.
+setattr(web_response, "SERVER_SOFTWARE", "xdt")  # noqa: B010 - not exported: mypy
 # aiohttp logs each malformed request with its traceback: one per kind per 10 s is plenty.
 logging.getLogger("aiohttp.server").addFilter(RateLimitFilter(RateLimitedLog()))
 

@@ -32,17 +32,16 @@ import contextlib
 import json
 import statistics
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .._util import procfs
 from .._util.units import format_size
 from ..modes import DEFAULT_TRANSFER_SETTINGS, MODES
 from ..testing import LaunchedPlatform
+from ._memory import MemorySampler
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -217,7 +216,7 @@ def _measure(
 ) -> MicroCase:
     url = f"{platform.url}/invoke/driver"
     order = f"{pattern} {size}".encode()
-    sampler = _MemorySampler(platform.process.pid)
+    sampler = MemorySampler(platform.process.pid)
     idle = sampler.footprint()
     times: list[float] = []
     if size < SMALL_CASE:
@@ -239,43 +238,6 @@ def _expected(pattern: str, size: int) -> list[int]:
     if pattern == "gather":
         return [FAN * size]
     return [size] * (1 if pattern == "1to1" else FAN)
-
-
-class _MemorySampler:
-    """Peaks of the summed RSS and PSS of a process and all its descendants, and of their
-    footprint (see the module docstring), sampled every 10 ms."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.peak_rss = self.peak_pss = self.peak_memory = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> _MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def footprint(self) -> int:
-        return self._sample()[2]
-
-    def _sample(self) -> tuple[int, int, int]:
-        processes = procfs.descendants(self.root)
-        totals = [procfs.memory(pid) for pid in processes]
-        own = sum(m.own for m in totals)
-        rss, pss = sum(m.rss for m in totals), sum(m.pss for m in totals)
-        return rss, pss, own + procfs.memfd_bytes(processes)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss, pss, memory = self._sample()
-            self.peak_rss = max(self.peak_rss, rss)
-            self.peak_pss = max(self.peak_pss, pss)
-            self.peak_memory = max(self.peak_memory, memory)
-            self._stop.wait(0.01)
 
 
 def describe_targets(cases: Sequence[MicroCase]) -> list[tuple[str, float, float, bool]]:

@@ -1,4 +1,4 @@
-"""``xdt bench transfer|platform|micro``: measure xdt on this machine."""
+"""``xdt bench transfer|platform|micro|soak``: measure xdt on this machine."""
 
 from __future__ import annotations
 
@@ -72,7 +72,23 @@ def add_parser(commands: Any) -> None:
     micro.add_argument("--patterns", default=None, help="comma-separated patterns (default all)")
     micro.add_argument("--json", type=Path, default=None, help="write one record per case")
     micro.add_argument("--plot", type=Path, default=None, help="write a PNG: time vs size")
+
+    soak = benches.add_parser(
+        "soak",
+        help="a long mixed workload with a hostile client beside it; what was lost or leaked",
+        description="Sends a fixed count of invocations (1 KiB to 64 MiB, every pattern) "
+        "from many clients at once, checks every answer, attacks the platform all along, "
+        "then counts what leaked once unclaimed objects expired: objects in sidecars, keys "
+        "in Redis, objects in S3. Exits 1 unless the run was clean.",
+    )
+    soak.add_argument("--invocations", type=int, default=None, help="how many (default 10,000)")
+    soak.add_argument("--mode", default="xdt", help="transfer mode: xdt, elasticache, s3 or inline")
+    soak.add_argument("--concurrency", type=int, default=64, help="clients at once (default 64)")
+    soak.add_argument("--seed", type=int, default=0, help="of the mix of orders")
+    soak.add_argument("--no-hostile", action="store_true", help="no attacker beside the load")
+    soak.add_argument("--json", type=Path, default=None, help="write the results here")
     transfer.set_defaults(run=_bench_transfer)
+    soak.set_defaults(run=_bench_soak)
     platform.set_defaults(run=_bench_platform)
     micro.set_defaults(run=_bench_micro)
 
@@ -308,3 +324,83 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
         plot(cases, args.plot)
         console.print(f"wrote the plot to {args.plot}")
     return 1 if failures else 0
+
+
+def _bench_soak(args: argparse.Namespace, console: Console) -> int:
+    from ..bench.soak import DEFAULT_INVOCATIONS, Outcome, describe, run_soak
+    from ..modes import MODES
+
+    if args.mode not in MODES:
+        console.print(f"[red]error:[/red] unknown mode {args.mode}; modes: {', '.join(MODES)}")
+        return 2
+    count = args.invocations or DEFAULT_INVOCATIONS
+    if count < 1 or args.concurrency < 1:
+        console.print("[red]error:[/red] --invocations and --concurrency must be at least 1")
+        return 2
+    console.print(
+        f"xdt bench soak: {count} invocations in transfer: {args.mode}, "
+        f"{args.concurrency} clients at once"
+        + ("" if args.no_hostile else ", a hostile client beside them")
+    )
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[failed]}"), console=console, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("starting", total=count, failed="")
+        failed = [0]
+
+        def done(outcome: Outcome) -> None:
+            if outcome.result != "ok":
+                failed[0] += 1
+            progress.update(
+                task, advance=1, failed=f"{failed[0]} not verified" if failed[0] else ""
+            )
+
+        result = run_soak(
+            invocations=count, mode=args.mode, concurrency=args.concurrency, seed=args.seed,
+            hostile=not args.no_hostile, on_outcome=done,
+            on_phase=lambda what: progress.update(task, description=what),
+        )  # fmt: skip
+    table = Table(title="soak", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    rows = [
+        ("invocations", f"{result.invocations:,}"),
+        ("verified answers", f"{result.succeeded:,}"),
+        ("wrong answers", str(result.wrong)),
+        ("lost (no answer, no typed error)", str(result.lost)),
+        ("typed errors", str(sum(result.errors.values()))),
+        ("load held", f"{result.invocations / result.seconds:.1f} invocations/s, "
+                      f"{format_size(int(result.payload_bytes / result.seconds))}/s of payload, "
+                      f"{result.concurrency} clients"),
+        ("latency p50 / p99 / max", " / ".join(
+            format_duration(result.latency_s[k]) for k in ("p50", "p99", "max")
+        )),
+        ("peak RSS of the platform", format_size(result.peak_rss_bytes)),
+        ("objects left in sidecars", str(result.leaked_objects)),
+        ("keys left in Redis and S3", str(result.leaked_store_keys)),
+    ]  # fmt: skip
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if result.errors:
+        errors = Table(title="errors by type", title_justify="left")
+        errors.add_column("error")
+        errors.add_column("count", justify="right")
+        for error, n in result.errors.items():
+            errors.add_row(escape(error), str(n))
+        console.print(errors)
+    if result.hostile:
+        attacks = Table(title="the hostile client", title_justify="left")
+        for column in ("attack", "tried", "refused", "got through"):
+            attacks.add_column(column, justify="left" if column == "attack" else "right")
+        for attack, tally in result.hostile.items():
+            attacks.add_row(
+                attack, str(tally["tried"]), str(tally["refused"]), str(tally["got_through"])
+            )
+        console.print(attacks)
+    console.print(("[green]" if result.clean else "[red]") + escape(describe(result)))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result.record(), indent=2) + "\n")
+        console.print(f"wrote the results to {args.json}")
+    return 0 if result.clean else 1

@@ -10,22 +10,26 @@ pull decrements with a conditional write (``If-Match`` on its ETag: S3's compare
 2024), so that N pulls, and no more, succeed, and the last one deletes both. An unlimited one
 (broadcast) is read until expiry. The sender deletes what is left at expiry (its sweeper) or
 on release, and reports still-unclaimed objects as held so that scale-down waits for them, as
-it does for xdt objects. boto3 is blocking: calls run in worker threads.
+it does for xdt objects. A sender that dies takes its sweeper with it: the platform then
+removes what it left, once its references have expired (:func:`remove_left_by`). boto3 is
+blocking: calls run in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .._core.errors import ObjectNotFound, SourceUnavailable
 from .._core.refs import KeyRing, Reference, TransferMode
 from .base import Data, StoreSettings, checked, plain, stored_reference
 
-__all__ = ["MULTIPART_THRESHOLD", "S3Path"]
+__all__ = ["MULTIPART_THRESHOLD", "S3Path", "remove_left_by"]
 
 MULTIPART_THRESHOLD = 16 << 20
 LIST_INTERVAL = 1.0  # seconds between listings of the unclaimed objects
@@ -215,3 +219,42 @@ class S3Path:
             await self._delete(key, key + BUDGET_SUFFIX)
         self._sweeps.clear()
         self._client.close()
+
+
+def remove_left_by(
+    settings: StoreSettings,
+    sender: str,
+    *,
+    written_before: datetime.datetime,
+    credentials: Mapping[str, str] | None = None,
+) -> int:
+    """Delete the objects (and pull budgets) ``sender`` wrote before ``written_before``: what
+    a sidecar that died without its sweeper left. Blocking; the number of keys deleted. Only
+    older keys go, so that a later sender of the same name (another run sharing the bucket)
+    keeps its own. ``credentials``: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, if not the
+    environment's."""
+    import boto3
+
+    extra = {k.lower(): v for k, v in (credentials or {}).items()}
+    client = boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, **extra
+    )
+    try:
+        removed = 0
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=settings.s3_bucket, Prefix=f"xdt/{sender}/"
+        )
+        for page in pages:
+            keys = [
+                {"Key": item["Key"]}
+                for item in page.get("Contents", [])
+                if item["LastModified"] < written_before
+            ]
+            if keys:
+                client.delete_objects(
+                    Bucket=settings.s3_bucket, Delete={"Objects": keys, "Quiet": True}
+                )
+                removed += len(keys)
+        return removed
+    finally:
+        client.close()

@@ -312,11 +312,15 @@ class Deployment:
         return self._tasks.spawn(coroutine)
 
     def _log(self, event: Event, instance: Instance | None = None) -> None:
+        self.record(event, instance.id if instance else None)
+
+    def record(self, event: Event, instance: str | None = None) -> None:
+        """Keep ``event`` (of the instance with that id) among the recent ones."""
         self._troubled = self._troubled or event.kind.troubled
         self.events.append(
             {
                 "at": round(self.clock() - self._started, 3),
-                "instance": instance.id if instance else None,
+                "instance": instance,
                 "kind": event.kind.value,
                 "event": str(event),
             }

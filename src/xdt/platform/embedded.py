@@ -40,7 +40,7 @@ from .._util.polling import until
 from .._util.procfs import started_at
 from .autoscaler import sample_size
 from .deployment import Deployment
-from .events import Event
+from .events import Event, Kind
 from .gateway import create_app
 from .instances import Instance, InstanceManager, State
 from .isolation import (
@@ -50,6 +50,7 @@ from .isolation import (
     isolation_wanted,
     stop_processes_of,
 )
+from .janitor import Janitor
 from .sandbox import available, sandbox_wanted
 from .spec import Spec
 from .status import PlatformStatus
@@ -112,6 +113,7 @@ class Platform:
         self.kept_logs: Path | None = None
         self.cleaned: list[Path] = []  # run folders of platforms that died without stopping
         self.stores: EmbeddedStores | None = None
+        self._janitor: Janitor | None = None
         self.identities: dict[str, Identity] | None = None  # None: not isolated
         self.sandboxed = False  # isolated functions in bubblewrap (xdt.platform.sandbox)
 
@@ -181,6 +183,11 @@ class Platform:
             identities=self.identities,
             sandboxed=self.sandboxed,
         )
+        self._janitor = Janitor(
+            self.spec, store_settings,
+            credentials=embedded_credentials() if embedded_s3 else None,
+            on_removed=self._swept,
+        )  # fmt: skip
         for function in self.spec.functions:
             self.deployments[function.name] = Deployment(
                 function, settings, manager, mode=self.spec.mode_of(function)
@@ -208,6 +215,8 @@ class Platform:
         await asyncio.gather(*self._loops, return_exceptions=True)
         await until(lambda: not self.in_flight, timeout=grace)  # requests end in many places
         await asyncio.gather(*(d.close() for d in self.deployments.values()))
+        if self._janitor is not None:
+            await self._janitor.close()  # before the stores: an embedded S3 goes with them
         if self.identities is not None:
             # What a function started and left running (a daemon outside its process group)
             # goes too: its uid is this platform's alone.
@@ -284,8 +293,18 @@ class Platform:
 
     def _instance_event(self, instance: Instance, event: Event) -> None:
         self.deployments[instance.function.name].on_instance_event(instance, event)
+        if event.kind is Kind.FAILED and self._janitor is not None:
+            self._janitor.instance_failed(instance.id, instance.function.name)
         if self.on_event is not None:
             self.on_event(instance.function.name, instance.id, event)
+
+    def _swept(self, instance: str, count: int) -> None:
+        function = instance.rpartition("-")[0]
+        event = Event(Kind.SWEPT, f"removed {count} S3 keys it left when it failed")
+        if function in self.deployments:
+            self.deployments[function].record(event, instance)
+        if self.on_event is not None:
+            self.on_event(function, instance, event)
 
     # -- reporting ---------------------------------------------------------------------------
 

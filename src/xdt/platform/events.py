@@ -26,6 +26,7 @@ class Kind(enum.Enum):
     START_CANCELLED = "start cancelled"
     SCALED = "scale"
     POKED = "poked"
+    SWEPT = "swept"  # what a failed instance left in a store was removed (.janitor)
 
     @property
     def troubled(self) -> bool:

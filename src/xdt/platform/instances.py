@@ -228,6 +228,7 @@ class InstanceManager:
                 objects_dir=str(self.objects_dir),
             ),
             runs_as=RunsAs(identity.uid, identity.gid) if identity else None,
+            keep_warm=self.platform.keep_warm,
         )
         # The configuration (whose Redis URL may hold a password) and the key ring go over a
         # pipe: not on the command line, which every local user can read in

@@ -34,6 +34,7 @@ import yaml
 from .._core.errors import SpecError
 from .._core.refs import DEFAULT_TENANT, TransferMode
 from .._core.store import DEFAULT_STORE_CONFIG
+from .._util.heap import IDLE_SECONDS
 from .._util.names import is_function_name
 from .._util.units import parse_duration, parse_size
 from ..modes import (
@@ -102,6 +103,9 @@ class PlatformSpec:
     transfer: str | None = None  # overrides every function's transfer mode when set
     xdt_threshold: int = DEFAULT_TRANSFER_SETTINGS.xdt_threshold  # xdt: up to this inline
     object_ttl: float = DEFAULT_TRANSFER_SETTINGS.object_ttl  # an unclaimed object's life
+    # How long an idle sidecar keeps its warm buffers (and warm heap) before giving them back:
+    # memory held for the next big payload against memory for everyone else.
+    keep_warm: float = IDLE_SECONDS
     redis_url: str | None = None  # None: `xdt up` starts a local redis-server when needed
     s3_endpoint_url: str | None = None  # None: AWS S3, or a local moto server when needed
     s3_bucket: str = DEFAULT_STORE_SETTINGS.s3_bucket
@@ -229,7 +233,7 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _mode(value, where)
         elif key == "xdt_threshold":
             values[key] = _size(value, where, low=0)
-        elif key == "object_ttl":
+        elif key in ("object_ttl", "keep_warm"):
             values[key] = _positive_duration(value, where)
         elif key in ("redis_url", "s3_endpoint_url", "s3_bucket", "s3_region"):
             values[key] = _string(value, where)

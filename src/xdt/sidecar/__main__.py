@@ -39,12 +39,16 @@ async def _run(launch: Launch) -> None:
         await sidecar.close()
 
 
+# Its payload threads (boto3's, asyncio.to_thread's) share two malloc arenas: see keep_warm.
+SIDECAR_ARENAS = 2
+
+
 def main() -> int:
     # Not dumpable: other processes of the same user (the function's, without isolation)
     # cannot read this one's memory or environment through /proc.
     ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0)
     os.umask(0o077)  # whatever we create (our sockets) is ours alone unless we say otherwise
-    keep_warm()
+    keep_warm(arenas=SIDECAR_ARENAS)
     raise_fd_limit()
     launch = Launch.from_json(sys.stdin.read())
     asyncio.run(_run(launch))

@@ -17,12 +17,15 @@ Only the sidecar holds the key ring; the function process never sees it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import urllib.parse
 
 from aiohttp import web
 
+from .._core.buffers import DEFAULT_POOL_LIMITS
+from .._core.loans import LOANS
 from .._core.peercred import PeerCheck
 from .._core.refs import KeyRing
 from .._core.store import ObjectStore, StoreConfig
@@ -74,9 +77,15 @@ class Sidecar:
     def __init__(self, config: SidecarConfig, keyring: KeyRing) -> None:
         self.config = config
         self.keyring = keyring
-        self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota))
+        warm = dataclasses.replace(DEFAULT_POOL_LIMITS, idle_seconds=config.keep_warm)
+        self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota, pool=warm))
         objects_dir = config.faces.objects_dir
-        self.pulls = PullClient(keyring, ClientConfig(local_dir=objects_dir), tenant=config.tenant)
+        self.pulls = PullClient(
+            keyring, ClientConfig(local_dir=objects_dir, pool=warm), tenant=config.tenant
+        )
+        # Mappings of lent memfds keep the lender's memory alive as long as warm buffers do.
+        # (The channel's loans are per process: one sidecar is one process.)
+        self.pulls.loans.idle_seconds = LOANS.idle_seconds = config.keep_warm
         self.objects = ObjectServer(
             self.store, keyring, ServerConfig(host=config.faces.host, local_dir=objects_dir)
         )
@@ -139,11 +148,16 @@ class Sidecar:
             served = self._tasks.spawn(self.egress.serve_socket(self.config.faces.egress_socket))
             served.set_name("egress socket")
             self._faces.append(served)
-        self._tasks.spawn(give_back_when_idle(self.stats.idle_since, trim=self._give_back))
+        self._tasks.spawn(
+            give_back_when_idle(self.stats.idle_since, self.config.keep_warm, trim=self._give_back)
+        )
 
     def _give_back(self) -> None:
         """Idle a while: the warm memory that nothing else trims goes back to the kernel."""
         self.pulls.pool.trim()
+        self.store.pool.trim()  # (on its own timer too, which may come up to keep_warm later)
+        self.pulls.loans.trim()
+        LOANS.trim()
         give_back()
 
     async def close(self) -> None:

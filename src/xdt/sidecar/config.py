@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._core.refs import KeyRing
+from .._util.heap import IDLE_SECONDS
 from ..modes import StoreSettings, TransferSettings
 
 __all__ = ["Faces", "Launch", "RunsAs", "SidecarConfig"]
@@ -62,6 +63,7 @@ class SidecarConfig:
     stores: StoreSettings
     faces: Faces = field(default_factory=Faces)
     runs_as: RunsAs | None = None  # None: the function runs under the sidecar's own uid
+    keep_warm: float = IDLE_SECONDS  # idle this long, warm buffers and heap go back
 
     @property
     def max_body(self) -> int:

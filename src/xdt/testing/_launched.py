@@ -28,11 +28,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-from ._util.polling import until_sync
-from ._util.process import stop
-from .platform.status import FunctionStatus, PlatformStatus
-
-__all__ = ["LaunchedPlatform"]
+from .._util.polling import until_sync
+from .._util.process import stop
+from ..platform.status import FunctionStatus, PlatformStatus
 
 _URL = re.compile(r"xdt is up at (http://\S+)")
 
