@@ -111,7 +111,8 @@ def test_a_tiny_soak_is_clean_and_writes_its_figures(tmp_path: Path, mode: str) 
     assert record["invocations"] == record["succeeded"] == 24
     assert record["wrong"] == record["lost"] == 0 and record["errors"] == {}
     assert record["leaked_objects"] == record["leaked_store_keys"] == 0
-    assert record["peak_rss_bytes"] > 0 and record["payload_bytes"] > 0
+    assert record["peak_rss_bytes"] > 0 and record["peak_memory_bytes"] > 0
+    assert record["payload_bytes"] > 0
     assert record["hostile"]["forged reference"]["tried"] > 0
     assert all(t["got_through"] == 0 for t in record["hostile"].values())
     assert "verified answers" in result.stdout and ": clean" in result.stdout

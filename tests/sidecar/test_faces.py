@@ -454,6 +454,28 @@ async def test_the_socket_face_survives_running_out_of_descriptors(start: Start)
     assert running.sidecar.faces_down() == []
 
 
+async def test_at_its_channel_cap_the_socket_face_makes_new_channels_wait_not_fail(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over the cap, a new channel was closed at once: the function's call failed with
+    "sidecar went away mid-call" under ordinary load (31 of a 10,000-invocation soak). Now it
+    waits until a channel closes, then is served."""
+    from xdt.sidecar import egress
+
+    monkeypatch.setattr(egress, "MAX_CHANNELS", 2)
+    running = await start()
+    path = running.sidecar.config.faces.egress_socket
+    assert path is not None
+    held = [await Channel.connect(path) for _ in range(2)]
+    waiting = asyncio.create_task(call(running, {"op": "invoke", "function": "other"}, b"w"))
+    await asyncio.sleep(0.5)
+    assert not waiting.done()  # neither served nor refused: waiting for a channel
+    held.pop().close()
+    assert await asyncio.wait_for(waiting, 10) == (Kind.RESULT, b"answer to w")
+    for channel in held:
+        channel.close()
+
+
 async def test_an_instance_whose_socket_face_is_down_is_not_ready(start: Start) -> None:
     running = await start()
     for task in running.sidecar._faces:

@@ -376,7 +376,8 @@ def _bench_soak(args: argparse.Namespace, console: Console) -> int:
         ("latency p50 / p99 / max", " / ".join(
             format_duration(result.latency_s[k]) for k in ("p50", "p99", "max")
         )),
-        ("peak RSS of the platform", format_size(result.peak_rss_bytes)),
+        ("peak memory of the platform", f"{format_size(result.peak_memory_bytes)} "
+                                        f"(summed RSS {format_size(result.peak_rss_bytes)})"),
         ("objects left in sidecars", str(result.leaked_objects)),
         ("keys left in Redis and S3", str(result.leaked_store_keys)),
     ]  # fmt: skip
@@ -387,8 +388,9 @@ def _bench_soak(args: argparse.Namespace, console: Console) -> int:
         errors = Table(title="errors by type", title_justify="left")
         errors.add_column("error")
         errors.add_column("count", justify="right")
+        errors.add_column("one of them said")
         for error, n in result.errors.items():
-            errors.add_row(escape(error), str(n))
+            errors.add_row(escape(error), str(n), escape(result.examples.get(error, "")))
         console.print(errors)
     if result.hostile:
         attacks = Table(title="the hostile client", title_justify="left")

@@ -87,14 +87,19 @@ def _close(data: Data) -> None:
 # A pooled channel idle this long is closed, not reused: well inside the sidecar's own idle
 # timeout (120 s, xdt.sidecar.egress), so a reused channel is one the sidecar still keeps.
 CHANNEL_IDLE_TIMEOUT = 60.0
+# Calls at once over the socket: the sidecar serves 256 channels (xdt.sidecar.egress) and keeps
+# further ones waiting in its listen backlog; a loop's calls beyond this wait here instead.
+MAX_OPEN_CHANNELS = 256
 
 
 class SocketTransport:
-    """Pooled channels to the sidecar's socket, one call at a time each."""
+    """Pooled channels to the sidecar's socket, one call at a time each; at most
+    :data:`MAX_OPEN_CHANNELS` calls at once (more wait), the sidecar's own cap."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._idle: list[tuple[float, Channel]] = []  # (idle since, channel), oldest first
+        self._open = asyncio.Semaphore(MAX_OPEN_CHANNELS)
 
     async def _channel(self) -> Channel:
         fresh_since = time.monotonic() - CHANNEL_IDLE_TIMEOUT
@@ -106,6 +111,10 @@ class SocketTransport:
         return await Channel.connect(self.path, _POOL)
 
     async def call(self, op: str, meta: Meta, data: Data, *, function: str | None) -> bytes:
+        async with self._open:
+            return await self._call(op, meta, data, function=function)
+
+    async def _call(self, op: str, meta: Meta, data: Data, *, function: str | None) -> bytes:
         try:
             channel = await self._channel()
         except OSError as exc:
