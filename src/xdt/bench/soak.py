@@ -186,8 +186,19 @@ def run_order(url: str, order: Order, *, timeout: float = CLIENT_TIMEOUT) -> Out
     return Outcome(order, OK if answers == order.expected() else WRONG, seconds)
 
 
-def _invoke(url: str, body: bytes, timeout: float) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(f"{url}/invoke/soak", data=body, method="POST")
+def _invoke(
+    url: str,
+    body: bytes,
+    timeout: float,
+    *,
+    function: str = "soak",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """POST to a function through the gateway: (status, headers, body), error answers too.
+    OSError when the gateway could not be reached or dropped the connection."""
+    request = urllib.request.Request(
+        f"{url}/invoke/{function}", data=body, headers=headers or {}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, dict(answer.headers.items()), answer.read()
@@ -363,7 +374,10 @@ class HostileClient:
         """Only the platform's own hops may ask for an answer by reference."""
         order = json.dumps({"size": 4 << 20, "seed": 0}).encode()
         try:
-            status, _, _ = _post_to(self.platform.url, "put", order, {"X-Xdt-Accept": "ref"})
+            status, _, _ = _invoke(
+                self.platform.url, order, CLIENT_TIMEOUT, function="put",
+                headers={"X-Xdt-Accept": "ref"},
+            )  # fmt: skip
         except OSError:
             return [True]
         return [status in (403, 429, 503)]
@@ -372,7 +386,9 @@ class HostileClient:
         """A function handed a forged reference must not get bytes for it."""
         forged = "xdt1." + secrets.token_urlsafe(120)
         try:
-            status, _, body = _post_to(self.platform.url, "take", forged.encode(), {})
+            status, _, body = _invoke(
+                self.platform.url, forged.encode(), CLIENT_TIMEOUT, function="take"
+            )
         except OSError:
             return [True]
         if status != 200:
@@ -422,22 +438,6 @@ def _read_some(raw: socket.socket, limit: int) -> bytes:
         while len(got) < limit and (chunk := raw.recv(65536)):
             got += chunk
     return got
-
-
-def _post_to(
-    url: str, function: str, body: bytes, headers: dict[str, str]
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(
-        f"{url}/invoke/{function}", data=body, headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT) as answer:
-            return answer.status, dict(answer.headers.items()), answer.read()
-    except urllib.error.HTTPError as answer:
-        with answer:
-            return answer.code, dict(answer.headers.items()), answer.read()
-    except urllib.error.URLError as error:
-        raise OSError(str(error.reason)) from None
 
 
 # -- the whole soak --------------------------------------------------------------------------
