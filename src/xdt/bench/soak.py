@@ -292,13 +292,6 @@ class Load:
     def run(self) -> list[Outcome]:
         return self.start().join()
 
-    def __enter__(self) -> Load:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-        self.join()
-
 
 # -- the hostile client ----------------------------------------------------------------------
 
@@ -487,8 +480,9 @@ class SoakResult:
     @property
     def lost(self) -> int:
         """Invocations with no verified answer and no typed error: none may be."""
+        ended = self.succeeded + self.wrong + sum(self.errors.values())
         untyped = sum(n for error, n in self.errors.items() if not is_typed(error))
-        return self.invocations - self.succeeded - self.wrong - sum(self.errors.values()) + untyped
+        return self.invocations - ended + untyped
 
     @property
     def clean(self) -> bool:
@@ -516,7 +510,7 @@ class SoakResult:
 def is_typed(result: str) -> bool:
     """A verified answer, or an error the platform named (not a bare status, a dropped
     connection or a client that gave up waiting)."""
-    return result in (OK, WRONG) or not result.startswith(("http ", "connection", "client_timeout"))
+    return not result.startswith(("http ", "connection", "client_timeout"))
 
 
 def latency(outcomes: Sequence[Outcome]) -> dict[str, float]:

@@ -298,8 +298,7 @@ class Platform:
         if self.on_event is not None:
             self.on_event(instance.function.name, instance.id, event)
 
-    def _swept(self, instance: str, count: int) -> None:
-        function = instance.rpartition("-")[0]
+    def _swept(self, function: str, instance: str, count: int) -> None:
         event = Event(Kind.SWEPT, f"removed {count} S3 keys it left when it failed")
         if function in self.deployments:
             self.deployments[function].record(event, instance)

@@ -29,7 +29,7 @@ _MARGIN = 2.0  # seconds past the TTL: clocks of the sender and of S3 differ a l
 
 
 class Janitor:
-    """``on_removed(instance, count)`` hears each sweep that deleted something."""
+    """``on_removed(function, instance, count)`` hears each sweep that deleted something."""
 
     def __init__(
         self,
@@ -37,11 +37,12 @@ class Janitor:
         stores: StoreSettings,
         *,
         credentials: Mapping[str, str] | None = None,
-        on_removed: Callable[[str, int], None] = lambda instance, count: None,
+        on_removed: Callable[[str, str, int], None] = lambda function, instance, count: None,
     ) -> None:
         self.spec, self.stores, self.credentials = spec, stores, credentials
         self.on_removed = on_removed
-        self._pending: dict[str, datetime.datetime] = {}  # instance → when it died
+        # instance → (its function, when it died)
+        self._pending: dict[str, tuple[str, datetime.datetime]] = {}
         self._tasks = TaskSet()
 
     def instance_failed(self, instance: str, function: str) -> None:
@@ -51,7 +52,7 @@ class Janitor:
             return
         if instance in self._pending:
             return
-        self._pending[instance] = datetime.datetime.now(datetime.UTC)
+        self._pending[instance] = (function, datetime.datetime.now(datetime.UTC))
         self._tasks.spawn(self._later(instance))
 
     async def _later(self, instance: str) -> None:
@@ -59,9 +60,10 @@ class Janitor:
         await self._sweep(instance)
 
     async def _sweep(self, instance: str) -> None:
-        died = self._pending.pop(instance, None)
-        if died is None:
+        pending = self._pending.pop(instance, None)
+        if pending is None:
             return
+        function, died = pending
         try:
             count = await asyncio.to_thread(
                 remove_left_by, self.stores, instance, written_before=died,
@@ -71,7 +73,7 @@ class Janitor:
             _log.warning("could not remove what %s left in S3: %s", instance, type(exc).__name__)
             return
         if count:
-            self.on_removed(instance, count)
+            self.on_removed(function, instance, count)
 
     async def close(self) -> None:
         """Sweep now what is still pending: the platform is stopping."""

@@ -122,8 +122,7 @@ class Egress:
         self.check = check
         self.max_ttl = max_ttl
         self._connections = TaskSet()
-        self._open_channels = 0  # of the socket face
-        self._channel_closed = asyncio.Event()
+        self._channel_slots = asyncio.Semaphore(MAX_CHANNELS)  # of the socket face
         self._operations: dict[str, Callable[[Message], Awaitable[Payload]]] = {
             "invoke": self._invoke_op,
             "put": self._put_op,
@@ -227,24 +226,24 @@ class Egress:
         loop = asyncio.get_running_loop()
         try:
             while True:
+                if self._channel_slots.locked():
+                    _log("egress-cap", f"xdt sidecar: the egress socket is at its cap of "
+                         f"{MAX_CHANNELS} channels: new ones wait")  # fmt: skip
+                await self._channel_slots.acquire()
                 try:
                     sock, _ = await loop.sock_accept(listener)
                 except OSError as exc:
+                    self._channel_slots.release()
                     _log("egress-accept", f"xdt sidecar: the egress socket cannot accept "
                          f"({exc.strerror or exc}); retrying")  # fmt: skip
                     await asyncio.sleep(0.1)
                     continue
                 if not self.check.admits(sock):
+                    self._channel_slots.release()
                     sock.close()
                     continue
                 channel = Channel(sock, self.lend, max_payload=self.config.max_body)
-                self._open_channels += 1
                 self._connections.spawn(self._serve_channel(channel))
-                while self._open_channels >= MAX_CHANNELS:
-                    _log("egress-cap", f"xdt sidecar: the egress socket is at its cap of "
-                         f"{MAX_CHANNELS} channels: new ones wait")  # fmt: skip
-                    self._channel_closed.clear()
-                    await self._channel_closed.wait()
         finally:
             listener.close()
             await self._connections.cancel()
@@ -264,8 +263,7 @@ class Egress:
             pass  # the function closed the connection, sent garbage, or left it idle
         finally:
             channel.close()
-            self._open_channels -= 1
-            self._channel_closed.set()
+            self._channel_slots.release()
 
     async def _dispatch(self, message: Message) -> Payload:
         op = message.meta.get("op")
