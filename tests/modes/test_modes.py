@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from patterns import describe, make  # tests/_support/functions (see conftest.py)
 
 from _support.platform import RunningPlatform
+from xdt.sidecar.usage import Usage
 from xdt.testing import LocalStores
 
 MODES = ("inline", "xdt", "elasticache", "s3")
@@ -203,6 +205,82 @@ def test_inline_mode_refuses_what_is_over_its_limit_and_names_the_other_modes(
     message = json.loads(body)["message"]
     assert "PayloadTooLarge" in message and "inline limit of 6291456 bytes" in message
     assert "transfer: xdt, elasticache or s3" in message
+
+
+def usage(platform: RunningPlatform) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{platform.url}/usage", timeout=30) as answer:
+        functions: dict[str, Any] = json.loads(answer.read())["functions"]
+        return functions
+
+
+def used_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Usage]:
+    return {
+        name: Usage.from_record(after[name]) - Usage.from_record(before[name]) for name in after
+    }
+
+
+def test_the_platform_counts_what_each_mode_moved_billed_and_asked_of_its_store(
+    platform: RunningPlatform, stores: LocalStores
+) -> None:
+    """The cost model's inputs are measured: per function, billed milliseconds, bytes by how
+    they travelled, keep-alive while a sender holds objects, and the storage requests, which
+    agree with the Redis and S3 servers' own counts."""
+    mode: str = platform.mode  # type: ignore[attr-defined]
+    size = MiB // 2
+    before = usage(platform)
+    assert {f["memory_bytes"] for f in before.values()} == {512 << 20}
+    stores.reset_counters()
+    assert (
+        call(platform, "one-to-one", {"size": size, "seed": 80}) == [describe(make(size, 80))] * 2
+    )
+    gathered = call(platform, "gather", {"size": size, "seed": 81, "n": 4})
+    assert gathered["result"] == [describe(make(size, 81 + i)) for i in range(4)]
+    used = used_since(before, usage(platform))
+    redis_calls, s3_calls = stores.redis_calls(), stores.s3_requests_by_method()
+
+    # Invocations, each counted where it ran; a caller is billed for the time it waited on
+    # its callees (sequential calls), as Lambda bills wall time.
+    counts = {name: u.invocations for name, u in used.items() if u.invocations}
+    assert counts == {"one-to-one": 1, "digest": 1, "produce": 1, "gather": 1, "put-ref": 4,
+                      "consume-refs": 1}  # fmt: skip
+    assert used["one-to-one"].billed_ms >= used["digest"].billed_ms + used["produce"].billed_ms
+    assert used["gather"].billed_ms >= used["consume-refs"].billed_ms
+    assert all(u.billed_ms >= u.invocations for u in used.values())
+
+    # Every byte a sidecar sent was received once (one pull each), by the same path; in
+    # inline mode, the gateway's two orders too, which no sidecar sent.
+    total = sum(used.values(), Usage())
+    assert total.sent_bytes[mode] >= 6 * size  # digest's, produce's answer, 4 put-refs
+    orders = [{"size": size, "seed": 80}, {"size": size, "seed": 81, "n": 4}]
+    external = sum(len(json.dumps(order).encode()) for order in orders)
+    assert total.received_bytes[mode] - total.sent_bytes[mode] == (
+        external if mode == "inline" else 0
+    )
+    assert set(total.sent_bytes) <= {"inline", mode}
+
+    # A sender that holds objects after its answer (xdt's put-ref) is kept alive until they
+    # are pulled: that time is counted; in the other modes the store holds them instead.
+    if mode == "xdt":
+        assert used["put-ref"].keep_alive_s > 0
+    else:
+        assert total.keep_alive_s == 0
+
+    # The storage requests, against the servers' own counts.
+    if mode == "elasticache":
+        assert total.redis_commands > 0
+        assert redis_calls["set"] + redis_calls["evalsha"] + redis_calls["del"] == (
+            total.redis_commands
+        )
+    else:
+        assert total.redis_commands == 0
+    if mode == "s3":
+        sent = total.s3_requests
+        assert sent["PutObject"] == s3_calls["PUT"] >= 6
+        assert sent["GetObject"] + sent["ListObjectsV2"] == s3_calls["GET"] >= 6
+        # Objects stayed in the bucket for a while: bytes × seconds, counted.
+        assert total.s3_byte_seconds > 0
+    else:
+        assert sum(total.s3_requests.values()) == 0 and total.s3_byte_seconds == 0
 
 
 def _leftovers_within(

@@ -522,14 +522,16 @@ def _metrics(platform: RunningPlatform) -> str:
         return text
 
 
-def test_a_function_is_held_to_its_memory_and_the_others_are_not(start_platform: Start) -> None:
-    """``memory`` bounds a function process (its heap and any one file it writes); it goes
+def test_a_function_is_held_to_its_memory_limit_and_the_others_are_not(
+    start_platform: Start,
+) -> None:
+    """``memory_limit`` bounds a function process (its heap and any one file it writes); it goes
     on serving after hitting the bound, and a function without one is not held to it."""
     big = str(512 << 20).encode()
     platform = start_platform(
         {
             "functions": [
-                {"name": "small", "handler": "fns:hog", "memory": "128MiB"},
+                {"name": "small", "handler": "fns:hog", "memory_limit": "128MiB"},
                 {"name": "free", "handler": "fns:hog"},
             ]
         }

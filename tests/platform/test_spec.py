@@ -159,10 +159,19 @@ def test_empty_platform_and_autoscaler_sections_mean_defaults(empty: Any) -> Non
     assert parse(document).platform.autoscaler == DEFAULT_AUTOSCALER_CONFIG
 
 
-def test_memory_is_a_size_per_function_and_unset_by_default() -> None:
-    spec = parse({"functions": [{"name": "f", "handler": "m:f", "memory": "256MiB"},
+def test_memory_limit_is_a_size_per_function_and_unset_by_default() -> None:
+    spec = parse({"functions": [{"name": "f", "handler": "m:f", "memory_limit": "256MiB"},
                                 {"name": "g", "handler": "m:g"}]})  # fmt: skip
-    assert [f.memory for f in spec.functions] == [256 << 20, None]
+    assert [f.memory_limit for f in spec.functions] == [256 << 20, None]
+
+
+def test_memory_is_the_billed_setting_per_function_512_mib_by_default() -> None:
+    """As Lambda's memory setting: what each invocation is billed for; not a limit."""
+    spec = parse({"functions": [{"name": "f", "handler": "m:f", "memory": "1GiB"},
+                                {"name": "g", "handler": "m:g", "memory": 134217728},
+                                {"name": "h", "handler": "m:h"}]})  # fmt: skip
+    assert [f.memory for f in spec.functions] == [1 << 30, 128 << 20, 512 << 20]
+    assert [f.memory_limit for f in spec.functions] == [None, None, None]
 
 
 def test_sizes_may_be_plain_byte_counts() -> None:
@@ -362,7 +371,7 @@ BAD: list[tuple[str, Any, str, str]] = [
         minimal(zzz=1),
         "functions[0]",
         r"unknown key 'zzz' \(known: command, concurrency, env, handler, initial_scale, "
-        r"max_scale, memory, min_scale, name, tenant, timeout, transfer\)",
+        r"max_scale, memory, memory_limit, min_scale, name, tenant, timeout, transfer\)",
     ),
     (
         "folder-is-not-a-spec-key",
@@ -689,10 +698,28 @@ BAD: list[tuple[str, Any, str, str]] = [
         r"max_scale_down_rate must be greater than 1 \(got nan\)",
     ),
     (
-        "memory-too-small",
-        {"functions": [{"name": "f", "handler": "m:f", "memory": "16MiB"}]},
+        "memory-limit-too-small",
+        {"functions": [{"name": "f", "handler": "m:f", "memory_limit": "16MiB"}]},
+        "functions[f].memory_limit",
+        r"must be at least 64 MiB \(67108864 bytes\), got '16MiB'",
+    ),
+    (
+        "memory-below-lambda",
+        {"functions": [{"name": "f", "handler": "m:f", "memory": "64MiB"}]},
         "functions[f].memory",
-        r"must be at least 67108864 byte\(s\), got '16MiB'",
+        r"must be at least 128 MiB \(134217728 bytes\), got '64MiB'",
+    ),
+    (
+        "memory-above-lambda",
+        {"functions": [{"name": "f", "handler": "m:f", "memory": "11GiB"}]},
+        "functions[f].memory",
+        r"must be at most 10 GiB \(10737418240 bytes\), got '11GiB'",
+    ),
+    (
+        "memory-a-bool",
+        {"functions": [{"name": "f", "handler": "m:f", "memory": True}]},
+        "functions[f].memory",
+        r"not a size: True",
     ),
     (
         "memory-not-a-size",

@@ -256,6 +256,9 @@ class ObjectStore:
         self._empty.set()
         self._closed = False
         self._trim_timer: Timer | None = None
+        # Told True when the store starts holding objects and False when it holds none again
+        # (the sidecar's keep-alive clock: an instance that holds objects must stay up).
+        self.on_holding: Callable[[bool], None] | None = None
 
     # -- putting -----------------------------------------------------------------------------
 
@@ -449,6 +452,8 @@ class ObjectStore:
         )
         obj._timer = self.clock.call_later(ttl, functools.partial(self._expire, obj))
         self._objects[obj.id] = obj
+        if len(self._objects) == 1 and self.on_holding is not None:
+            self.on_holding(True)
         self._empty.clear()
         self._counters.puts += 1
         self._counters.bytes_held += obj.size
@@ -469,6 +474,8 @@ class ObjectStore:
             self._gone.popitem(last=False)
         if not self._objects:
             self._empty.set()
+            if self.on_holding is not None:
+                self.on_holding(False)
         if obj.readers == 0:
             self._free_buffer(obj)
         obj._wake()

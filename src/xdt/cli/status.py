@@ -47,15 +47,18 @@ def render_status(status: PlatformStatus, console: Console) -> None:
     functions = Table(
         title=f"xdt at {status['url']}", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1)
     )
-    functions.caption = "instances: ready/starting/draining → wanted by the autoscaler"
-    for column in ("function", "instances", "busy", "queued", "mode", "calls", "restarts",
-                   "objs"):  # fmt: skip
+    functions.caption = (
+        "instances: ready/starting/draining → wanted by the autoscaler; memory: the billed setting"
+    )
+    for column in ("function", "instances", "busy", "queued", "scaling", "transfer", "memory",
+                   "calls", "restarts", "objs"):  # fmt: skip
         functions.add_column(column, justify="left" if column == "function" else "right",
                              no_wrap=True)  # fmt: skip
     for name, f in status["functions"].items():
         functions.add_row(
             name, f"{f['ready']}/{f['starting']}/{f['draining']} → {f['desired']}",
             str(f["in_flight"]), str(f["queued"]), "panic" if f["panicking"] else "stable",
+            f["transfer"], format_size(f["memory_bytes"]),
             str(f["requests"]), str(f["restarts"]), str(f["objects"]),
         )  # fmt: skip
     console.print(functions)

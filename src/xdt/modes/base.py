@@ -26,8 +26,9 @@ s3            an S3 bucket (put_object)             the last pull, release, or t
 
 from __future__ import annotations
 
+import collections
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .._core.buffers import Buffer, as_bytes
@@ -41,6 +42,7 @@ __all__ = [
     "Data",
     "DataPath",
     "Payload",
+    "StorageCounts",
     "StoreSettings",
     "TransferSettings",
     "checked",
@@ -90,10 +92,21 @@ class StoreSettings:
 DEFAULT_STORE_SETTINGS = StoreSettings()
 
 
+@dataclass
+class StorageCounts:
+    """What a data path asked of its store — requests by operation (``SET``, ``EVALSHA``,
+    ``PutObject``, ``UploadPart``, …) — and bytes × seconds its objects stayed there: what a
+    storage bill is made of. Paths without a store leave it empty."""
+
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    byte_seconds: float = 0.0
+
+
 class DataPath(Protocol):
     """What a sidecar does with a payload that does not travel inline (see the module)."""
 
     mode: TransferMode
+    counts: StorageCounts
 
     async def put(self, data: Data, *, tenant: str, pulls: int | None, ttl: float) -> str:
         """Store ``data`` (taking over a Buffer); its reference. ``pulls=None``: unlimited

@@ -13,7 +13,7 @@ import binascii
 
 from .._core.errors import PayloadTooLarge, ReferenceMalformed
 from .._core.refs import Reference, TransferMode
-from .base import Data, plain, size_of
+from .base import Data, StorageCounts, plain, size_of
 
 __all__ = ["INLINE_PREFIX", "InlinePath", "is_inline"]
 
@@ -30,6 +30,7 @@ class InlinePath:
     def __init__(self, limit: int, *, function: str | None = None) -> None:
         self.limit = limit
         self.function = function
+        self.counts = StorageCounts()  # no store: nothing to count
 
     async def put(self, data: Data, *, tenant: str, pulls: int | None, ttl: float) -> str:
         size = size_of(data)

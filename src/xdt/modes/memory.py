@@ -7,7 +7,7 @@ from .._core.buffers import Buffer
 from .._core.refs import Reference, TransferMode
 from .._core.store import ObjectStore
 from ..pull import ObjectServer, PullClient
-from .base import Data, Payload
+from .base import Data, Payload, StorageCounts
 
 __all__ = ["MemoryPath"]
 
@@ -17,6 +17,7 @@ class MemoryPath:
 
     def __init__(self, store: ObjectStore, server: ObjectServer, client: PullClient) -> None:
         self.store, self.server, self.client = store, server, client
+        self.counts = StorageCounts()  # the sidecar's own memory: no store to pay per request
 
     async def put(self, data: Data, *, tenant: str, pulls: int | None, ttl: float) -> str:
         if isinstance(data, Buffer) and not data.lent:

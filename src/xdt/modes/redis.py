@@ -16,7 +16,7 @@ from typing import Any
 
 from .._core.errors import ObjectNotFound, SourceUnavailable
 from .._core.refs import KeyRing, Reference, TransferMode
-from .base import Data, checked, plain, stored_reference
+from .base import Data, StorageCounts, checked, plain, stored_reference
 
 __all__ = ["MAX_CONNECTIONS", "RedisPath"]
 
@@ -75,6 +75,7 @@ class RedisPath:
         self._redis: Any = redis.asyncio.Redis(connection_pool=pool)
         self._pull = self._redis.register_script(_PULL)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self.counts = StorageCounts()  # commands sent, by name
 
     async def put(self, data: Data, *, tenant: str, pulls: int | None, ttl: float) -> str:
         value = plain(data)
@@ -86,6 +87,7 @@ class RedisPath:
                 pipe.set(key, bytes(value), px=ttl_ms)
                 if pulls is None or pulls > 1:
                     pipe.set(budget, "unlimited" if pulls is None else str(pulls), px=ttl_ms)
+                self.counts.requests["SET"] += len(pipe)
                 await pipe.execute()
         except self._errors as exc:
             raise SourceUnavailable(
@@ -98,6 +100,7 @@ class RedisPath:
 
     async def get(self, token: str, ref: Reference | None) -> bytes:
         assert ref is not None
+        self.counts.requests["EVALSHA"] += 1
         try:
             value = await self._pull(keys=list(_keys(ref.object_id)))
         except self._errors as exc:
@@ -115,6 +118,7 @@ class RedisPath:
         assert ref is not None
         if ref.source != self.sender:
             return False  # only its sender frees it early; the last pull or expiry does
+        self.counts.requests["DEL"] += 1
         try:
             removed: int = await self._redis.delete(*_keys(ref.object_id))
         except self._errors as exc:

@@ -13,6 +13,12 @@ on release, and reports still-unclaimed objects as held so that scale-down waits
 it does for xdt objects. A sender that dies takes its sweeper with it: the platform then
 removes what it left, once its references have expired (:func:`remove_left_by`). boto3 is
 blocking: calls run in worker threads.
+
+What it costs is counted as it happens (:class:`StorageCounts`): every HTTP request boto3
+sends, by operation, from boto3's own ``before-send`` event (so retries and multipart parts
+count), and bytes × seconds in the bucket — the put time travels in the object's metadata
+(``xdt-put-at``); the receiver that deletes the object, or the sender that releases it, adds
+its stay (one that expired unclaimed is swept without one).
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import asyncio
 import datetime
 import io
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from .._core.errors import ObjectNotFound, SourceUnavailable
 from .._core.refs import KeyRing, Reference, TransferMode
-from .base import Data, StoreSettings, checked, plain, stored_reference
+from .base import Data, StorageCounts, StoreSettings, checked, plain, stored_reference
 
 __all__ = ["MULTIPART_THRESHOLD", "S3Path", "remove_left_by"]
 
@@ -66,7 +73,21 @@ class S3Path:
         )
         self._client_error = botocore.exceptions.ClientError
         self._sweeps: dict[str, asyncio.TimerHandle] = {}  # key → deletion at expiry
+        self._put: dict[str, tuple[float, int]] = {}  # key → (put at, size): for its stay
         self._listed_at = -LIST_INTERVAL
+        self.counts = StorageCounts()
+        self._counting = threading.Lock()
+        self._client.meta.events.register("before-send.s3", self._count_request)
+
+    def _count_request(self, event_name: str, **kwargs: Any) -> None:
+        # "before-send.s3.PutObject": one HTTP request about to leave, from one of boto3's
+        # worker threads (a Counter's += is a read and a write: two threads could lose one).
+        with self._counting:
+            self.counts.requests[event_name.rsplit(".", 1)[-1]] += 1
+
+    def _stayed(self, size: int, put_at: float | None) -> None:
+        if put_at is not None:
+            self.counts.byte_seconds += size * max(0.0, time.time() - put_at)
 
     def _key(self, object_id: bytes, sender: str | None = None) -> str:
         return f"xdt/{sender or self.sender}/{object_id.hex()}"
@@ -80,18 +101,20 @@ class S3Path:
             if pulls is not None and pulls > 1:
                 await self._call("put_object", Bucket=self.bucket, Key=key + BUDGET_SUFFIX,
                                  Body=budget.encode())  # fmt: skip
+            put_at = time.time()
             await asyncio.to_thread(
                 self._client.upload_fileobj,
                 io.BytesIO(value),
                 self.bucket,
                 key,
-                ExtraArgs={"Metadata": {"xdt-pulls": budget}},
+                ExtraArgs={"Metadata": {"xdt-pulls": budget, "xdt-put-at": f"{put_at:.6f}"}},
                 Config=self._transfer,
             )
         except self._errors as exc:
             raise SourceUnavailable(f"S3 bucket {self.bucket!r} refused the put: {exc}") from None
         loop = asyncio.get_running_loop()
         self._sweeps[key] = loop.call_later(ttl, self._sweep, key)
+        self._put[key] = (put_at, memoryview(value).nbytes)
         ref = stored_reference(
             object_id, value, source=self.sender, tenant=tenant, ttl=ttl, mode=self.mode
         )
@@ -103,14 +126,17 @@ class S3Path:
         try:
             answer = await self._call("get_object", Bucket=self.bucket, Key=key)
             data: bytes = await asyncio.to_thread(answer["Body"].read)
-            budget = answer.get("Metadata", {}).get("xdt-pulls")
+            metadata = answer.get("Metadata", {})
+            budget = metadata.get("xdt-pulls")
             if budget == "1":
                 # Only the get whose delete of what it read succeeds delivers: S3 has no
                 # GETDEL, but a conditional delete lets one of many racing readers win.
                 await self._call("delete_object", Bucket=self.bucket, Key=key,
                                  IfMatch=answer["ETag"])  # fmt: skip
+                self._stayed(len(data), _put_at(metadata))
             elif budget != "unlimited" and await self._take_pull(key) == 0:
                 await self._delete(key, key + BUDGET_SUFFIX)
+                self._stayed(len(data), _put_at(metadata))
         except self._client_error as exc:
             if exc.response.get("Error", {}).get("Code") in (*_MISSING, *_LOST_RACE):
                 raise self._gone(ref) from None
@@ -155,6 +181,7 @@ class S3Path:
         except self._errors as exc:
             raise SourceUnavailable(f"S3 failed the release of {key}: {exc}") from None
         await self._delete(key, key + BUDGET_SUFFIX)
+        self._stayed_here(key)
         return True
 
     async def unclaimed(self) -> int:
@@ -174,6 +201,7 @@ class S3Path:
             return len(self._sweeps)  # unknown: assume still there
         for key in [k for k in self._sweeps if k not in present]:
             self._sweeps.pop(key).cancel()
+            self._put.pop(key, None)  # a receiver took it, and counted its stay
         return len(self._sweeps)
 
     def _list(self, prefix: str) -> set[str]:
@@ -193,6 +221,16 @@ class S3Path:
         self._sweeps.pop(key, None)
         task = asyncio.get_running_loop().create_task(self._delete(key, key + BUDGET_SUFFIX))
         task.add_done_callback(lambda t: t.exception())  # a failed sweep is retried by nobody
+        # Its stay is not counted: the sweep does not know whether a receiver took the object
+        # (and counted it) or it expired unclaimed, and asking would cost a request.
+        self._put.pop(key, None)
+
+    def _stayed_here(self, key: str) -> None:
+        """This sender released ``key``, which was still there: its stay in the bucket. (An
+        object a receiver took is counted by that receiver.)"""
+        put = self._put.pop(key, None)
+        if put is not None:
+            self._stayed(put[1], put[0])
 
     async def _call(self, operation: str, **arguments: Any) -> Any:
         return await asyncio.to_thread(getattr(self._client, operation), **arguments)
@@ -218,7 +256,15 @@ class S3Path:
         for key in list(self._sweeps):
             await self._delete(key, key + BUDGET_SUFFIX)
         self._sweeps.clear()
+        self._put.clear()
         self._client.close()
+
+
+def _put_at(metadata: Mapping[str, str]) -> float | None:
+    try:
+        return float(metadata["xdt-put-at"])
+    except (KeyError, ValueError):
+        return None  # written by another version, or not by us: its stay is unknown
 
 
 def remove_left_by(

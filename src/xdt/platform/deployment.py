@@ -26,6 +26,7 @@ from .._core.refs import TransferMode
 from .._http.client import HttpAnswer
 from .._http.headers import ERROR_HEADER
 from .._util.tasks import TaskSet
+from ..sidecar.usage import Usage
 from .autoscaler import Decider, Decision, ScaleGate
 from .balancer import Tracker
 from .events import Event, Kind
@@ -86,6 +87,7 @@ class Deployment:
         self._draining: dict[Instance, Tracker[Instance] | None] = {}
         self._starting: dict[Instance, asyncio.Task[None]] = {}
         self.undelivered = 0  # forwards no instance took, sent again elsewhere
+        self.retired = Usage()  # what instances that are gone used
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -260,10 +262,12 @@ class Deployment:
             self.throttler.remove(instance)
         if kind is Kind.FAILED and instance in self.instances:
             self.instances.remove(instance)
+            self.retired += instance.usage
             if instance.ready_at is not None:  # it had been serving: replace it now
                 self.reconcile()
         if kind is Kind.STOPPED and instance in self.instances:
             self.instances.remove(instance)
+            self.retired += instance.usage
 
     async def _start(self, instance: Instance) -> None:
         try:
@@ -337,6 +341,15 @@ class Deployment:
 
     # -- reporting ---------------------------------------------------------------------------
 
+    async def usage(self) -> Usage:
+        """What every instance of the function used, gone ones included (a sidecar that
+        crashed counts what it last reported)."""
+        instances = list(self.instances)
+        fresh = await asyncio.gather(*(self.manager.usage(i) for i in instances))
+        # One that went meanwhile is in `retired` now, with what it last said.
+        live = [u for i, u in zip(instances, fresh, strict=True) if i in self.instances]
+        return sum(live, self.retired)
+
     def status(self) -> FunctionStatus:
         return {
             "ready": self.ready_count,
@@ -353,6 +366,7 @@ class Deployment:
             "max_scale": self.spec.max_scale,
             "transfer": self.mode.label,
             "kind": self.spec.kind,
+            "memory_bytes": self.spec.memory,
             "restarts": self.restarts,
             "objects": sum(i.objects for i in self.instances),
             "instances": [i.describe(self._in_flight(i)) for i in self.instances],

@@ -53,7 +53,7 @@ from .isolation import (
 from .janitor import Janitor
 from .sandbox import available, sandbox_wanted
 from .spec import Spec
-from .status import PlatformStatus
+from .status import PlatformStatus, UsageReport
 from .stores import EmbeddedStores, embedded_credentials
 
 __all__ = ["Platform"]
@@ -316,6 +316,22 @@ class Platform:
             "isolation": self.identities is not None,
             "sandbox": self.sandboxed,
             "functions": {name: d.status() for name, d in self.deployments.items()},
+        }
+
+    async def usage(self) -> UsageReport:
+        """What each function used since the platform started, with its billed memory."""
+        names = list(self.deployments)
+        used = await asyncio.gather(*(self.deployments[n].usage() for n in names))
+        return {
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "functions": {
+                name: {
+                    "memory_bytes": self.deployments[name].spec.memory,
+                    "transfer": self.deployments[name].mode.label,
+                    **usage.record(),  # type: ignore[typeddict-item]  # its fields
+                }
+                for name, usage in zip(names, used, strict=True)
+            },
         }
 
     def metrics(self) -> str:

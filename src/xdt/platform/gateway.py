@@ -2,6 +2,8 @@
 
 - ``POST /invoke/<function>`` — the body goes to an instance of the function, the answer back;
 - ``GET /status`` — JSON: ``{"functions": {"<name>": {"ready": 2, "draining": 0, ...}}}``;
+- ``GET /usage`` — JSON: what each function used (invocations, billed milliseconds, bytes by
+  transfer mode, Redis and S3 requests), fresh from every instance: the cost model's input;
 - ``GET /metrics`` — Prometheus text;
 - ``GET /healthz`` — 200 while the platform runs and its embedded stores serve, else 503;
 - ``GET /readyz`` — 200 while it takes new invocations (every deployment exists, and it is not
@@ -87,6 +89,9 @@ def create_app(platform: Platform) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return web.json_response(platform.status())
 
+    async def usage(request: web.Request) -> web.Response:
+        return web.json_response(await platform.usage())
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=platform.metrics(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -106,6 +111,7 @@ def create_app(platform: Platform) -> web.Application:
     app = web.Application(client_max_size=limit + 1)
     app.router.add_post("/invoke/{function}", invoke)
     app.router.add_get("/status", status)
+    app.router.add_get("/usage", usage)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

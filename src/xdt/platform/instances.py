@@ -52,6 +52,7 @@ from .._util.process import die_with_parent, free_port, isolated_child, limit_me
 from .._util.tasks import TaskSet
 from ..modes import StoreSettings
 from ..sidecar.config import Faces, Launch, RunsAs, SidecarConfig
+from ..sidecar.usage import Usage
 from .events import Event, Kind
 from .isolation import Identity, command_root, make_private_folder, remove_private_folder
 from .sandbox import Sandbox
@@ -65,6 +66,7 @@ START_TIMEOUT = 60.0
 RUNTIME_THREADS = 64  # sync handlers at once when concurrency is unlimited
 STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this
 DRAIN_POLL = 0.1
+USAGE_TIMEOUT = 3.0  # asking a sidecar what it used
 RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)  # a crash loop backs off, up to 10 s
 MAX_FAILED_RESTARTS = 5  # then the instance is FAILED and replaced
 CRASH_LOOP_RESET = 10.0  # a process that ran this long before crashing starts the backoff over
@@ -106,6 +108,7 @@ class Instance:
     stopping: bool = False
     pool: ConnectionPool | None = None  # the activator's connections to the sidecar's ingress
     tasks: TaskSet = field(default_factory=TaskSet)
+    usage: Usage = field(default_factory=Usage)  # as its sidecar last reported it
 
     @property
     def serving(self) -> bool:
@@ -315,9 +318,9 @@ class InstanceManager:
             )  # fmt: skip
             argv = sandbox.argv(argv, cwd=function.folder)
             options = {"umask": 0o077, "preexec_fn": die_with_parent}
-        if function.memory is not None:
+        if function.memory_limit is not None:
             options["preexec_fn"] = functools.partial(
-                _limited, options["preexec_fn"], function.memory
+                _limited, options["preexec_fn"], function.memory_limit
             )
         with _log(instance) as log:
             try:
@@ -423,6 +426,22 @@ class InstanceManager:
         instance.objects, instance.bytes_held = held["objects"], held["bytes_held"]
         return held["concurrency"], held["objects"]
 
+    async def usage(self, instance: Instance) -> Usage:
+        """What the instance used since it started, fresh from its sidecar; what it last
+        reported when the sidecar does not answer (stopped, crashed, busy)."""
+        if instance.sidecar is None or instance.sidecar.returncode is not None:
+            return instance.usage
+        try:
+            async with self.session.get(
+                f"{instance.ingress_url}/xdt/usage",
+                headers={HOP_HEADER: self.keyring.hop_secret()},
+                timeout=aiohttp.ClientTimeout(total=USAGE_TIMEOUT),
+            ) as response:
+                instance.usage = Usage.from_record(await response.json())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            pass
+        return instance.usage
+
     def begin_drain(self, instance: Instance) -> None:
         """Mark ``instance`` DRAINING (the caller stops routing to it), then :meth:`drain`."""
         instance.state = State.DRAINING
@@ -454,6 +473,8 @@ class InstanceManager:
 
     async def stop(self, instance: Instance) -> None:
         instance.stopping = True
+        if instance.ingress_url:
+            await self.usage(instance)  # its last word on what it used, before it goes
         await self._kill(instance)
         if instance.pool is not None:
             instance.pool.close()

@@ -10,6 +10,7 @@
         handler: images:resize      # images.py next to the spec file, function resize
         concurrency: 1
         max_scale: 8
+        memory: 1GiB                # billed memory, as Lambda's setting (default 512MiB)
       - name: legacy
         command: ["python3", "server.py"]
 
@@ -36,7 +37,7 @@ from .._core.refs import DEFAULT_TENANT, TransferMode
 from .._core.store import DEFAULT_STORE_CONFIG
 from .._util.heap import IDLE_SECONDS
 from .._util.names import is_function_name
-from .._util.units import parse_duration, parse_size
+from .._util.units import format_size, parse_duration, parse_size
 from ..modes import (
     DEFAULT_STORE_SETTINGS,
     DEFAULT_TRANSFER_SETTINGS,
@@ -57,6 +58,11 @@ __all__ = [
 ]
 
 ISOLATION_SETTINGS = ("auto", "on", "off")  # see xdt.platform.isolation
+# A function's billed memory: Lambda's default setting is 128 MB, but 512 MiB is what a Python
+# function with numpy or boto3 is usually given; Lambda allows 128 MB to 10,240 MB.
+DEFAULT_FUNCTION_MEMORY = 512 << 20
+MIN_BILLED_MEMORY = 128 << 20
+MAX_BILLED_MEMORY = 10240 << 20
 _HANDLER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -76,9 +82,12 @@ class FunctionSpec:
     timeout: float = 300.0  # Knative's revision-timeout-seconds
     tenant: str = DEFAULT_TENANT
     env: Mapping[str, str] = field(default_factory=dict)
-    # Per function process: its heap and private mappings, and any one file it writes
-    # (rlimits, see xdt._util.process.limit_memory). None: no limit.
-    memory: int | None = None
+    # The function's memory setting, as on AWS Lambda: what each invocation is billed for
+    # (GB-s, xdt bench cost), shown in xdt status. Not enforced: see memory_limit.
+    memory: int = DEFAULT_FUNCTION_MEMORY
+    # Enforced per function process: its heap and private mappings, and any one file it
+    # writes (rlimits, see xdt._util.process.limit_memory). None: no limit.
+    memory_limit: int | None = None
     folder: Path = Path()  # where handler modules are found and commands run
 
     @property
@@ -343,6 +352,8 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
         elif key == "tenant":
             values[key] = _string(value, at)
         elif key == "memory":
+            values[key] = _size(value, at, low=MIN_BILLED_MEMORY, high=MAX_BILLED_MEMORY)
+        elif key == "memory_limit":
             values[key] = _size(value, at, low=MIN_FUNCTION_MEMORY)
         elif key == "env":
             env = _mapping(value, at, None)
@@ -409,7 +420,7 @@ def _duration(value: Any, where: str) -> float:
 MIN_FUNCTION_MEMORY = 64 << 20  # a Python runtime with its threads needs about this
 
 
-def _size(value: Any, where: str, *, low: int = 1) -> int:
+def _size(value: Any, where: str, *, low: int = 1, high: int | None = None) -> int:
     try:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ValueError
@@ -417,8 +428,14 @@ def _size(value: Any, where: str, *, low: int = 1) -> int:
     except ValueError:
         raise SpecError(f"{where}: not a size: {value!r} (e.g. 6MiB, 1GiB)") from None
     if size < low:
-        raise SpecError(f"{where}: must be at least {low} byte(s), got {value!r}")
+        raise SpecError(f"{where}: must be at least {_bytes(low)}, got {value!r}")
+    if high is not None and size > high:
+        raise SpecError(f"{where}: must be at most {_bytes(high)}, got {value!r}")
     return size
+
+
+def _bytes(size: int) -> str:
+    return f"{size} byte(s)" if size < 1 << 20 else f"{format_size(size)} ({size} bytes)"
 
 
 def _kind(value: Any) -> str:

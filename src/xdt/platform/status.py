@@ -14,6 +14,8 @@ __all__ = [
     "FunctionStatus",
     "InstanceStatus",
     "PlatformStatus",
+    "UsageRecord",
+    "UsageReport",
 ]
 
 
@@ -66,6 +68,7 @@ class FunctionStatus(TypedDict):
     max_scale: int
     transfer: str  # the effective mode: platform.transfer, else the function's own
     kind: str  # "python" or "command"
+    memory_bytes: int  # the billed memory setting (spec key `memory`)
     restarts: int
     objects: int
     instances: list[InstanceStatus]
@@ -81,3 +84,25 @@ class PlatformStatus(TypedDict):
     isolation: bool
     sandbox: bool  # isolated functions run in bubblewrap
     functions: dict[str, FunctionStatus]
+
+
+class UsageRecord(TypedDict):
+    """What one function used since the platform started (see :mod:`xdt.sidecar.usage`)."""
+
+    memory_bytes: int  # its billed memory setting
+    transfer: str
+    invocations: int
+    billed_ms: int  # the sum of its invocations' durations, each rounded up to 1 ms
+    keep_alive_s: float  # its instances held objects while idle (xdt mode)
+    sent_bytes: dict[str, int]  # payload bytes by how they travelled
+    received_bytes: dict[str, int]
+    redis_commands: int
+    s3_requests: dict[str, int]  # by S3 operation
+    s3_byte_seconds: float
+
+
+class UsageReport(TypedDict):
+    """What ``GET /usage`` answers."""
+
+    uptime_s: float
+    functions: dict[str, UsageRecord]

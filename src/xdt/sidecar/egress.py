@@ -163,9 +163,10 @@ class Egress:
                 function=target,
             ) from None
         passed = {name: value for name in ANSWER_HEADERS if (value := answer.header(name))}
-        if answer.status == 200 and answer.header(TRANSFER_HEADER) == BY_REFERENCE:
-            return answer.status, passed, await self.payloads.inbound(answer.body, True)
-        return answer.status, passed, answer.body
+        if answer.status != 200:
+            return answer.status, passed, answer.body
+        by_reference = answer.header(TRANSFER_HEADER) == BY_REFERENCE
+        return answer.status, passed, await self.payloads.inbound(answer.body, by_reference)
 
     # -- the HTTP face -----------------------------------------------------------------------
 

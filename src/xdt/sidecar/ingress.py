@@ -7,6 +7,7 @@
 - ``GET /xdt/ready`` — the readiness probe, which probes the function;
 - ``GET /xdt/stats`` — scraped by the autoscaler every second (resets the concurrency report);
 - ``GET /xdt/held`` — what draining waits on: requests in flight and unclaimed objects;
+- ``GET /xdt/usage`` — what this instance used, for the bill (:mod:`.usage`);
 - ``GET /metrics`` — Prometheus text.
 
 Any local process can reach the TCP port, so all but the probe and the metrics serve only the
@@ -20,6 +21,7 @@ draining waits for it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -42,6 +44,7 @@ from .breaker import Breaker
 from .config import SidecarConfig
 from .payloads import Payloads
 from .upstream import FunctionAnswer, Upstream
+from .usage import KeepAliveClock, Usage, billed_ms
 
 __all__ = ["Ingress"]
 
@@ -78,6 +81,17 @@ class Ingress:
         )
         self.requests_total = 0
         self.rejected_total = 0
+        self.invocations = 0  # answered (any status), each billed by its duration
+        self.billed_ms = 0
+        self.keep_alive = KeepAliveClock()
+        store.on_holding = self.keep_alive.holding
+
+    def usage(self) -> Usage:
+        """Everything this instance used since it started (see :mod:`.usage`)."""
+        usage = self.payloads.usage()
+        usage.invocations, usage.billed_ms = self.invocations, self.billed_ms
+        usage.keep_alive_s = self.keep_alive.seconds
+        return usage
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -88,6 +102,7 @@ class Ingress:
         app.router.add_get("/xdt/ready", self.ready)
         app.router.add_get("/xdt/stats", self.report)
         app.router.add_get("/xdt/held", self.held)
+        app.router.add_get("/xdt/usage", self.report_usage)
         app.router.add_get("/metrics", self.metrics)
         return app
 
@@ -118,7 +133,10 @@ class Ingress:
         except XdtError as exc:
             return error_response(exc, function=function)
         self.stats.request_in()  # before the breaker: queued requests are demand too
+        self.keep_alive.busy(self.stats.concurrency)
         self.requests_total += 1
+        started = time.monotonic()
+        billed = False
         try:
 
             async def work() -> FunctionAnswer:
@@ -135,15 +153,25 @@ class Ingress:
                     headers[TRANSFER_HEADER] = BY_REFERENCE
             else:
                 answer_body = as_bytes(answer.body)
+            billed = self._bill(started)  # the answer is ready: the function's part is done
             if len(answer_body) <= ANSWER_CHUNK:
                 return web.Response(status=answer.status, body=answer_body, headers=headers)
             return await stream_answer(
                 request, answer.status, headers, chunks_of(answer_body), len(answer_body)
             )
         except XdtError as exc:
+            billed = billed or isinstance(exc, Overloaded)  # refused before it ran: not billed
             return error_response(exc, function=function)
         finally:
+            if not billed:
+                self._bill(started)
             self.stats.request_out()
+            self.keep_alive.busy(self.stats.concurrency)
+
+    def _bill(self, started: float) -> bool:
+        self.invocations += 1
+        self.billed_ms += billed_ms(time.monotonic() - started)
+        return True
 
     async def _admit(self, work: Callable[[], Awaitable[FunctionAnswer]]) -> FunctionAnswer:
         """Run ``work`` (resolve the payload, call the function) once the breaker admits it,
@@ -201,6 +229,9 @@ class Ingress:
                 "bytes_held": self.store.stats.bytes_held,
             }
         )
+
+    async def report_usage(self, request: web.Request) -> web.Response:
+        return web.json_response(self.usage().record())
 
     async def metrics(self, request: web.Request) -> web.Response:
         store, fn = self.store.stats, self.config.function

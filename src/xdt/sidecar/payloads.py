@@ -18,12 +18,15 @@ gets bytes). References carried by hand (``xdt.put`` / ``xdt.get``) use the same
 
 from __future__ import annotations
 
+import collections
+
 from .._core.buffers import Buffer
 from .._core.errors import PayloadTooLarge, ReferenceMalformed
 from .._core.refs import KeyRing, Reference, TransferMode
 from ..modes import DataPath, PathMaker, TransferSettings
 from ..modes.base import Data, Payload, plain, size_of
 from ..modes.inline import is_inline
+from .usage import Usage
 
 __all__ = ["Payloads", "close"]
 
@@ -45,8 +48,18 @@ class Payloads:
         self.function, self.tenant = function, tenant
         self._maker = paths
         self._paths: dict[TransferMode, DataPath] = {}
-        self.bytes_by_reference = 0
-        self.bytes_inline = 0
+        # Payload bytes by how they travelled: "inline" in the invocation, else the mode label
+        # of the path that stored them (sent) or that they were fetched from (received).
+        self.sent: collections.Counter[str] = collections.Counter()
+        self.received: collections.Counter[str] = collections.Counter()
+
+    @property
+    def bytes_inline(self) -> int:
+        return self.sent[TransferMode.INLINE.label]
+
+    @property
+    def bytes_by_reference(self) -> int:
+        return sum(self.sent.values()) - self.bytes_inline
 
     @property
     def keyring(self) -> KeyRing:
@@ -58,7 +71,7 @@ class Payloads:
         """(body to send, whether it is a reference) for a payload leaving this sidecar."""
         size = size_of(payload)
         if size <= self.settings.inline_up_to:
-            self.bytes_inline += size
+            self.sent[TransferMode.INLINE.label] += size
             return bytes(plain(payload)), False
         if self.settings.mode is TransferMode.INLINE:
             close(payload)
@@ -70,13 +83,13 @@ class Payloads:
                 function=self.function,
             )
         token = await self.put(payload, pulls=1)
-        self.bytes_by_reference += size
         return token.encode(), True
 
     async def inbound(self, body: bytes, by_reference: bool) -> Payload:
         """The payload an arriving body stands for (a memfd the caller owns, after a
         same-host pull)."""
         if not by_reference:
+            self.received[TransferMode.INLINE.label] += len(body)
             return body
         try:
             token = body.decode("ascii")
@@ -102,12 +115,28 @@ class Payloads:
         if inline_small and size_of(data) <= self.settings.inline_up_to:
             mode = TransferMode.INLINE
         ttl = ttl or self.settings.object_ttl
-        return await self._path(mode).put(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
+        size = size_of(data)
+        token = await self._path(mode).put(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
+        self.sent[mode.label] += size
+        return token
 
     async def get(self, token: str) -> Payload:
         """The payload behind a reference: checked bytes, or a sealed memfd the caller owns."""
         path, ref = self._route(token)
-        return await path.get(token, ref)
+        payload = await path.get(token, ref)
+        self.received[path.mode.label] += size_of(payload)
+        return payload
+
+    def usage(self) -> Usage:
+        """The bytes moved and the storage requests made (see :mod:`.usage`)."""
+        usage = Usage(sent_bytes=self.sent.copy(), received_bytes=self.received.copy())
+        for path in self._paths.values():
+            if path.mode is TransferMode.ELASTICACHE:
+                usage.redis_commands += path.counts.requests.total()
+            elif path.mode is TransferMode.S3:
+                usage.s3_requests.update(path.counts.requests)
+                usage.s3_byte_seconds += path.counts.byte_seconds
+        return usage
 
     async def release(self, token: str) -> bool:
         path, ref = self._route(token)

@@ -7,7 +7,9 @@ counters: what a run left behind (keys, objects) and what it asked for (commands
 
 from __future__ import annotations
 
+import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,6 +117,27 @@ class LocalStores:
         with urllib.request.urlopen(url, timeout=30) as answer:
             lines = answer.read().decode(errors="replace").splitlines()
         return sum(1 for line in lines if line.strip() and "moto-api" not in line)
+
+    def redis_calls(self) -> collections.Counter[str]:
+        """Successful calls per command since the reset (``set``, ``evalsha``, …; commands a
+        script ran count under their own names too)."""
+        stats = self.redis.info("commandstats")
+        return collections.Counter(
+            {
+                name.removeprefix("cmdstat_"): int(row["calls"]) - int(row.get("failed_calls", 0))
+                for name, row in stats.items()
+            }
+        )
+
+    def s3_requests_by_method(self) -> collections.Counter[str]:
+        """Requests moto recorded since the reset, by HTTP method (``PUT``, ``GET``…),
+        other than to its own /moto-api: read from the recording's fields wherever they are,
+        since its threaded server may interleave lines."""
+        url = f"{self.s3_url}/moto-api/recorder/download-recording"
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            text = answer.read().decode(errors="replace")
+        found = re.findall(r'"method": "([A-Z]+)", "url": "([^"]*)"', text)
+        return collections.Counter(method for method, where in found if "moto-api" not in where)
 
     def redis_keys(self) -> int:
         return int(self.redis.dbsize())
