@@ -38,14 +38,14 @@ unit: $(STAMP) system-deps
 
 test: lint typecheck unit
 
+# The evaluation, small: three workflows in the four transfer modes, side by side (a few minutes).
 demo: $(STAMP) system-deps
-	$(BIN)/xdt demo -f examples/wordcount/xdt.yaml
-	$(BIN)/xdt bench micro --quick --plot micro-quick.png
+	$(BIN)/xdt bench apps --quick --out demo-results
 
 bench: $(STAMP) system-deps
 	$(BIN)/xdt bench transfer --json bench-transfer.json
 	$(BIN)/xdt bench platform --json bench-platform.json
-	$(BIN)/xdt bench micro --json bench-micro.json --plot bench-micro.png
+	$(BIN)/xdt bench all --out bench-results
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

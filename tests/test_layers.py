@@ -23,7 +23,7 @@ LAYERS = [
     {"modes"},
     {"sidecar", "runtime", "sdk"},
     {"platform"},
-    {"testing"},  # xdt up as a child process: for tests, the benches and the demo
+    {"testing", "apps"},  # xdt up as a child process; the workflows (on the public SDK)
     {"bench"},
     {"cli"},
 ]

@@ -4,7 +4,8 @@ The sender's trusted sidecar keeps a payload in memory and sends a sealed refere
 the receiver's sidecar pulls the bytes straight from it. The layers, each importing only
 those below it::
 
-    cli, bench, testing          the xdt command, benchmarks, xdt up as a child process
+    cli, bench                   the xdt command, benchmarks (and the evaluation's cost model)
+    testing, apps                xdt up as a child process; the evaluation's workflows
     platform                     the embedded platform: spec, gateway, throttler, KPA, instances
     sidecar   runtime   sdk      the per-instance sidecar, the Python runtime, function calls
     modes                        the data paths: inline, memory (xdt), redis, s3

@@ -123,6 +123,19 @@ def memfd_bytes(processes: Iterable[int]) -> int:
     return sum(seen.values())
 
 
+def available_memory() -> int | None:
+    """The kernel's estimate of memory available for new work (``MemAvailable``), bytes;
+    None where /proc/meminfo does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def tcp_listeners(port: int) -> list[int]:
     """The uids owning the sockets that listen on TCP ``port``, at any address, IPv4 or IPv6,
     in this network namespace (from ``/proc/net/tcp*``, which every process may read)."""

@@ -1,4 +1,4 @@
-"""``xdt bench transfer|platform|micro|soak``: measure xdt on this machine."""
+"""``xdt bench transfer|platform|micro|soak|apps|cost|all``: measure xdt on this machine."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from .._util.loops import LOOPS
 from .._util.units import format_duration, format_size, parse_size
+from .evaluation import add_parsers as add_evaluation
 
 __all__ = ["add_parser"]
 
@@ -87,6 +88,7 @@ def add_parser(commands: Any) -> None:
     soak.add_argument("--seed", type=int, default=0, help="of the mix of orders")
     soak.add_argument("--no-hostile", action="store_true", help="no attacker beside the load")
     soak.add_argument("--json", type=Path, default=None, help="write the results here")
+    add_evaluation(benches)
     transfer.set_defaults(run=_bench_transfer)
     soak.set_defaults(run=_bench_soak)
     platform.set_defaults(run=_bench_platform)
