@@ -47,9 +47,11 @@ def test_every_workflow_is_right_in_every_mode_and_its_usage_is_measured() -> No
         assert (r.inputs.redis_peak_bytes > 0) == (r.mode == "elasticache")
     moved = {(r.app, r.mode): r.inputs.moved_bytes for r in results if r.inputs}
     for app in APPS:
-        # Inline mode also counts the inline references' base64, a third more.
-        assert moved[(app, "xdt")] == pytest.approx(moved[(app, "s3")], rel=0.01)
+        # What crossed between instances: xdt's payloads once (sender's sidecar to the
+        # receiver's); a store's twice, up and down, but for the small ones that travel
+        # inline in either mode.
         assert moved[(app, "elasticache")] == pytest.approx(moved[(app, "s3")], rel=0.01)
+        assert moved[(app, "xdt")] < moved[(app, "s3")] <= 2 * moved[(app, "xdt")]
         assert moved[(app, "xdt")] > 0.2 * APPS[app].in_flight_bytes(1.0) * 0.5
 
 

@@ -113,3 +113,17 @@ def test_a_prices_file_of_another_shape_is_refused_saying_so(tmp_path: Path) -> 
         load_prices(broken)
     with pytest.raises(ValueError, match="cannot read the prices file"):
         load_prices(tmp_path / "missing.toml")
+
+
+def test_billed_memory_can_cover_what_instances_were_measured_to_hold() -> None:
+    # A 512 MiB function whose instance held 700.5 MiB: billed for 701 MiB under "peak".
+    use = FunctionUse("sender", 512 << 20, 1, 1000, peak_bytes=int(700.5 * (1 << 20)))
+    inputs = RunInputs("xdt", 1.0, (use,))
+    assert lines(inputs)["compute"] == pytest.approx(0.5 * 0.0000166667)
+    assert lines(inputs, billed_memory="peak")["compute"] == pytest.approx(
+        701 / 1024 * 0.0000166667
+    )
+    small = FunctionUse("small", 512 << 20, 1, 1000, peak_bytes=100 << 20)
+    assert small.billed_memory(CostParameters(billed_memory="peak")) == 512 << 20
+    with pytest.raises(ValueError, match="billed_memory: spec or peak"):
+        CostParameters(billed_memory="max")

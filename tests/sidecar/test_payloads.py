@@ -92,3 +92,16 @@ async def test_references_of_another_tenant_are_refused(
     with pytest.raises(xdt.WrongTenant):
         await other.get(token)
     await client.close()
+
+
+@pytest.mark.parametrize("mode", [TransferMode.ELASTICACHE, TransferMode.S3])
+async def test_storage_modes_send_small_payloads_inline_up_to_their_threshold(
+    make: Make, mode: TransferMode
+) -> None:
+    """As beside the paper's baselines: a recognition's few-byte answer travels in the
+    invocation, not through S3 (no store is configured here: touching one would fail)."""
+    assert TransferSettings(mode=mode).inline_up_to == 64 * KiB
+    assert TransferSettings(mode=mode, storage_threshold=0).inline_up_to == 0
+    payloads = make(mode, storage_threshold=2 * KiB)
+    assert await payloads.outbound(b"r" * 2 * KiB) == (b"r" * 2 * KiB, False)
+    assert (payloads.bytes_inline, payloads.bytes_by_reference) == (2 * KiB, 0)

@@ -314,11 +314,13 @@ def _measure(
     sampler = MemorySampler(platform.process.pid, interval=0.25)
     result.idle_memory_bytes = sampler.footprint()
     measured: list[_Run] = []
-    with sampler:
+    instances = _InstancePeaks(platform, {f["name"] for f in app.functions()})
+    with sampler, instances:
         for i in range(runs + 1):  # the first warms connections, pools and imports
             progress.on_run(app.key, mode, i, runs)
             try:
-                run = _run_once(platform, stores, app, order, folder)
+                run = _run_once(platform, stores, app, order, folder,
+                                watch_redis=mode == "elasticache")  # fmt: skip
             except _RunFailed as failure:
                 result.status, result.error = failure.status, str(failure)
                 break
@@ -328,7 +330,7 @@ def _measure(
                 result.summary = run.summary
     result.peak_memory_bytes = sampler.peak_memory
     if measured and result.correct:
-        result.inputs = _average(mode, measured)
+        result.inputs = _average(mode, measured, instances.peaks)
     return result
 
 
@@ -348,13 +350,24 @@ class _RunFailed(Exception):
 
 
 def _run_once(
-    platform: LaunchedPlatform, stores: LocalStores, app: App, order: bytes, folder: Path
+    platform: LaunchedPlatform,
+    stores: LocalStores,
+    app: App,
+    order: bytes,
+    folder: Path,
+    *,
+    watch_redis: bool = True,
 ) -> _Run:
-    before = _usage(platform)
-    with _RedisPeak(stores) as redis_peak:
-        started = time.perf_counter()
-        status, _, answer = platform.invoke(app.entry, order, timeout=RUN_TIMEOUT)
-        seconds = time.perf_counter() - started
+    try:
+        before = _usage(platform)
+        # Redis's memory only where it is used: polling it costs the run a little CPU.
+        with _RedisPeak(stores, watch=watch_redis) as redis_peak:
+            started = time.perf_counter()
+            status, _, answer = platform.invoke(app.entry, order, timeout=RUN_TIMEOUT)
+            seconds = time.perf_counter() - started
+        after = _usage(platform)  # before checking: keep-alive must not run on meanwhile
+    except (OSError, TimeoutError, ValueError, KeyError) as exc:
+        raise _RunFailed("failed", f"the platform did not answer: {exc!r}") from None
     if status != 200:
         text = answer.decode(errors="replace")
         with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -366,7 +379,8 @@ def _run_once(
         summary = app.check(folder, order, answer)
     except WrongAnswer as wrong:
         raise _RunFailed("wrong", f"WRONG ANSWER: {wrong}") from None
-    after = _usage(platform)
+    except Exception as exc:  # a checker that cannot read the answer: not a right one
+        raise _RunFailed("wrong", f"WRONG ANSWER: the checker failed on it: {exc!r}") from None
     used = {
         name: Usage.from_record(after[name]) - Usage.from_record(before[name])
         for name in after
@@ -382,7 +396,7 @@ def _usage(platform: LaunchedPlatform) -> dict[str, Any]:
         return functions
 
 
-def _average(mode: str, runs: Sequence[_Run]) -> RunInputs:
+def _average(mode: str, runs: Sequence[_Run], peaks: dict[str, int]) -> RunInputs:
     """The cost model's inputs for one run: the mean of each counter over the runs, the
     median duration, the highest Redis peak."""
     n = len(runs)
@@ -394,6 +408,7 @@ def _average(mode: str, runs: Sequence[_Run]) -> RunInputs:
             invocations=sum(r.used[name].invocations for r in runs) / n,
             billed_ms=sum(r.used[name].billed_ms for r in runs) / n,
             keep_alive_s=sum(r.used[name].keep_alive_s for r in runs) / n,
+            peak_bytes=peaks.get(name, 0),
         )
         for name in names
     )
@@ -410,18 +425,59 @@ def _average(mode: str, runs: Sequence[_Run]) -> RunInputs:
         s3_byte_seconds=sum(t.s3_byte_seconds for t in totals) / n,
         redis_commands=sum(t.redis_commands for t in totals) / n,
         redis_peak_bytes=max(r.redis_peak for r in runs),
-        moved_bytes=sum(sum(t.received_bytes.values()) for t in totals) / n,
-        s3_moved_bytes=sum(t.received_bytes["s3"] for t in totals) / n,
+        # What crossed between hosts: every byte received, and the uploads to a store.
+        moved_bytes=sum(_crossed(t) for t in totals) / n,
+        s3_moved_bytes=sum(t.received_bytes["s3"] + t.sent_bytes["s3"] for t in totals) / n,
     )
+
+
+class _InstancePeaks:
+    """The most memory one instance of each function held — its sidecar's and its
+    function process's own pages and the memfds they hold (the objects xdt keeps) — sampled
+    every 0.5 s: what a memory setting must cover."""
+
+    def __init__(self, platform: LaunchedPlatform, functions: set[str], interval: float = 0.5):
+        status = platform.status()["functions"]
+        self._instances = {
+            name: [[p for p in (i["sidecar_pid"], i["function_pid"]) if p]
+                   for i in status[name]["instances"]]
+            for name in functions if name in status
+        }  # fmt: skip
+        self.peaks = dict.fromkeys(self._instances, 0)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> _InstancePeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for name, instances in self._instances.items():
+                for pids in instances:
+                    held = sum(procfs.memory(p).own for p in pids) + procfs.memfd_bytes(pids)
+                    self.peaks[name] = max(self.peaks[name], held)
+            self._stop.wait(self._interval)
+
+
+def _crossed(usage: Usage) -> int:
+    stored = usage.sent_bytes["elasticache"] + usage.sent_bytes["s3"]
+    return sum(usage.received_bytes.values()) + stored
 
 
 class _RedisPeak:
     """The most memory Redis used above where it was when the run began, sampled every 2 ms
     (a run's objects live for at least a hop, milliseconds)."""
 
-    def __init__(self, stores: LocalStores, interval: float = 0.002) -> None:
+    def __init__(self, stores: LocalStores, interval: float = 0.002, *, watch: bool = True) -> None:
         self._redis = stores.redis
         self._interval = interval
+        self._watching = watch
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -430,13 +486,15 @@ class _RedisPeak:
         return int(self._redis.info("memory")["used_memory"])
 
     def __enter__(self) -> _RedisPeak:
-        self._base = self._used()
-        self._thread.start()
+        if self._watching:
+            self._base = self._used()
+            self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self._watching:
+            self._stop.set()
+            self._thread.join()
 
     def _watch(self) -> None:
         while not self._stop.is_set():

@@ -7,7 +7,8 @@ sum of these lines — every one is listed, zero or not, so that no component hi
 
 ==============  =============================================================================
 compute         Lambda GB-s: every invocation's billed duration (rounded up to 1 ms) × its
-                function's ``memory`` setting × the GB-s price of ``architecture``
+                function's ``memory`` setting (or, ``billed_memory=peak``, at least what its
+                instances were measured to hold) × the GB-s price of ``architecture``
 requests        Lambda's price per invocation
 keep-alive      xdt: an instance that holds objects after its answer must stay up until they
                 are pulled; that time × its memory is billed as GB-s too
@@ -149,8 +150,11 @@ class CostParameters:
     elasticache_reserved: float = 0.25  # ElastiCache's reserved-memory-percent default
     elasticache_min_nodes: int = 1
     cross_az_fraction: float = 0.0  # of the bytes moved between instances, crossing AZs
+    billed_memory: str = "spec"  # spec: each function's `memory`; peak: at least its peak
 
     def __post_init__(self) -> None:
+        if self.billed_memory not in ("spec", "peak"):
+            raise ValueError(f"billed_memory: spec or peak, not {self.billed_memory!r}")
         if self.architecture not in ("x86", "arm"):
             raise ValueError(f"architecture: x86 or arm, not {self.architecture!r}")
         if not self.runs_per_hour > 0:
@@ -186,6 +190,8 @@ class CostParameters:
             "elasticache_reserved": "fraction of a node's memory ElastiCache reserves",
             "elasticache_min_nodes": "nodes at least",
             "cross_az_fraction": "fraction of the bytes moved that crosses AZs",
+            "billed_memory": "spec: each function's memory setting; peak: at least what "
+            "its instances were measured to hold",
         }
         return [(f"{name} = {getattr(self, name)}", text) for name, text in explained.items()]
 
@@ -205,6 +211,14 @@ class FunctionUse:
     invocations: float
     billed_ms: float
     keep_alive_s: float = 0.0
+    peak_bytes: int = 0  # the most one of its instances held (sidecar and function), measured
+
+    def billed_memory(self, parameters: CostParameters) -> int:
+        """The memory setting it is billed for: its spec's, or (``billed_memory=peak``) at
+        least what an instance was measured to hold, rounded up to a MiB."""
+        if parameters.billed_memory == "peak":
+            return max(self.memory_bytes, -(-self.peak_bytes // (1 << 20)) << 20)
+        return self.memory_bytes
 
 
 @dataclass(frozen=True)
@@ -269,9 +283,10 @@ def cost(
     """What one run costs, line by line (see the module docstring)."""
     prices = prices or load_prices()
     gb_s_price = prices.gb_second(parameters.architecture)
-    gb_s = sum(f.billed_ms / 1000 * f.memory_bytes / GIB for f in inputs.functions)
+    memory = {f.name: f.billed_memory(parameters) / GIB for f in inputs.functions}
+    gb_s = sum(f.billed_ms / 1000 * memory[f.name] for f in inputs.functions)
     invocations = sum(f.invocations for f in inputs.functions)
-    kept_gb_s = sum(f.keep_alive_s * f.memory_bytes / GIB for f in inputs.functions)
+    kept_gb_s = sum(f.keep_alive_s * memory[f.name] for f in inputs.functions)
     puts = sum(n for op, n in inputs.s3_requests.items() if op not in S3_GET_CLASS | S3_FREE)
     gets = sum(n for op, n in inputs.s3_requests.items() if op in S3_GET_CLASS)
     stored_gb_months = inputs.s3_byte_seconds / 1e9 / prices.seconds_per_month

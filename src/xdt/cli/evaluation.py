@@ -189,27 +189,32 @@ def _report_apps(
         )  # fmt: skip
         for column in ("app", "mode", "median", "min–max", "vs s3", "$ / 1M", "vs s3 $",
                        "memory"):  # fmt: skip
-            table.add_column(column, justify="left" if column in ("app", "mode") else "right")
+            table.add_column(column, justify="left" if column in ("app", "mode") else "right",
+                             no_wrap=True, min_width=11 if column == "mode" else None)  # fmt: skip
         rows = [r for r in results if r.scale_label == label]
+        notes: list[str] = []
         for r in rows:
             s3 = next((o for o in rows if (o.app, o.mode) == (r.app, "s3") and o.correct), None)
             name = f"{r.app.upper()} ×{r.scale:g}"
             if not r.correct:
-                status = {"over-inline-limit": "over the 6 MiB inline limit",
-                          "wrong": "[red]WRONG ANSWER"}  # fmt: skip
+                status = {"over-inline-limit": "-", "wrong": "[red]WRONG"}
                 table.add_row(name, r.mode, status.get(r.status, "[red]failed"))
+                notes.append(f"{r.app.upper()} in {r.mode}: " + {
+                    "over-inline-limit": "a payload is over inline mode's 6 MiB limit",
+                }.get(r.status, r.error or r.status))  # fmt: skip
                 continue
             priced = cost(r.inputs, parameters, prices)
             s3_priced = cost(s3.inputs, parameters, prices) if s3 and s3.inputs else None
             table.add_row(
-                name, r.mode, _ms(r.median_s), f"{_ms(min(r.times_s), unit=False)}–"
-                f"{_ms(max(r.times_s))}",
+                name, r.mode, _ms(r.median_s), f"{_ms(min(r.times_s))}–{_ms(max(r.times_s))}",
                 f"{s3.median_s / r.median_s:.2f}×" if s3 else "-",
                 f"{priced.per_million_runs:,.2f}",
                 f"{s3_priced.per_run / priced.per_run:.1f}×" if s3_priced else "-",
                 format_size(r.peak_memory_bytes).replace(" ", ""),
             )  # fmt: skip
         console.print(table)
+        for note in notes:
+            console.print(f"  {escape(note)}")
     comparisons = compare(results, parameters, prices)
     for baseline in ("s3", "elasticache"):
         mine = [c for c in comparisons if c.baseline == baseline]
@@ -254,9 +259,9 @@ def _report_apps(
     return 1 if wrong else 0
 
 
-def _ms(seconds: float, *, unit: bool = True) -> str:
-    """Whole milliseconds, for narrow tables."""
-    return f"{seconds * 1000:,.0f}" + (" ms" if unit else "")
+def _ms(seconds: float) -> str:
+    """Whole milliseconds, for narrow tables (the title says the unit)."""
+    return f"{seconds * 1000:,.0f}"
 
 
 def _bench_cost(args: argparse.Namespace, console: Console) -> int:

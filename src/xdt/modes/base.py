@@ -63,16 +63,20 @@ class TransferSettings:
     mode: TransferMode = TransferMode.XDT
     inline_limit: int = 6 << 20  # the largest invocation body (AWS Lambda's synchronous 6 MB)
     xdt_threshold: int = 64 << 10  # xdt mode: payloads up to this travel inline
+    # elasticache and s3: payloads up to this travel inline too, as small control messages
+    # and answers do beside the paper's baselines (vSwarm stores the frames, the video, the
+    # dataset, not a recognition's few-byte reply); 0 stores every non-empty payload.
+    storage_threshold: int = 64 << 10
     object_ttl: float = 60.0  # how long an unclaimed transferred object lives
 
     @property
     def inline_up_to(self) -> int:
         """The biggest payload an invocation carries as itself in this mode: all up to the
-        inline limit in inline mode, small ones in xdt mode, none (but empty) in the storage
-        modes, which move every payload by reference, as their baselines do."""
+        inline limit in inline mode, small ones in the others (``xdt_threshold`` in xdt mode,
+        ``storage_threshold`` in the storage modes)."""
         if self.mode is TransferMode.INLINE:
             return self.inline_limit
-        return self.xdt_threshold if self.mode is TransferMode.XDT else 0
+        return self.xdt_threshold if self.mode is TransferMode.XDT else self.storage_threshold
 
 
 DEFAULT_TRANSFER_SETTINGS = TransferSettings()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import io
+import math
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ from .base import Data, StorageCounts, StoreSettings, checked, plain, stored_ref
 __all__ = ["MULTIPART_THRESHOLD", "S3Path", "remove_left_by"]
 
 MULTIPART_THRESHOLD = 16 << 20
+MAX_STAY = 24 * 3600.0  # the object store's max_ttl
 LIST_INTERVAL = 1.0  # seconds between listings of the unclaimed objects
 BUDGET_SUFFIX = ".pulls"
 _BUDGET_ATTEMPTS = 16  # conditional writes lost to concurrent pulls before giving up
@@ -86,8 +88,10 @@ class S3Path:
             self.counts.requests[event_name.rsplit(".", 1)[-1]] += 1
 
     def _stayed(self, size: int, put_at: float | None) -> None:
-        if put_at is not None:
-            self.counts.byte_seconds += size * max(0.0, time.time() - put_at)
+        # The put time is the bucket's word, which anyone who can write to it may change:
+        # a stay is at least nothing and at most the longest life an object may have.
+        if put_at is not None and math.isfinite(put_at):
+            self.counts.byte_seconds += size * min(MAX_STAY, max(0.0, time.time() - put_at))
 
     def _key(self, object_id: bytes, sender: str | None = None) -> str:
         return f"xdt/{sender or self.sender}/{object_id.hex()}"

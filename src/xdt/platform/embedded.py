@@ -114,6 +114,8 @@ class Platform:
         self.cleaned: list[Path] = []  # run folders of platforms that died without stopping
         self.stores: EmbeddedStores | None = None
         self._janitor: Janitor | None = None
+        self._usage_lock = asyncio.Lock()
+        self._usage_read: tuple[float, UsageReport] | None = None  # (began at, the reading)
         self.identities: dict[str, Identity] | None = None  # None: not isolated
         self.sandboxed = False  # isolated functions in bubblewrap (xdt.platform.sandbox)
 
@@ -319,7 +321,20 @@ class Platform:
         }
 
     async def usage(self) -> UsageReport:
-        """What each function used since the platform started, with its billed memory."""
+        """What each function used since the platform started, with its billed memory,
+        read fresh from every instance. One reading at a time: a caller gets the first one
+        that began after it asked, so a flood of requests costs one reading per reading's
+        time, not one each."""
+        asked = time.monotonic()
+        async with self._usage_lock:
+            if self._usage_read is not None and self._usage_read[0] >= asked:
+                return self._usage_read[1]
+            began = time.monotonic()
+            report = await self._read_usage()
+            self._usage_read = (began, report)
+            return report
+
+    async def _read_usage(self) -> UsageReport:
         names = list(self.deployments)
         used = await asyncio.gather(*(self.deployments[n].usage() for n in names))
         return {

@@ -109,6 +109,7 @@ class Instance:
     pool: ConnectionPool | None = None  # the activator's connections to the sidecar's ingress
     tasks: TaskSet = field(default_factory=TaskSet)
     usage: Usage = field(default_factory=Usage)  # as its sidecar last reported it
+    usage_asked: float = 0.0  # when that reading was asked for
 
     @property
     def serving(self) -> bool:
@@ -431,15 +432,18 @@ class InstanceManager:
         reported when the sidecar does not answer (stopped, crashed, busy)."""
         if instance.sidecar is None or instance.sidecar.returncode is not None:
             return instance.usage
+        asked = time.monotonic()
         try:
             async with self.session.get(
                 f"{instance.ingress_url}/xdt/usage",
                 headers={HOP_HEADER: self.keyring.hop_secret()},
                 timeout=aiohttp.ClientTimeout(total=USAGE_TIMEOUT),
             ) as response:
-                instance.usage = Usage.from_record(await response.json())
+                usage = Usage.from_record(await response.json())
         except (aiohttp.ClientError, TimeoutError, ValueError):
-            pass
+            return instance.usage
+        if asked >= instance.usage_asked:  # of two readings in flight, the later one stands
+            instance.usage, instance.usage_asked = usage, asked
         return instance.usage
 
     def begin_drain(self, instance: Instance) -> None:

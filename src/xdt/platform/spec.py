@@ -111,6 +111,7 @@ class PlatformSpec:
     # -- transfers (see xdt.modes) --
     transfer: str | None = None  # overrides every function's transfer mode when set
     xdt_threshold: int = DEFAULT_TRANSFER_SETTINGS.xdt_threshold  # xdt: up to this inline
+    storage_threshold: int = DEFAULT_TRANSFER_SETTINGS.storage_threshold  # elasticache, s3
     object_ttl: float = DEFAULT_TRANSFER_SETTINGS.object_ttl  # an unclaimed object's life
     # How long an idle sidecar keeps its warm buffers (and warm heap) before giving them back:
     # memory held for the next big payload against memory for everyone else.
@@ -156,6 +157,7 @@ class Spec:
             mode=self.mode_of(function),
             inline_limit=settings.inline_limit,
             xdt_threshold=settings.xdt_threshold,
+            storage_threshold=settings.storage_threshold,
             object_ttl=settings.object_ttl,
         )
 
@@ -240,7 +242,7 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _autoscaler(value)
         elif key == "transfer":
             values[key] = _mode(value, where)
-        elif key == "xdt_threshold":
+        elif key in ("xdt_threshold", "storage_threshold"):
             values[key] = _size(value, where, low=0)
         elif key in ("object_ttl", "keep_warm"):
             values[key] = _positive_duration(value, where)

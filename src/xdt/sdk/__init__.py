@@ -112,8 +112,9 @@ async def gather(references: Sequence[str]) -> list[bytes]:
 async def broadcast(function: str, data: Data, n: int) -> list[bytes]:
     """Invoke ``function`` ``n`` times on the same ``data``, stored once (one object, one
     buffer, n pulls); the answers in order. The object is released when all have answered.
-    A payload small enough to travel inline in this function's mode (``xdt_threshold`` in
-    xdt mode) is not stored: its "reference" is the bytes themselves, sent n times."""
+    A payload small enough to travel inline in this function's mode (``xdt_threshold``, or
+    ``storage_threshold`` in the storage modes) is not stored: its "reference" is the bytes
+    themselves, sent n times."""
     reference = await _put(data, pulls=None, ttl=None, inline_small=True)
     try:
         meta = {"function": function, "forwarded": True}

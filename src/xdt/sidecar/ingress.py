@@ -135,11 +135,13 @@ class Ingress:
         self.stats.request_in()  # before the breaker: queued requests are demand too
         self.keep_alive.busy(self.stats.concurrency)
         self.requests_total += 1
-        started = time.monotonic()
+        started: float | None = None  # admitted: from here it is billed (not while queued)
         billed = False
         try:
 
             async def work() -> FunctionAnswer:
+                nonlocal started
+                started = time.monotonic()
                 payload = await self.payloads.inbound(body, by_reference)
                 return await self.upstream.invoke(payload)
 
@@ -160,7 +162,6 @@ class Ingress:
                 request, answer.status, headers, chunks_of(answer_body), len(answer_body)
             )
         except XdtError as exc:
-            billed = billed or isinstance(exc, Overloaded)  # refused before it ran: not billed
             return error_response(exc, function=function)
         finally:
             if not billed:
@@ -168,9 +169,10 @@ class Ingress:
             self.stats.request_out()
             self.keep_alive.busy(self.stats.concurrency)
 
-    def _bill(self, started: float) -> bool:
-        self.invocations += 1
-        self.billed_ms += billed_ms(time.monotonic() - started)
+    def _bill(self, started: float | None) -> bool:
+        if started is not None:  # None: refused or timed out in the breaker's queue
+            self.invocations += 1
+            self.billed_ms += billed_ms(time.monotonic() - started)
         return True
 
     async def _admit(self, work: Callable[[], Awaitable[FunctionAnswer]]) -> FunctionAnswer:

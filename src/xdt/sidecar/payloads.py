@@ -7,8 +7,8 @@ and is otherwise stored by the mode's data path and replaced by its reference, m
 
     inline       always inline; over the inline limit → 413 naming the limit and the modes
     xdt          inline up to xdt_threshold (64 KiB), above it an object in this sidecar
-    elasticache  by reference through Redis (every non-empty payload, as the baseline does)
-    s3           by reference through S3 (likewise)
+    elasticache  inline up to storage_threshold (64 KiB), above it by reference through Redis
+    s3           likewise, through S3
 
 Inbound, a reference is resolved into bytes whatever its mode (the reference says which), so
 the function always sees ordinary bytes. A caller's sidecar marks its requests with
@@ -117,14 +117,16 @@ class Payloads:
         ttl = ttl or self.settings.object_ttl
         size = size_of(data)
         token = await self._path(mode).put(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
-        self.sent[mode.label] += size
+        if mode is not TransferMode.INLINE:  # an inline one moves inside a body, counted there
+            self.sent[mode.label] += size
         return token
 
     async def get(self, token: str) -> Payload:
         """The payload behind a reference: checked bytes, or a sealed memfd the caller owns."""
         path, ref = self._route(token)
         payload = await path.get(token, ref)
-        self.received[path.mode.label] += size_of(payload)
+        if path.mode is not TransferMode.INLINE:  # it came inside a body, counted there
+            self.received[path.mode.label] += size_of(payload)
         return payload
 
     def usage(self) -> Usage:
