@@ -116,6 +116,7 @@ class AppResult:
     peak_memory_bytes: int = 0
     idle_memory_bytes: int = 0
     in_flight_bytes: int = 0  # the app's own estimate for this scale
+    asked: str = ""  # the scale as asked (--scale), which groups results in tables
 
     @property
     def correct(self) -> bool:
@@ -123,9 +124,11 @@ class AppResult:
 
     @property
     def scale_label(self) -> str:
-        """ "1× (default)", else the payload bytes a run moves: apps at a scale of their own
-        each, side by side."""
-        return "1× (default)" if self.scale == 1.0 else format_size(self.in_flight_bytes)
+        """ "1× (default)", else the scale as asked (each app at a multiplier of its own for
+        "128 MiB in flight"), so that the apps of one request sit side by side."""
+        if self.scale == 1.0 and self.asked in ("", "1×"):
+            return "1× (default)"
+        return self.asked or f"{self.scale:.3g}×"
 
     @property
     def median_s(self) -> float:
@@ -149,6 +152,7 @@ class AppResult:
             "times_s": [round(t, 6) for t in self.times_s],
             "bytes_moved": int(self.inputs.moved_bytes) if self.inputs else 0,
             "in_flight_bytes": self.in_flight_bytes,
+            "asked_scale": self.asked,
             "peak_memory_bytes": self.peak_memory_bytes,
             "idle_memory_bytes": self.idle_memory_bytes,
             "summary": self.summary,
@@ -178,6 +182,7 @@ class AppResult:
                 peak_memory_bytes=int(record.get("peak_memory_bytes", 0)),
                 idle_memory_bytes=int(record.get("idle_memory_bytes", 0)),
                 in_flight_bytes=int(record.get("in_flight_bytes", 0)),
+                asked=str(record.get("asked_scale", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BenchInputError(
@@ -274,6 +279,7 @@ def run_apps_bench(
                     for app in chosen:
                         result = _measure(platform, stores, app, mode, scale.for_app(app),
                                           runs, seed, code / app.package, progress)  # fmt: skip
+                        result.asked = str(scale)
                         results.append(result)
                         progress.on_result(result)
                 finally:

@@ -284,7 +284,7 @@ def _results_table(
         assert priced is not None
         ratio = f"{s3_cost.per_run / priced.per_run:.2f}×" if s3_cost else "-"
         lines.append(
-            f"| {r.app.upper()} (×{r.scale:g}) | {r.mode} | {format_duration(r.median_s)} | "
+            f"| {r.app.upper()} (×{r.scale:.3g}) | {r.mode} | {format_duration(r.median_s)} | "
             f"{format_duration(min(r.times_s))}–{format_duration(max(r.times_s))} | "
             f"{len(r.times_s)} | {speed} | ${priced.per_million_runs:,.2f} | {ratio} | "
             f"{format_size(int(r.inputs.moved_bytes)) if r.inputs else '-'} | "
@@ -368,7 +368,7 @@ def _case_by_case(
         passing = _data_passing(costs[(c.app, c.scale, c.baseline)]) * 1e6
         moved = format_size(int(xdt.inputs.moved_bytes)) if xdt.inputs else "?"
         lines.append(
-            f"- **{c.app.upper()} ×{c.scale:g} vs {c.baseline}**: {c.speedup:.2f}× as fast "
+            f"- **{c.app.upper()} ×{c.scale:.3g} vs {c.baseline}**: {c.speedup:.2f}× as fast "
             f"({'reaches' if c.speedup >= low else 'misses'} the paper's {low:g}×), "
             f"{c.cheaper:.2f}× cheaper ({'reaches' if c.cheaper >= cheap_low else 'misses'} "
             f"{cheap_low:g}×). A run moves {moved}; passing it through {c.baseline} took "
@@ -434,7 +434,7 @@ def _memory_section(
         lines.append("- no instance held more than its function's memory setting.")
     for r, f in over:
         lines.append(
-            f"- {r.app.upper()} ×{r.scale:g} in {r.mode}: `{f.name}` "
+            f"- {r.app.upper()} ×{r.scale:.3g} in {r.mode}: `{f.name}` "
             f"{format_size(f.peak_bytes)}, over its {format_size(f.memory_bytes)}"
         )
     peak = dataclasses.replace(parameters, billed_memory="peak")
@@ -463,7 +463,7 @@ def _breakdown(
             continue
         parts = priced.breakdown_per_million()
         lines.append(
-            f"| {r.app.upper()} | ×{r.scale:g} | {r.mode} | "
+            f"| {r.app.upper()} | ×{r.scale:.3g} | {r.mode} | "
             + " | ".join(f"{parts[c]:,.2f}" for c in COMPONENTS)
             + f" | {priced.per_million_runs:,.2f} |"
         )

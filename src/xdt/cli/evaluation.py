@@ -37,7 +37,11 @@ def add_parsers(benches: Any) -> None:
     apps.add_argument(
         "--scale", default="1",
         help="a multiplier of each app's default size (1: the paper's), or the payload bytes "
-        "one run moves, e.g. 128MiB",
+        "one run moves, e.g. 128MiB; several, comma-separated: 1,128MiB",
+    )  # fmt: skip
+    apps.add_argument(
+        "--micro", type=Path, default=None,
+        help="xdt bench micro --json records to put in the report (with --out)",
     )  # fmt: skip
     apps.add_argument("--runs", type=int, default=None, help="timed runs after a warm-up (5)")
     apps.add_argument("--quick", action="store_true", help="3 runs each: a few minutes in all")
@@ -55,6 +59,10 @@ def add_parsers(benches: Any) -> None:
     priced.add_argument("--results", type=Path, required=True, help="xdt bench apps --json file")
     priced.add_argument("--json", type=Path, default=None, help="write the priced records here")
     priced.add_argument("--report", type=Path, default=None, help="write REPORT.md and plots here")
+    priced.add_argument(
+        "--micro", type=Path, default=None,
+        help="xdt bench micro --json records, for the report's micro section",
+    )  # fmt: skip
     _cost_options(priced)
     priced.set_defaults(run=_bench_cost)
 
@@ -116,14 +124,17 @@ def _bench_apps(args: argparse.Namespace, console: Console) -> int:
         parameters, prices = _pricing(args)
         apps = [a.strip() for a in args.apps.split(",") if a.strip()]
         modes = [m.strip() for m in args.modes.split(",")] if args.modes else list(MODES)
-        scale = Scale.parse(args.scale)
+        scales = [Scale.parse(part.strip()) for part in args.scale.split(",") if part.strip()]
         runs = args.runs or (3 if args.quick else 5)
-        check_request(apps, modes, scale, runs)
+        for scale in scales or [Scale()]:
+            check_request(apps, modes, scale, runs)
+        micro = _micro_records(args.micro) if args.micro is not None else []
     except (_Refused, BenchInputError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
-    results = _run_apps(console, apps, modes, [scale], runs)
-    return _report_apps(console, results, parameters, prices, out=args.out, json_path=args.json)
+    results = _run_apps(console, apps, modes, scales or [Scale()], runs)
+    return _report_apps(console, results, parameters, prices, micro=micro, out=args.out,
+                        json_path=args.json)  # fmt: skip
 
 
 def _run_apps(
@@ -195,7 +206,7 @@ def _report_apps(
         notes: list[str] = []
         for r in rows:
             s3 = next((o for o in rows if (o.app, o.mode) == (r.app, "s3") and o.correct), None)
-            name = f"{r.app.upper()} ×{r.scale:g}"
+            name = f"{r.app.upper()} ×{r.scale:.3g}"
             if not r.correct:
                 status = {"over-inline-limit": "-", "wrong": "[red]WRONG"}
                 table.add_row(name, r.mode, status.get(r.status, "[red]failed"))
@@ -283,6 +294,7 @@ def _bench_cost(args: argparse.Namespace, console: Console) -> int:
             raise _Refused(f"{args.results}: a list of xdt bench apps records, got none")
         results = [AppResult.from_record(r) for r in records]
         records = []
+        micro = _micro_records(args.micro) if args.micro is not None else []
     except (_Refused, BenchInputError) as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
@@ -322,10 +334,23 @@ def _bench_cost(args: argparse.Namespace, console: Console) -> int:
         args.json.write_text(json.dumps(records, indent=2) + "\n")
         console.print(f"wrote {len(records)} priced records to {args.json}")
     if args.report is not None:
-        report = write_report(args.report, results, parameters=parameters, prices=prices,
-                              command="xdt " + " ".join(sys.argv[1:]))  # fmt: skip
+        report = write_report(args.report, results, micro=micro, parameters=parameters,
+                              prices=prices, command="xdt " + " ".join(sys.argv[1:]))  # fmt: skip
         console.print(f"wrote {report}")
     return 0
+
+
+def _micro_records(path: Path) -> list[Any]:
+    import dataclasses
+
+    from ..bench.micro import MicroCase
+
+    names = {f.name for f in dataclasses.fields(MicroCase)}
+    try:
+        loaded = json.loads(path.read_text())
+        return [MicroCase(**{k: v for k, v in r.items() if k in names}) for r in loaded]
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise _Refused(f"{path}: not the records of xdt bench micro --json ({exc!r})") from None
 
 
 def _bench_all(args: argparse.Namespace, console: Console) -> int:

@@ -31,6 +31,7 @@ VISIT = np.dtype(
      ("ad_revenue", "<i8"), ("duration", "<i4"), ("country", "<u4")]
 )  # fmt: skip
 SHUFFLED = np.dtype([("network", "<u4"), ("revenue", "<i8")])
+TTL = 900.0  # partitions wait for the slowest mapper: longer than the default object_ttl
 
 
 async def driver(body: bytes) -> bytes:
@@ -52,7 +53,7 @@ async def mapper(body: bytes) -> bytes:
     order = json.loads(body)
     visits = input_part(order["seed"], order["part"], order["rows"])
     partitions = partition(visits, order["reducers"])
-    references = [await xdt.put(p.tobytes()) for p in partitions]
+    references = [await xdt.put(p.tobytes(), ttl=TTL) for p in partitions]
     return json.dumps(references).encode()
 
 

@@ -23,13 +23,16 @@ import numpy as np
 import xdt
 
 TRAINERS = ("linear-svr", "lasso", "random-forest", "k-neighbors")
+# Objects wait for the slowest trainer: at hundreds of MB a fit takes longer than the
+# platform's default object_ttl (60 s), so the workflow asks for a life of its own.
+TTL = 900.0
 
 
 async def driver(body: bytes) -> bytes:
     order = json.loads(body)
     features, labels = dataset(order["samples"], order["features"], order["seed"])
     # One object, four pulls: each trainer fetches the dataset itself (a broadcast).
-    shared = await xdt.put(encode(features, labels), pulls=len(TRAINERS))
+    shared = await xdt.put(encode(features, labels), pulls=len(TRAINERS), ttl=TTL)
     calls = [json.dumps({"model": model, "data": shared, "seed": order["seed"]}).encode()
              for model in TRAINERS]  # fmt: skip
     predictions = [r.decode() for r in await xdt.scatter("set-trainer", calls)]
@@ -42,7 +45,7 @@ async def trainer(body: bytes) -> bytes:
     order = json.loads(body)
     features, labels = decode(await xdt.get(order["data"]))
     predicted = train_and_predict(order["model"], features, labels, order["seed"])
-    return (await xdt.put(predicted.astype(np.float64).tobytes())).encode()
+    return (await xdt.put(predicted.astype(np.float64).tobytes(), ttl=TTL)).encode()
 
 
 async def reducer(body: bytes) -> bytes:
@@ -99,8 +102,12 @@ def train_and_predict(model: str, features: Any, labels: Any, seed: int) -> np.n
     from sklearn.svm import LinearSVR
 
     made = {
-        "linear-svr": lambda: LinearSVR(random_state=seed, max_iter=2000),
-        "lasso": lambda: Lasso(alpha=0.01, random_state=seed),
+        # Squared loss: the primal solver, for many rows (the dual took 74 s at 16,350 ×
+        # 1,024 rows, the primal 3.3 s); dual for few (the paper's 300).
+        "linear-svr": lambda: LinearSVR(
+            loss="squared_epsilon_insensitive", dual="auto", random_state=seed
+        ),
+        "lasso": lambda: Lasso(alpha=0.1, max_iter=1000, random_state=seed),
         "random-forest": lambda: RandomForestRegressor(
             n_estimators=2, max_depth=2, random_state=seed
         ),
