@@ -138,7 +138,7 @@ def plot_apps(
     figure, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells), 4), squeeze=False)
     for axis, (panel, app) in zip(axes[0], cells, strict=True):
         bottoms = [0.0] * len(modes)
-        for component in COMPONENTS:
+        for index, component in enumerate(COMPONENTS):
             heights = []
             for mode in modes:
                 r = next((r for r in results if (r.scale_label, r.app, r.mode)
@@ -146,7 +146,8 @@ def plot_apps(
                 priced = costs.get((r.app, r.scale, mode)) if r is not None else None
                 heights.append(priced.breakdown_per_million()[component] if priced else 0.0)
             if any(heights):
-                axis.bar(modes, heights, bottom=bottoms, label=component)
+                # One colour per component in every panel, so that one legend reads them all.
+                axis.bar(modes, heights, bottom=bottoms, label=component, color=f"C{index}")
                 bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
         axis.set_title(f"{app.upper()}, {panel}")
         axis.tick_params(axis="x", labelrotation=45)
