@@ -10,8 +10,7 @@ import json
 import os
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -207,13 +206,7 @@ def test_inline_mode_refuses_what_is_over_its_limit_and_names_the_other_modes(
     assert "transfer: xdt, elasticache or s3" in message
 
 
-def usage(platform: RunningPlatform) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{platform.url}/usage", timeout=30) as answer:
-        functions: dict[str, Any] = json.loads(answer.read())["functions"]
-        return functions
-
-
-def used_since(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Usage]:
+def used_since(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Usage]:
     return {
         name: Usage.from_record(after[name]) - Usage.from_record(before[name]) for name in after
     }
@@ -227,7 +220,7 @@ def test_the_platform_counts_what_each_mode_moved_billed_and_asked_of_its_store(
     agree with the Redis and S3 servers' own counts."""
     mode: str = platform.mode  # type: ignore[attr-defined]
     size = MiB // 2
-    before = usage(platform)
+    before = platform.usage()
     assert {f["memory_bytes"] for f in before.values()} == {512 << 20}
     stores.reset_counters()
     assert (
@@ -235,7 +228,7 @@ def test_the_platform_counts_what_each_mode_moved_billed_and_asked_of_its_store(
     )
     gathered = call(platform, "gather", {"size": size, "seed": 81, "n": 4})
     assert gathered["result"] == [describe(make(size, 81 + i)) for i in range(4)]
-    used = used_since(before, usage(platform))
+    used = used_since(before, platform.usage())
     redis_calls, s3_calls = stores.redis_calls(), stores.s3_requests_by_method()
 
     # Invocations, each counted where it ran; a caller is billed for the time it waited on

@@ -20,13 +20,11 @@ import json
 import shutil
 import statistics
 import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -36,7 +34,7 @@ from ..apps import APPS, App, WrongAnswer
 from ..modes import MODES
 from ..sidecar.usage import Usage
 from ..testing import LaunchedPlatform, LocalStores
-from ._memory import MemorySampler
+from ._memory import MemorySampler, Sampler
 from .cost import (
     DEFAULT_PARAMETERS,
     CostParameters,
@@ -365,13 +363,13 @@ def _run_once(
     watch_redis: bool = True,
 ) -> _Run:
     try:
-        before = _usage(platform)
+        before = platform.usage()
         # Redis's memory only where it is used: polling it costs the run a little CPU.
         with _RedisPeak(stores, watch=watch_redis) as redis_peak:
             started = time.perf_counter()
             status, _, answer = platform.invoke(app.entry, order, timeout=RUN_TIMEOUT)
             seconds = time.perf_counter() - started
-        after = _usage(platform)  # before checking: keep-alive must not run on meanwhile
+        after = platform.usage()  # before checking: keep-alive must not run on meanwhile
     except (OSError, TimeoutError, ValueError, KeyError) as exc:
         raise _RunFailed("failed", f"the platform did not answer: {exc!r}") from None
     if status != 200:
@@ -394,12 +392,6 @@ def _run_once(
     }
     memory = {name: int(after[name]["memory_bytes"]) for name in used}
     return _Run(seconds, used, memory, redis_peak.peak, summary)
-
-
-def _usage(platform: LaunchedPlatform) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{platform.url}/usage", timeout=30) as answer:
-        functions: dict[str, Any] = json.loads(answer.read())["functions"]
-        return functions
 
 
 def _average(mode: str, runs: Sequence[_Run], peaks: dict[str, int]) -> RunInputs:
@@ -437,7 +429,7 @@ def _average(mode: str, runs: Sequence[_Run], peaks: dict[str, int]) -> RunInput
     )
 
 
-class _InstancePeaks:
+class _InstancePeaks(Sampler):
     """The most memory one instance of each function held — its sidecar's and its
     function process's own pages and the memfds they hold (the objects xdt keeps) — sampled
     every 0.5 s: what a memory setting must cover."""
@@ -450,25 +442,13 @@ class _InstancePeaks:
             for name in functions if name in status
         }  # fmt: skip
         self.peaks = dict.fromkeys(self._instances, 0)
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+        super().__init__(interval)
 
-    def __enter__(self) -> _InstancePeaks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            for name, instances in self._instances.items():
-                for pids in instances:
-                    held = sum(procfs.memory(p).own for p in pids) + procfs.memfd_bytes(pids)
-                    self.peaks[name] = max(self.peaks[name], held)
-            self._stop.wait(self._interval)
+    def sample(self) -> None:
+        for name, instances in self._instances.items():
+            for pids in instances:
+                held = sum(procfs.memory(p).own for p in pids) + procfs.memfd_bytes(pids)
+                self.peaks[name] = max(self.peaks[name], held)
 
 
 def _crossed(usage: Usage) -> int:
@@ -476,33 +456,28 @@ def _crossed(usage: Usage) -> int:
     return sum(usage.received_bytes.values()) + stored
 
 
-class _RedisPeak:
+class _RedisPeak(Sampler):
     """The most memory Redis used above where it was when the run began, sampled every 2 ms
     (a run's objects live for at least a hop, milliseconds)."""
 
     def __init__(self, stores: LocalStores, interval: float = 0.002, *, watch: bool = True) -> None:
+        super().__init__(interval)
         self._redis = stores.redis
-        self._interval = interval
         self._watching = watch
         self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _used(self) -> int:
         return int(self._redis.info("memory")["used_memory"])
 
-    def __enter__(self) -> _RedisPeak:
+    def __enter__(self) -> Self:
         if self._watching:
             self._base = self._used()
-            self._thread.start()
+            super().__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._watching:
-            self._stop.set()
-            self._thread.join()
+            super().__exit__(*exc_info)
 
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._used() - self._base)
-            self._stop.wait(self._interval)
+    def sample(self) -> None:
+        self.peak = max(self.peak, self._used() - self._base)

@@ -346,11 +346,3 @@ def pick_nodes(
         node = next((n for n in prices.nodes if n.memory_bytes >= needed_bytes), prices.nodes[-1])
     count = max(parameters.elasticache_min_nodes, math.ceil(needed_bytes / node.memory_bytes))
     return node, count
-
-
-def ratios(costs: Mapping[str, float], baseline: str) -> dict[str, float]:
-    """Each mode's cost as a multiple of ``baseline``'s (how many times cheaper xdt is)."""
-    base = costs.get(baseline)
-    if not base:
-        return {}
-    return {mode: base / value for mode, value in costs.items() if value}

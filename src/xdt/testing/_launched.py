@@ -30,7 +30,7 @@ from typing import cast
 
 from .._util.polling import until_sync
 from .._util.process import stop
-from ..platform.status import FunctionStatus, PlatformStatus
+from ..platform.status import FunctionStatus, PlatformStatus, UsageRecord, UsageReport
 
 _URL = re.compile(r"xdt is up at (http://\S+)")
 
@@ -72,6 +72,11 @@ class LaunchedPlatform:
         """The platform's ``/status``."""
         with urllib.request.urlopen(f"{self.url}/status", timeout=timeout) as answer:
             return cast(PlatformStatus, json.loads(answer.read()))
+
+    def usage(self, timeout: float = 30.0) -> dict[str, UsageRecord]:
+        """The platform's ``/usage``: what each function used, fresh from every instance."""
+        with urllib.request.urlopen(f"{self.url}/usage", timeout=timeout) as answer:
+            return cast(UsageReport, json.loads(answer.read()))["functions"]
 
     def function(self, name: str) -> FunctionStatus:
         """One function's part of ``/status``."""
