@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdt._core.buffers import Buffer, BufferPool, PoolLimits, sealed_buffer
+from xdt._core.buffers import PAGE, Buffer, BufferPool, PoolLimits, sealed_buffer
 from xdt._core.errors import PeerGone, ProtocolError
 from xdt._core.loans import LOANS
 from xdt.channel import FD_THRESHOLD, HEADER, Channel, Kind
@@ -190,22 +190,32 @@ async def test_a_lent_buffer_is_not_reused_when_the_channel_closes_unanswered(
     assert left.pool is not None and left.pool.acquire(BIG) is not lent
 
 
-async def test_bytes_too_big_to_pool_are_given_sealed_with_their_checksum() -> None:
+async def test_bytes_too_big_to_lend_are_given_sealed_and_made_again_after_the_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from xdt import channel
     from xdt._core.checksum import checksum
 
+    monkeypatch.setattr(channel, "LEND_UP_TO", FD_THRESHOLD)
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    left = Channel(a, BufferPool(PoolLimits(max_buffer_bytes=FD_THRESHOLD)))
-    right = Channel(b)
+    pool = BufferPool(PoolLimits(make_ahead_from=PAGE))
+    left, right = Channel(a, pool), Channel(b)
     try:
-        data = os.urandom(BIG)  # over the pool's biggest buffer: not lent, given
+        data = os.urandom(BIG)  # over what is lent: copied into a pool buffer, given sealed
         await left.send(Kind.CALL, {"op": "put"}, data)
-        assert left._lent is None
+        assert left._lent is None and pool.created == 1
         message = await right.receive()
         given = message.payload
         assert isinstance(given, Buffer) and given.sealed and given.view() == data
         assert given.checksum == checksum(data)  # computed by the maker, from its own bytes
         assert message.meta == {"op": "put"}  # the checksum rode in the metadata, taken out
         given.close()
+        assert pool.stats.made_ahead == 0  # not while the peer may hold the given one
+        await right.send(Kind.RESULT)
+        await left.receive()  # the answer: now the pool makes the next buffer ahead
+        reused = pool.acquire(BIG)  # waits for the one being made rather than making another
+        assert (pool.created, pool.reused, pool.stats.made_ahead) == (1, 1, 1)
+        assert reused is not given and not reused.sealed
     finally:
         left.close()
         right.close()

@@ -12,8 +12,12 @@ big payloads as sealed memfds passed alongside (SCM_RIGHTS) rather than streamed
   (an object's memfd passed on, or :func:`xdt.buffer`'s);
 - *lent* (``LENT``): a warm buffer from the sender's pool, sealed only against resizing (so
   mapping it is safe), which the sender reuses once the peer has answered. Fresh pages cost
-  more than copies (a new 64 MiB memfd: ~55 ms; refilling a warm one: ~7 ms), so bytes are
-  lent, and the receiver copies what it keeps.
+  more than copies (a new 64 MiB memfd: ~55 ms; refilling a warm one: ~7 ms), so bytes up to
+  :data:`LEND_UP_TO` are lent, and the receiver copies what it keeps.
+
+Bigger bytes are *given*: copied into a buffer of the sender's pool (warm, or made ahead) and
+sealed, so the receiver keeps it without a copy and nothing of that size stays lent; once the
+peer has answered (the next message) the pool makes the next such buffer ahead of need.
 
 Used both ways: the sidecar invokes the Python runtime (INVOKE → RESULT / FAILED), and the
 function's SDK calls its sidecar (CALL → RESULT / ERROR). One request at a time per
@@ -31,13 +35,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._core.buffers import Buffer, BufferPool, as_bytes, sealed_buffer
+from ._core.buffers import Buffer, BufferPool, as_bytes, sealed_buffer, sealed_copy
 from ._core.errors import PeerGone, ProtocolError
 from ._core.fdio import recv_fds, send_fds, sendall
 from ._core.loans import LOANS
 
 __all__ = [
     "FD_THRESHOLD",
+    "LEND_UP_TO",
     "Channel",
     "Kind",
     "Message",
@@ -45,6 +50,9 @@ __all__ = [
 
 HEADER = struct.Struct("!BBIQ")
 FD_THRESHOLD = 256 << 10  # below this a payload is cheaper to copy through the socket
+# Bytes payloads up to this are lent; bigger ones are given sealed (see above): lending them
+# costs the receiver a copy it must keep, a third payload's worth of memory on the way.
+LEND_UP_TO = 64 << 20
 # A loan the peer has not answered for this long is given up: dropped, not reused, so that an
 # idle channel does not pin a big warm buffer (256 MiB of memfds after a gather and 75 s idle).
 LOAN_IDLE_TIMEOUT = 5.0
@@ -102,6 +110,8 @@ class Channel:
         self.max_payload = max_payload  # what a peer we do not trust may send us, at most
         self._lent: Buffer | None = None
         self._loan_timer: asyncio.TimerHandle | None = None
+        # A pool buffer given away, to be made again once the peer has answered.
+        self._given: tuple[BufferPool, int] | None = None
 
     @classmethod
     async def connect(cls, path: str, pool: BufferPool | None = None) -> Channel:
@@ -187,8 +197,11 @@ class Channel:
                 return
             payload = as_bytes(payload)  # another process's memory is never passed on
         if len(payload) >= FD_THRESHOLD:
-            if self.pool is None or len(payload) > self.pool.limits.max_buffer_bytes:
-                await self.send(kind, meta, sealed_buffer(payload))
+            if len(payload) > LEND_UP_TO or self.pool is None:
+                given = (
+                    sealed_buffer(payload) if self.pool is None else sealed_copy(payload, self.pool)
+                )
+                await self.send(kind, meta, given)
                 return
             lent = self.pool.acquire(len(payload))
             lent.fill(payload)
@@ -208,6 +221,8 @@ class Channel:
 
     async def _give(self, kind: Kind, meta_bytes: bytes, buffer: Buffer) -> None:
         """Pass a sealed memfd for the peer to keep; ours is closed once sent."""
+        if buffer.made_by is not None:
+            self._given = (buffer.made_by, buffer.capacity)
         try:
             head = HEADER.pack(kind, _FLAG_FD, len(meta_bytes), buffer.size) + meta_bytes
             await self._write(head, buffer.fd)
@@ -260,6 +275,9 @@ class Channel:
             for fd in fds:
                 os.close(fd)
         self._return_lent()  # a whole message came back: the peer is done with what we lent
+        given, self._given = self._given, None
+        if given is not None:  # ... and with what we gave: its pages are likely gone by now
+            given[0].replenish(given[1])
         return Message(Kind(kind), meta, payload)
 
     async def _exactly(self, size: int, fds: list[int]) -> bytes:

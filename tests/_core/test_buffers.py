@@ -8,6 +8,7 @@ import mmap
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -481,4 +482,63 @@ def test_a_pool_keeps_no_buffer_over_its_biggest() -> None:
     pool.release(big)
     assert big.closed and not small.closed
     assert pool.idle_bytes == small.capacity
+    pool.close()
+
+
+# -- the warm reserve: big buffers while memory is plentiful ------------------------------------
+
+BIG_LIMITS = PoolLimits(
+    max_idle_bytes=64 * PAGE, max_buffer_bytes=64 * PAGE, big_buffer_bytes=4 * PAGE,
+    min_available_bytes=1 << 30, make_ahead_from=PAGE,
+)  # fmt: skip
+
+
+def test_a_big_buffer_is_kept_warm_while_memory_is_plentiful_and_given_back_under_pressure() -> (
+    None
+):
+    free = [8 << 30]
+    pool = BufferPool(BIG_LIMITS, available=lambda: free[0])
+    big = pool.acquire(16 * PAGE)
+    pool.release(big)
+    assert not big.closed and pool.idle_bytes == 16 * PAGE  # plenty: kept
+    assert pool.acquire(16 * PAGE) is big and pool.reused == 1
+    free[0] = 512 << 20  # now under min_available_bytes
+    pool.release(big)
+    assert big.closed and pool.idle_bytes == 0
+    assert pool.stats.trimmed_pressure_bytes == 16 * PAGE
+    small = pool.acquire(2 * PAGE)  # not big: kept whatever the host has free
+    pool.release(small)
+    assert not small.closed and pool.idle_bytes == 2 * PAGE
+
+
+def test_idle_big_buffers_go_when_memory_runs_short_or_they_idle_too_long() -> None:
+    free = [8 << 30]
+    pool = BufferPool(BIG_LIMITS, available=lambda: free[0])
+    big, small = pool.acquire(16 * PAGE), pool.acquire(PAGE)
+    pool.release(big)
+    pool.release(small)
+    assert pool.trim() == 0  # fresh, and memory is plentiful
+    free[0] = 0
+    assert pool.trim() == 16 * PAGE and big.closed and not small.closed
+    assert pool.stats.trimmed_pressure_bytes == 16 * PAGE
+    idle = BufferPool(replace(BIG_LIMITS, idle_seconds=0.0))
+    kept = idle.acquire(PAGE)
+    idle.release(kept)
+    assert idle.trim() == PAGE and kept.closed and idle.stats.trimmed_idle_bytes == PAGE
+
+
+def test_a_sealed_big_buffer_is_made_again_ahead_of_need_within_the_cap() -> None:
+    free = [8 << 30]
+    pool = BufferPool(BIG_LIMITS, available=lambda: free[0])
+    given = pool.acquire(16 * PAGE)
+    given.fill(b"published")
+    given.seal()
+    pool.release(given)  # given away sealed: closed, and a blank successor is made
+    again = pool.acquire(16 * PAGE)  # waits for the one being made, rather than making another
+    assert (pool.created, pool.reused, pool.stats.made_ahead) == (1, 1, 1)
+    assert again is not given and bytes(again.writable()[:9]) == bytes(9)  # blank
+    assert not pool.replenish(128 * PAGE)  # over the cap: not made
+    free[0] = 0
+    assert not pool.replenish(16 * PAGE)  # under pressure: not made
+    pool.release(again)
     pool.close()

@@ -33,7 +33,9 @@ PATTERN_FUNCTIONS = [
         ("reducer", "reducer"), ("shuffle", "shuffle"), ("put-get", "put_get"),
         ("try-get", "try_get"), ("put-only", "put_only"),
         ("filled-in-place", "filled_in_place"), ("sync-patterns", "sync_patterns"),
-        ("via-http", "via_http"),
+        ("via-http", "via_http"), ("view-digest", "view_digest"),
+        ("view-broadcast", "view_broadcast"), ("view-one", "view_one"),
+        ("sync-on-the-loop", "sync_on_the_loop"),
     ]
 ] + [
     {"name": "other-tenant", "handler": "patterns:try_get", "tenant": "someone-else"},
@@ -149,6 +151,33 @@ def test_sync_handlers_command_functions_and_filled_buffers_behave_the_same(
     # A command function gets an ordinary body, and its plain-HTTP call goes by the mode too.
     status, _, body = platform.invoke("via-http", json.dumps({"size": size, "seed": 70}).encode())
     assert (status, body.decode()) == (200, f"{expected} {expected}")
+
+
+def test_a_handler_can_take_its_payload_as_a_read_only_view(platform: RunningPlatform) -> None:
+    mode: str = platform.mode  # type: ignore[attr-defined]
+    size = 2 * MiB  # big enough to travel as a memfd
+    answers = call(platform, "view-broadcast", {"size": size, "seed": 80})
+    expected = describe(make(size, 80))
+    assert [a["digest"] for a in answers] == [expected] * 3
+    assert not any(a["writable"] for a in answers)  # writing raised TypeError
+    # Same host in xdt mode: each callee mapped the memfd the caller wrote (no copy). In the
+    # other modes the bytes came through a store or the body: a view of a private copy.
+    assert {a["over"] for a in answers} == {"mmap" if mode == "xdt" else "bytes"}
+    # A view kept past its call (one call after another here) was released with it.
+    for _ in range(2):
+        answer = call(platform, "view-one", {"size": size, "seed": 81})
+        assert answer["digest"] == describe(make(size, 81)) and answer["stale"] != "readable"
+    assert answer["stale"] == "released"
+    # Small payloads arrive as bytes: the view is of those.
+    status, _, body = platform.invoke("view-digest", b"tiny")
+    answer = json.loads(body)
+    assert status == 200 and answer["digest"] == describe(b"tiny") and answer["over"] == "bytes"
+    assert answer["stale"] == "released"
+
+
+def test_xdt_sync_on_the_runtimes_own_loop_is_a_clear_error(platform: RunningPlatform) -> None:
+    status, _, body = platform.invoke("sync-on-the-loop", b"x")
+    assert status == 200 and b"use `await xdt.invoke(...)` there" in body
 
 
 def test_references_cannot_be_forged_reused_outlived_or_carried_across_tenants(

@@ -10,9 +10,26 @@ from __future__ import annotations
 
 import xxhash
 
-__all__ = ["checksum"]
+__all__ = ["Checksum", "checksum"]
 
 
 def checksum(data: bytes | bytearray | memoryview) -> int:
     """XXH3-64 of ``data``."""
     return xxhash.xxh3_64_intdigest(data)
+
+
+class Checksum:
+    """The same XXH3-64, fed a piece at a time: a receiver hashes each piece as it arrives,
+    while it is still in the CPU's cache (256 MiB over TCP: ~10 ms less than one pass over
+    the whole buffer afterwards, which reads it back from memory)."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self) -> None:
+        self._state = xxhash.xxh3_64()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._state.update(data)
+
+    def value(self) -> int:
+        return self._state.intdigest()

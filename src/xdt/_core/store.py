@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import os
@@ -99,6 +100,10 @@ class StoreConfig:
     pull_wait: float = 30.0  # how long a pull waits for an in-flight pull of the last budget
     tombstones: int = 65536  # recently gone ids remembered, to say *why* a pull finds nothing
     pool: PoolLimits = DEFAULT_POOL_LIMITS
+    # Objects this big are sealed when published: a same-host receiver then maps the memfd
+    # itself rather than copying a lent one (256 MiB: ~25 ms less and no second copy held).
+    # The buffer leaves the pool for good; the pool makes its successor once it is freed.
+    seal_from: int | None = 64 << 20
 
 
 DEFAULT_STORE_CONFIG = StoreConfig()
@@ -450,6 +455,12 @@ class ObjectStore:
             buffer=buffer,
             budget=pulls or 0,
         )
+        seal_from = self.config.seal_from
+        if seal_from is not None and buffer.size >= seal_from and not buffer.lent:
+            # After the checksum, read from the warm mapping. A view still held (EBUSY) leaves
+            # it unsealed: served as before, lent to same-host sidecars.
+            with contextlib.suppress(OSError):
+                buffer.seal()
         obj._timer = self.clock.call_later(ttl, functools.partial(self._expire, obj))
         self._objects[obj.id] = obj
         if len(self._objects) == 1 and self.on_holding is not None:

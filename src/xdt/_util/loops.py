@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, Literal, TypeVar
 
-__all__ = ["LOOPS", "LoopName", "run"]
+__all__ = ["LOOPS", "LoopName", "run", "serving_loop", "set_serving_loop"]
 
 T = TypeVar("T")
 LoopName = Literal["uvloop", "asyncio"]
@@ -33,3 +33,19 @@ def run(main: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
     if loop == "asyncio":
         return asyncio.run(main)
     raise ValueError(f"unknown event loop {loop!r}; choose one of {', '.join(LOOPS)}")
+
+
+_serving: asyncio.AbstractEventLoop | None = None
+
+
+def set_serving_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Say which loop serves this process (the Python runtime's): blocking code in its
+    worker threads (:mod:`xdt.sdk.sync`) runs its calls there."""
+    global _serving
+    _serving = loop
+
+
+def serving_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop :func:`set_serving_loop` named, while it runs; else None."""
+    loop = _serving
+    return loop if loop is not None and loop.is_running() else None

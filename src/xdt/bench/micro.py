@@ -10,7 +10,11 @@ digest of them). Payloads are made and cached before timing. Patterns:
 - ``scatter``: ``scatter(sink, [4 distinct payloads])``;
 - ``gather``: four producers ``put`` their (cached) payload and answer references, one
   consumer ``gather``s them;
-- ``broadcast``: ``broadcast(sink, payload, 4)`` (one object, four pulls).
+- ``broadcast``: ``broadcast(sink, payload, 4)`` (one object, four pulls);
+- ``1to1-view`` and ``broadcast-view``: zero copy end to end. The driver writes the payload in
+  place into ``xdt.buffer(size)`` (timed: there is no cached copy to send) and the callee takes
+  a ``memoryview``: on one host in xdt mode, the memfd the driver wrote is the one the callees
+  map, and no byte is copied on the way.
 
 While a case runs, a sampler reads the memory of every platform process every 10 ms and
 reports the peaks with the case:
@@ -42,6 +46,7 @@ from .._util.units import format_size
 from ..modes import DEFAULT_TRANSFER_SETTINGS, MODES
 from ..testing import LaunchedPlatform
 from ._memory import MemorySampler
+from .targets import Outcome, keyed, load_targets
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -54,7 +59,7 @@ __all__ = [
     "run_micro_bench",
 ]
 
-PATTERNS = ("1to1", "scatter", "gather", "broadcast")
+PATTERNS = ("1to1", "scatter", "gather", "broadcast", "1to1-view", "broadcast-view")
 DEFAULT_SIZES = (1 << 10, 64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20)
 QUICK_SIZES = (1 << 10, 1 << 20, 64 << 20)
 INLINE_LIMIT = DEFAULT_TRANSFER_SETTINGS.inline_limit
@@ -65,6 +70,7 @@ SMALL_CASE = 1 << 20
 SMALL_RUNS = 25
 
 _FUNCTIONS = """
+import ctypes
 import time
 
 import xdt
@@ -85,6 +91,20 @@ def sink(body: bytes) -> bytes:
     return str(len(body)).encode()
 
 
+def sink_view(body: memoryview) -> bytes:
+    return str(len(body)).encode()
+
+
+def written_in_place(size: int, index: int = 0):
+    # What payload() holds, made where it will travel: one pass over fresh memory, no copy.
+    buffer = xdt.buffer(size)
+    if size:
+        place = ctypes.c_char.from_buffer(buffer.writable())
+        ctypes.memset(ctypes.addressof(place), index % 251, size)
+        del place
+    return buffer
+
+
 async def produce(body: bytes) -> bytes:
     size, index = map(int, body.split())
     return (await xdt.put(payload(size, index))).encode()
@@ -98,9 +118,14 @@ async def consume(body: bytes) -> bytes:
 async def driver(body: bytes) -> bytes:
     pattern, size_text = body.decode().split()
     size = int(size_text)
-    data = [payload(size, i) for i in range(4 if pattern == "scatter" else 1)]
+    viewing = pattern.endswith("-view")
+    data = [] if viewing else [payload(size, i) for i in range(4 if pattern == "scatter" else 1)]
     started = time.perf_counter()
-    if pattern == "1to1":
+    if pattern == "1to1-view":
+        answers = [await xdt.invoke("sink-view", written_in_place(size))]
+    elif pattern == "broadcast-view":
+        answers = await xdt.broadcast("sink-view", written_in_place(size), 4)
+    elif pattern == "1to1":
         answers = [await xdt.invoke("sink", data[0])]
     elif pattern == "scatter":
         answers = await xdt.scatter("sink", data)
@@ -130,6 +155,11 @@ class MicroCase:
     idle_memory_bytes: int  # the footprint at rest before the case
 
     @property
+    def key(self) -> tuple[object, ...]:
+        """As :attr:`xdt.bench.targets.Address.key` names it."""
+        return ("micro", self.mode, self.pattern, self.size_bytes)
+
+    @property
     def case_memory_bytes(self) -> int:
         """What the case added to the platform's footprint at its peak."""
         return max(0, self.peak_memory_bytes - self.idle_memory_bytes)
@@ -137,7 +167,7 @@ class MicroCase:
     @property
     def gb_per_s(self) -> float:
         """Payload bytes that reached callees per second (×4 for the fan patterns)."""
-        moved = self.size_bytes * (1 if self.pattern == "1to1" else FAN)
+        moved = self.size_bytes * (1 if self.pattern.startswith("1to1") else FAN)
         return moved / self.median_s / 1e9
 
     def record(self) -> dict[str, object]:
@@ -146,8 +176,9 @@ class MicroCase:
 
 def _spec(mode: str) -> str:
     functions = "\n".join(
-        f"  - {{name: {name}, handler: micro_functions:{name}, min_scale: 1, max_scale: 1}}"
-        for name in ("driver", "sink", "produce", "consume")
+        f"  - {{name: {name.replace('_', '-')}, handler: micro_functions:{name}, "
+        "min_scale: 1, max_scale: 1}"
+        for name in ("driver", "sink", "sink_view", "produce", "consume")
     )
     return (
         f"platform:\n  transfer: {mode}\n  object_quota: 4GiB\n  inline_limit: {INLINE_LIMIT}\n"
@@ -237,32 +268,12 @@ def _measure(
 def _expected(pattern: str, size: int) -> list[int]:
     if pattern == "gather":
         return [FAN * size]
-    return [size] * (1 if pattern == "1to1" else FAN)
+    return [size] * (1 if pattern.startswith("1to1") else FAN)
 
 
-def describe_targets(cases: Sequence[MicroCase]) -> list[tuple[str, float, float, bool]]:
-    """(what, reached, wanted, met) for the targets that the measured cases cover."""
-    by = {(c.mode, c.pattern, c.size_bytes): c for c in cases}
-    targets: list[tuple[str, float, float, bool]] = []
-    for other in ("elasticache", "s3"):
-        for (mode, pattern, size), case in sorted(by.items()):
-            if mode == "xdt" and size >= 64 << 20 and (other, pattern, size) in by:
-                speedup = by[(other, pattern, size)].median_s / case.median_s
-                what = f"xdt vs {other}, {pattern} {size >> 20} MiB: speed-up"
-                targets.append((what, speedup, 10.0, speedup >= 10.0))
-    for pattern in PATTERNS:
-        xdt, inline = by.get(("xdt", pattern, 1 << 10)), by.get(("inline", pattern, 1 << 10))
-        if xdt and inline:
-            ratio = xdt.median_s / inline.median_s
-            targets.append((f"xdt / inline, {pattern} 1 KiB: time ratio", ratio, 1.1, ratio <= 1.1))
-    big = by.get(("xdt", "1to1", 256 << 20))
-    if big:
-        ratio = big.peak_rss_bytes / big.size_bytes
-        targets.append(("xdt 1to1 256 MiB: peak RSS / payload", ratio, 3.0, ratio <= 3.0))
-        ratio = big.case_memory_bytes / big.size_bytes
-        what = "xdt 1to1 256 MiB: memory above the idle platform / payload"
-        targets.append((what, ratio, 3.0, ratio <= 3.0))
-    return targets
+def describe_targets(cases: Sequence[MicroCase]) -> list[Outcome]:
+    """The targets of ``targets.toml`` that these cases cover, with what they reached."""
+    return load_targets().judge(keyed(cases, lambda c: c.key), "micro")
 
 
 def plot(cases: Sequence[MicroCase], path: Path) -> None:

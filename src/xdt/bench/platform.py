@@ -50,6 +50,11 @@ class Latency:
     mean_s: float
     runs: int
 
+    @property
+    def key(self) -> tuple[object, ...]:
+        """As :attr:`xdt.bench.targets.Address.key` names it."""
+        return ("platform", self.target, None)
+
 
 @dataclass(frozen=True)
 class Throughput:

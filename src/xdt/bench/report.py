@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._util import thp
 from .._util.units import format_duration, format_size
 from ..modes import MODES
 from .apps import AppResult
@@ -195,7 +196,8 @@ def write_report(
     lines = [
         "# xdt evaluation: three workflows in four transfer modes",
         "",
-        f"Produced by `{command}` on {datetime.date.today().isoformat()}, {_provenance()}.",
+        f"Produced by `{command}` on {datetime.date.today().isoformat()}, {_provenance()}; "
+        f"{thp.describe()}.",
         "Every figure below is from that run; `xdt bench cost --results apps.json` prices "
         "the same measurements under other assumptions.",
         "",

@@ -1,4 +1,4 @@
-"""``xdt bench transfer|platform|micro|soak|apps|cost|all``: measure xdt on this machine."""
+"""``xdt bench transfer|platform|micro|soak|apps|cost|all|check``: measure xdt on this machine."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .._util import thp
 from .._util.loops import LOOPS
 from .._util.units import format_duration, format_size, parse_size
+from ..bench.targets import keyed, load_targets
+from .check import add_parser as add_check
+from .check import print_outcomes
 from .evaluation import add_parsers as add_evaluation
 
 __all__ = ["add_parser"]
@@ -89,6 +93,7 @@ def add_parser(commands: Any) -> None:
     soak.add_argument("--no-hostile", action="store_true", help="no attacker beside the load")
     soak.add_argument("--json", type=Path, default=None, help="write the results here")
     add_evaluation(benches)
+    add_check(benches)
     transfer.set_defaults(run=_bench_transfer)
     soak.set_defaults(run=_bench_soak)
     platform.set_defaults(run=_bench_platform)
@@ -115,7 +120,7 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
     total = len(sizes) * len(PATHS)
     console.print(
         f"xdt bench transfer: {len(sizes)} sizes × {len(PATHS)} paths, loop {args.loop}, "
-        f"runs per case {args.runs or 'adaptive'}"
+        f"runs per case {args.runs or 'adaptive'}; {thp.describe()}"
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -153,9 +158,7 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(table)
     console.print("speed vs raw-tcp = raw-tcp median / this median (above 1: faster than raw-tcp)")
-    for what, reached, wanted, met in describe_targets(cases):
-        mark = "[green]met[/green]" if met else "[yellow]not met[/yellow]"
-        console.print(f"target: {what} {wanted:g}×, reached {reached:.2f}× … {mark}")
+    print_outcomes(console, describe_targets(cases))
     if args.json is not None:
         records = [c.record(baseline.get(c.size_bytes)) for c in cases]
         args.json.write_text(json.dumps(records, indent=2) + "\n")
@@ -217,8 +220,8 @@ def _bench_platform(args: argparse.Namespace, console: Console) -> int:
             f"max {format_duration(cold[-1])} over {len(cold)}"
         )
         console.print(f"  isolation: {isolation_summary(bench.isolation, bench.sandbox)}")
-    met = "[green]met[/green]" if bench.p50_ratio <= 3 else "[yellow]not met[/yellow]"
-    console.print(f"target: warm p50 ≤ 3× direct, reached {bench.p50_ratio:.2f}× … {met}")
+    targets = load_targets()
+    print_outcomes(console, targets.judge(keyed(bench.latency, lambda c: c.key), "platform"))
     if args.json is not None:
         args.json.write_text(json.dumps(bench.records(), indent=2) + "\n")
         console.print(f"wrote {len(bench.records())} records to {args.json}")
@@ -255,7 +258,7 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
     )
     console.print(
         f"xdt bench micro: {len(modes)} modes × {len(patterns)} patterns × {len(sizes)} sizes "
-        f"({total} cases), {runs} runs each"
+        f"({total} cases), {runs} runs each; {thp.describe()}"
     )
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -314,10 +317,7 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
         console.print(table)
     for failure in failures:
         console.print(f"[red]failed:[/red] {escape(failure)}")
-    for what, reached, wanted, met in describe_targets(cases):
-        mark = "[green]met[/green]" if met else "[yellow]not met[/yellow]"
-        bound = "≥" if "speed-up" in what else "≤"
-        console.print(f"target: {what} {bound} {wanted:g}, reached {reached:.2f} … {mark}")
+    print_outcomes(console, describe_targets(cases))
     if args.json is not None:
         records = [c.record() for c in cases]
         args.json.write_text(json.dumps(records, indent=2) + "\n")

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._util import thp
 from .._util.units import format_duration, format_size
 from ..platform.status import PlatformStatus
 from ._options import add_url_option
@@ -64,6 +65,7 @@ def render_status(status: PlatformStatus, console: Console) -> None:
     console.print(functions)
     isolation = isolation_summary(status["isolation"], status["sandbox"])
     console.print(f"isolation: {isolation}", soft_wrap=True)
+    console.print(thp.describe())  # of this host: the platform's when it runs here
     instances = Table(title="instances", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1))
     for column in ("instance", "state", "busy", "objs", "held", "restarts", "uptime",
                    "pids"):  # fmt: skip

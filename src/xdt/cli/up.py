@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._core.errors import SpecError, XdtError
+from .._util import thp
 from .._util.logs import RateLimitedLog, rate_limit_loop_errors
 from .._util.process import raise_fd_limit
 from ..platform import Platform, Spec, load_spec
@@ -112,6 +113,7 @@ async def _up(spec: Spec, console: Console) -> None:
         console.print(table)
         isolated = platform.identities is not None
         console.print(f"isolation: {isolation_summary(isolated, platform.sandboxed)}")
+        console.print(thp.describe())
         console.print(
             f"invoke with: curl --data-binary @in.bin {platform.url}/invoke/<function>  "
             "(Ctrl-C stops everything)",

@@ -27,7 +27,7 @@ from typing import Literal
 
 from .._core import fdio
 from .._core.buffers import DEFAULT_POOL_LIMITS, Buffer, BufferPool, PoolLimits
-from .._core.checksum import checksum
+from .._core.checksum import Checksum, checksum
 from .._core.errors import (
     ProtocolError,
     PullRefused,
@@ -402,8 +402,10 @@ class PullClient:
         buffer = self.pool.acquire(ref.size)
         try:
             # Released on the way out, so a failed pull's traceback cannot pin the mapping.
+            hashed = Checksum()  # each piece as it arrives, still in the cache
             with buffer.writable()[: ref.size] as destination:
                 got = conn.reader.take_into(destination)
+                hashed.update(destination[:got])
                 self.stats.bytes_received += got
                 while got < ref.size:
                     try:
@@ -412,11 +414,12 @@ class PullClient:
                         raise self._gone(ref, exc, got) from None
                     if count == 0:
                         raise self._gone(ref, None, got)
+                    hashed.update(destination[got : got + count])
                     got += count
                     self.stats.bytes_received += count
                     deadline.reschedule(loop.time() + self.config.io_timeout)
             buffer.size = ref.size
-            if checksum(buffer.view()) != ref.checksum:
+            if hashed.value() != ref.checksum:
                 raise TransferCorrupted(
                     f"the object from {ref.source} arrived with a wrong checksum; "
                     "it was not delivered"

@@ -7,6 +7,15 @@ the runtime's event loop) or plain ``def`` (run in a worker thread, so a slow sy
 not stall concurrent requests). An exception in the handler becomes a FAILED answer carrying
 its text, which the platform turns into a 500: user errors never take the instance down.
 
+A handler whose parameter is annotated ``memoryview`` gets its payload as a read-only view
+instead: of the sealed memfd the sidecar passed, mapped, with no copy (or of private bytes when
+the payload came otherwise). The view is released when the handler returns; using it after
+that raises ``ValueError``. Slices and arrays made from it (``numpy.frombuffer``) keep the
+memory mapped until they go: its bytes are sealed, so they stay this payload's, unchanged.
+
+The plain ``def`` handlers' :mod:`xdt.sync` calls run on the runtime's event loop, through the
+same socket and memfds as the async SDK.
+
 Run as ``python -m xdt.runtime --handler images:resize --folder DIR --socket PATH``. Only the
 sidecar may connect: its uid (``--peer-uid``, by default the runtime's own) is checked on every
 connection (``SO_PEERCRED``), so another function cannot send this one invocations.
@@ -22,20 +31,58 @@ import inspect
 import os
 import sys
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .._core.buffers import BufferPool
+from .._core.buffers import Buffer, BufferPool, as_bytes
 from .._core.errors import HandlerLoadError, PeerGone, ProtocolError
 from .._core.peercred import PeerCheck, bind_unix
 from .._util.heap import give_back, give_back_when_idle, keep_warm
+from .._util.loops import set_serving_loop
 from .._util.tasks import TaskSet
 from ..channel import Channel, Kind, Message
 
-__all__ = ["Handler", "load_handler", "serve"]
+__all__ = ["Handler", "load_handler", "serve", "takes_view"]
 
-Handler = Callable[[bytes], Any]
+Handler = Callable[[Any], Any]
+
+
+def takes_view(handler: Handler) -> bool:
+    """Whether ``handler``'s (first) parameter is annotated ``memoryview``."""
+    try:
+        parameters = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not parameters:
+        return False
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:  # an annotation that does not resolve: the raw one is looked at
+        hints = {}
+    annotation = hints.get(parameters[0].name, parameters[0].annotation)
+    return annotation is memoryview or annotation == "memoryview"
+
+
+class _Viewed:
+    """A payload shown to a handler as a read-only memoryview (see the module docstring)."""
+
+    def __init__(self, payload: bytes | Buffer) -> None:
+        if isinstance(payload, Buffer) and payload.lent:
+            # The sidecar's warm buffer, reused for its next payload once we answer: a view
+            # kept past the handler could show that one. Copied, so views are always sealed.
+            payload = as_bytes(payload)
+        self.payload: bytes | Buffer = payload
+        self.view = payload.view() if isinstance(payload, Buffer) else memoryview(payload)
+
+    def release(self) -> None:
+        # Exports (numpy arrays) keep the view and its mapping until they go: sealed bytes.
+        with contextlib.suppress(BufferError):
+            self.view.release()
+        if isinstance(self.payload, Buffer):
+            self.payload.close()  # our descriptor; the mapping goes with the last user
+        self.payload = b""
 
 
 def load_handler(target: str, folder: Path) -> Handler:
@@ -61,7 +108,9 @@ async def serve(
     peers = PeerCheck({os.getuid() if peer_uid is None else peer_uid}, "runtime socket")
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
     call = _caller(handler, executor)
+    viewing = takes_view(handler)
     loop = asyncio.get_running_loop()
+    set_serving_loop(loop)  # plain def handlers' xdt.sync calls: this loop's socket, memfds
     connections = TaskSet()
     pool = BufferPool(name="xdt-result")  # warm buffers big answers are lent to the sidecar in
     activity = _Activity()
@@ -69,16 +118,22 @@ async def serve(
     async def handle(channel: Channel, message: Message) -> None:
         # Its own frame, so the request's bytes are freed when it returns, not when the next
         # request has arrived beside them (two payloads' worth of memory at once).
-        body = message.data()
+        viewed = _Viewed(message.payload) if viewing else None
+        body: bytes | memoryview = message.data() if viewed is None else viewed.view
         message.payload = b""
         activity.begin()
         try:
-            result = _as_bytes(await call(body))
+            try:
+                result = _as_bytes(await call(body))
+                if viewed is not None and isinstance(result, memoryview):
+                    result = result.tobytes()  # it may be (of) the view, released below
+            finally:
+                del body  # before the answer's bytes are sent, not after
+                if viewed is not None:
+                    viewed.release()
         except Exception as exc:  # the user's code: report, never crash
-            del body
             await channel.send(Kind.FAILED, {"error": _describe(exc)})
         else:
-            del body  # before the answer's bytes are sent, not after
             await channel.send(Kind.RESULT, None, result)
         finally:
             activity.end()
@@ -111,6 +166,7 @@ async def serve(
                 continue
             connections.spawn(connection(Channel(sock, pool)))
     finally:
+        set_serving_loop(None)
         idle.cancel()
         listener.close()
         await connections.cancel()
@@ -137,11 +193,11 @@ class _Activity:
 
 def _caller(
     handler: Handler, executor: concurrent.futures.Executor
-) -> Callable[[bytes], Awaitable[Any]]:
+) -> Callable[[bytes | memoryview], Awaitable[Any]]:
     if inspect.iscoroutinefunction(handler):
         return handler
 
-    async def in_thread(body: bytes) -> Any:
+    async def in_thread(body: bytes | memoryview) -> Any:
         result = await asyncio.get_running_loop().run_in_executor(executor, handler, body)
         return await result if inspect.isawaitable(result) else result
 

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from .._core.buffers import Buffer
 from ._transport import (
+    BLANK,
     EGRESS_ENV,
     EGRESS_SOCKET_ENV,
     Data,
@@ -62,8 +63,11 @@ __all__ = [
 def buffer(size: int) -> Buffer:
     """A memfd-backed buffer of ``size`` bytes to fill in place — ``buffer.writable()[:size]``
     — then pass to :func:`invoke`, :func:`put` (or :func:`scatter`) instead of bytes: it goes
-    to the sidecar as is, sealed, without a copy. It belongs to the call it is passed to."""
-    made = Buffer(max(size, 1), name="xdt-payload")
+    to the sidecar as is, sealed, without a copy. It belongs to the call it is passed to.
+
+    It starts zeroed: never-used memory, made ahead of need once a buffer of its size has been
+    given away (so the next one costs no page faults)."""
+    made = BLANK.acquire(max(size, 1))
     made.size = size
     return made
 

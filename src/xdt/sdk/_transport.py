@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = [
+    "BLANK",
     "EGRESS_ENV",
     "EGRESS_SOCKET_ENV",
     "Data",
@@ -46,9 +47,13 @@ EGRESS_SOCKET_ENV = "XDT_EGRESS_SOCKET"
 Data = bytes | bytearray | memoryview | Buffer
 Meta = dict[str, Any]
 
-# Warm buffers big payloads are lent to the sidecar in; given back when the process is idle.
+# Warm buffers big payloads are lent (or copied and given) to the sidecar in; given back when
+# the process is idle.
 _POOL = BufferPool(name="xdt-sdk")
 trims_when_idle(_POOL.trim)
+# xdt.buffer()'s: made ahead, never reused (each is given away sealed), so always blank.
+BLANK = BufferPool(name="xdt-payload")
+trims_when_idle(BLANK.trim)
 
 
 class Transport(Protocol):

@@ -6,57 +6,108 @@
         parts = sync.scatter("count", split(body))
         return merge(parts)
 
-Concurrent calls (``scatter``, ``gather``, ``broadcast``) run on a small thread pool; each
-call is one HTTP request to the instance's sidecar (``$XDT_EGRESS``), no event loop needed.
+Inside the xdt Python runtime (a handler's worker thread) each call runs on the runtime's event
+loop, exactly as the async SDK's: pooled channels on the sidecar's socket, big payloads passed
+as memfds, fan-out calls concurrent on the loop. Anywhere else (a thread of a program of your
+own with ``$XDT_EGRESS`` set) each call is one HTTP request to the sidecar, and the fan-out
+calls run on a small thread pool.
+
+Called from the runtime's event loop itself (an ``async def`` handler), it would wait on the
+loop it blocks: it raises instead — use ``await xdt.invoke(...)`` there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import http.client
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
-from .._core.errors import InstanceFailed
+from .._core.buffers import Buffer
+from .._core.errors import InstanceFailed, XdtError
 from .._http.errors import error_from_answer
 from .._http.headers import BY_REFERENCE, TRANSFER_HEADER
-from ._transport import egress_url, put_path
+from .._util.loops import serving_loop
+from . import broadcast as _broadcast
+from . import gather as _gather
+from . import get as _get
+from . import invoke as _invoke
+from . import put as _put
+from . import release as _release
+from . import scatter as _scatter
+from ._transport import Data, egress_url, put_path
 
 __all__ = ["broadcast", "gather", "get", "invoke", "put", "release", "scatter"]
 
+T = TypeVar("T")
 _POOL = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="xdt-sync")
 
 
-def invoke(function: str, data: bytes | bytearray | memoryview = b"") -> bytes:
-    return _post(f"/invoke/{function}", bytes(data), function=function)
+def _on_loop(call: Coroutine[Any, Any, T]) -> T | None:
+    """Run ``call`` on the runtime's loop and wait for it; None (call closed) if there is
+    none, so the caller takes the HTTP way."""
+    loop = serving_loop()
+    if loop is None:
+        call.close()
+        return None
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None  # a worker thread: the usual case
+    if running is loop:
+        call.close()
+        raise XdtError(
+            "xdt.sync was called on the runtime's event loop (from an async def handler), "
+            "where it would wait forever on itself; use `await xdt.invoke(...)` there"
+        )
+    return asyncio.run_coroutine_threadsafe(call, loop).result()
 
 
-def scatter(function: str, items: Sequence[bytes | bytearray | memoryview]) -> list[bytes]:
-    return list(_POOL.map(lambda item: invoke(function, item), items))
+def invoke(function: str, data: Data = b"") -> bytes:
+    answer = _on_loop(_invoke(function, data))
+    return (
+        _post(f"/invoke/{function}", _bytes(data), function=function) if answer is None else answer
+    )
 
 
-def put(
-    data: bytes | bytearray | memoryview, *, pulls: int | None = 1, ttl: float | None = None
-) -> str:
-    return _post(put_path(pulls, ttl), bytes(data)).decode()
+def scatter(function: str, items: Sequence[Data]) -> list[bytes]:
+    answers = _on_loop(_scatter(function, items))
+    if answers is None:
+        return list(_POOL.map(lambda item: invoke(function, item), items))
+    return answers
+
+
+def put(data: Data, *, pulls: int | None = 1, ttl: float | None = None) -> str:
+    reference = _on_loop(_put(data, pulls=pulls, ttl=ttl))
+    return _post(put_path(pulls, ttl), _bytes(data)).decode() if reference is None else reference
 
 
 def get(reference: str) -> bytes:
-    return _post("/objects/get", reference.encode())
+    answer = _on_loop(_get(reference))
+    return _post("/objects/get", reference.encode()) if answer is None else answer
 
 
 def release(reference: str) -> None:
+    if serving_loop() is not None:
+        _on_loop(_release(reference))
+        return
     _post("/objects/release", reference.encode())
 
 
 def gather(references: Sequence[str]) -> list[bytes]:
-    return list(_POOL.map(get, references))
+    answers = _on_loop(_gather(references))
+    return list(_POOL.map(get, references)) if answers is None else answers
 
 
-def broadcast(function: str, data: bytes | bytearray | memoryview, n: int) -> list[bytes]:
+def broadcast(function: str, data: Data, n: int) -> list[bytes]:
+    answers = _on_loop(_broadcast(function, data, n))
+    if answers is not None:
+        return answers
     # As in xdt.sdk: a payload small enough for the function's mode to send inline is not
     # stored; its "reference" is the bytes themselves.
-    reference = _post(put_path(None, None, inline_small=True), bytes(data)).decode()
+    reference = _post(put_path(None, None, inline_small=True), _bytes(data)).decode()
     try:
         return list(
             _POOL.map(
@@ -68,6 +119,15 @@ def broadcast(function: str, data: bytes | bytearray | memoryview, n: int) -> li
         )
     finally:
         release(reference)
+
+
+def _bytes(data: Data) -> bytes:
+    if isinstance(data, Buffer):
+        try:
+            return data.view().tobytes()
+        finally:
+            data.close()
+    return bytes(data)
 
 
 def _post(

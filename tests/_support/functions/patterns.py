@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from typing import Any
 
 import xdt
 
@@ -123,13 +124,18 @@ async def put_only(body: bytes) -> bytes:
     return (await xdt.put(data, pulls=order.get("pulls", 1), ttl=order.get("ttl"))).encode()
 
 
-async def filled_in_place(body: bytes) -> bytes:
-    """The writable buffer API: the payload is written straight into a memfd."""
+def _in_place(body: bytes) -> Any:
+    """The order's payload, written straight into an xdt.buffer()."""
     order = json.loads(body)
     size = order["size"]
     payload = xdt.buffer(size)
     payload.writable()[:size] = make(size, order["seed"])
-    return await xdt.invoke("digest", payload)
+    return payload
+
+
+async def filled_in_place(body: bytes) -> bytes:
+    """The writable buffer API: the payload is written straight into a memfd."""
+    return await xdt.invoke("digest", _in_place(body))
 
 
 def sync_patterns(body: bytes) -> bytes:
@@ -150,3 +156,53 @@ async def via_http(body: bytes) -> bytes:
     """Sends a big payload to a `command` function (any HTTP server)."""
     order = json.loads(body)
     return await xdt.invoke("http-digest", make(order["size"], order["seed"]))
+
+
+_kept_views: list[memoryview] = []
+
+
+def view_digest(body: memoryview) -> bytes:
+    """Zero-copy receive: the payload as a read-only view (the parameter's annotation)."""
+    try:
+        body[:1] = b"x"
+        writable = True
+    except TypeError:
+        writable = False
+    stale = "none"
+    if _kept_views:  # the view an earlier call kept: released when that call returned
+        try:
+            bytes(_kept_views.pop()[:1])
+            stale = "readable"
+        except ValueError:
+            stale = "released"
+    _kept_views.append(body)
+    return json.dumps(
+        {
+            "digest": describe(bytes(body)),
+            "writable": writable,
+            "over": type(body.obj).__name__,  # mmap: the memfd itself; bytes: a private copy
+            "stale": stale,
+        }
+    ).encode()
+
+
+async def view_broadcast(body: bytes) -> bytes:
+    """Zero copy end to end: written in place, one object, several views of it at once."""
+    answers = await xdt.broadcast("view-digest", _in_place(body), 3)
+    return json.dumps([json.loads(a) for a in answers]).encode()
+
+
+async def sync_on_the_loop(body: bytes) -> bytes:
+    """xdt.sync from an async handler would block the loop it needs: a clear error."""
+    from xdt import sync
+
+    try:
+        sync.invoke("digest", body)
+    except xdt.XdtError as exc:
+        return str(exc).encode()
+    return b"no error"
+
+
+async def view_one(body: bytes) -> bytes:
+    """Written in place, sent to one view-taking callee."""
+    return await xdt.invoke("view-digest", _in_place(body))
