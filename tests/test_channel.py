@@ -201,9 +201,9 @@ async def test_bytes_too_big_to_lend_are_given_sealed_and_made_again_after_the_a
     pool = BufferPool(PoolLimits(make_ahead_from=PAGE))
     left, right = Channel(a, pool), Channel(b)
     try:
-        data = os.urandom(BIG)  # over what is lent: copied into a pool buffer, given sealed
+        data = os.urandom(BIG)  # over what is lent: given sealed (no idle buffer: a fresh one)
         await left.send(Kind.CALL, {"op": "put"}, data)
-        assert left._lent is None and pool.created == 1
+        assert left._lent is None and pool.created == 0
         message = await right.receive()
         given = message.payload
         assert isinstance(given, Buffer) and given.sealed and given.view() == data
@@ -214,8 +214,15 @@ async def test_bytes_too_big_to_lend_are_given_sealed_and_made_again_after_the_a
         await right.send(Kind.RESULT)
         await left.receive()  # the answer: now the pool makes the next buffer ahead
         reused = pool.acquire(BIG)  # waits for the one being made rather than making another
-        assert (pool.created, pool.reused, pool.stats.made_ahead) == (1, 1, 1)
+        assert (pool.created, pool.reused, pool.stats.made_ahead) == (0, 1, 1)
         assert reused is not given and not reused.sealed
+        reused.fill(data)  # the next send of that size takes the one made ahead: no fresh pages
+        pool.release(reused)
+        await left.send(Kind.CALL, {"op": "put"}, data)
+        again = await right.receive()
+        assert isinstance(again.payload, Buffer) and again.payload.view() == data
+        assert again.meta == {"op": "put"} and pool.reused == 2
+        again.close()
     finally:
         left.close()
         right.close()

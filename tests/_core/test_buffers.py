@@ -542,3 +542,35 @@ def test_a_sealed_big_buffer_is_made_again_ahead_of_need_within_the_cap() -> Non
     assert not pool.replenish(16 * PAGE)  # under pressure: not made
     pool.release(again)
     pool.close()
+
+
+def test_a_buffer_lent_at_another_size_refuses_to_seal_and_stays_usable(pool: BufferPool) -> None:
+    buffer = pool.acquire(3 * PAGE)  # capacity: a size class above what it holds
+    buffer.fill(b"old object" * 1000)
+    buffer.fix_size()  # lent once: it can no longer shrink
+    buffer.fill(b"new")
+    with pytest.raises(OSError) as refused:
+        buffer.seal()  # the bytes past "new" are an older object's: never given away
+    assert refused.value.errno == errno.EPERM and not buffer.sealed
+    buffer.writable()[:3] = b"NEW"  # still mapped and writable, as it was
+    assert bytes(buffer.view()) == b"NEW"
+
+
+def test_a_seal_refused_by_the_kernel_leaves_the_buffer_as_it_was(pool: BufferPool) -> None:
+    buffer = pool.acquire(2 * PAGE)
+    buffer.fill(b"held")
+    # A peer's read-only mapping of a writable descriptor (a lent memfd, kept by its Loans)
+    # still counts as writable to the kernel: F_SEAL_WRITE is refused with EBUSY.
+    descriptor = os.dup(buffer.fd)
+    peer = mmap.mmap(descriptor, 2 * PAGE, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+    os.close(descriptor)  # the mapping keeps its own
+    try:
+        with pytest.raises(OSError) as refused:
+            buffer.seal()
+        assert refused.value.errno == errno.EBUSY and not buffer.sealed
+        buffer.writable()[:4] = b"HELD"  # mapped and writable again, at its full size
+        assert bytes(buffer.view()) == b"HELD" and os.fstat(buffer.fd).st_size == 2 * PAGE
+    finally:
+        peer.close()
+    buffer.seal()  # once the peer has let go, it seals
+    assert buffer.sealed and bytes(buffer.view()) == b"HELD"

@@ -59,6 +59,8 @@ def test_bench_transfer_writes_one_record_per_case(tmp_path: Path) -> None:
             "3",
             "--json",
             str(out),
+            "--markdown",
+            str(out.with_suffix(".md")),
         ],
         capture_output=True,
         text=True,
@@ -77,6 +79,8 @@ def test_bench_transfer_writes_one_record_per_case(tmp_path: Path) -> None:
         assert record["runs"] == 3
         assert 0 < record["min_s"] <= record["median_s"] <= record["max_s"]
         assert record["speed_vs_raw_tcp"] > 0
+    table = out.with_suffix(".md").read_text()
+    assert "`xdt bench transfer --sizes 1KiB,2MiB`" in table and "| 2 MiB |" in table
 
 
 def test_bench_rejects_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:

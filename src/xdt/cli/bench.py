@@ -18,7 +18,7 @@ from .._util.loops import LOOPS
 from .._util.units import format_duration, format_size, parse_size
 from ..bench.targets import keyed, load_targets
 from .check import add_parser as add_check
-from .check import print_outcomes
+from .check import print_outcomes, provenance
 from .evaluation import add_parsers as add_evaluation
 
 __all__ = ["add_parser"]
@@ -39,6 +39,9 @@ def add_parser(commands: Any) -> None:
     )
     transfer.add_argument("--runs", type=int, default=None, help="timed runs per case")
     transfer.add_argument("--json", type=Path, default=None, help="write one record per case")
+    transfer.add_argument(
+        "--markdown", type=Path, default=None, help="write the table as Markdown, with its commit"
+    )
     transfer.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop to use")
 
     platform = benches.add_parser(
@@ -163,7 +166,32 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
         records = [c.record(baseline.get(c.size_bytes)) for c in cases]
         args.json.write_text(json.dumps(records, indent=2) + "\n")
         console.print(f"wrote {len(records)} records to {args.json}")
+    if args.markdown is not None:
+        args.markdown.write_text(_transfer_markdown(cases, sizes))
+        console.print(f"wrote {args.markdown}")
     return 0
+
+
+def _transfer_markdown(cases: list[Any], sizes: list[int]) -> str:
+    """One row per size, one column per path, then the speed of the xdt paths vs raw-tcp."""
+    from ..bench.transfer import PATHS
+
+    by = {(c.path, c.size_bytes): c for c in cases}
+    command = "xdt bench transfer --sizes " + ",".join(
+        format_size(s).replace(" ", "") for s in sizes
+    )
+    lines = [
+        f"Measured with {provenance(command)}:",
+        "",
+        "| size | " + " | ".join(PATHS) + " | xdt-tcp vs raw | xdt-local vs raw |",
+        "|---:|" + "---:|" * (len(PATHS) + 2),
+    ]
+    for size in sizes:
+        row = [format_size(size)] + [format_duration(by[(p, size)].median_s) for p in PATHS]
+        raw = by[("raw-tcp", size)].median_s
+        row += [f"{raw / by[(p, size)].median_s:.2f}×" for p in ("xdt-tcp", "xdt-local")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _bench_platform(args: argparse.Namespace, console: Console) -> int:

@@ -310,7 +310,7 @@ class ObjectServer:
         buffer = pull.object.buffer
         size = pull.object.size
         if local and request.want_fd and size >= self.config.fd_threshold:
-            if buffer.sealed:  # a local function's sealed memfd, adopted: anyone may keep it
+            if buffer.sealed:  # a function's memfd, or a many-pull object: anyone may keep it
                 header = encode_object(ObjectHeader(size=size, fd_attached=True))
                 await fdio.send_fds(loop, sock, header, [buffer.fd])
                 return True

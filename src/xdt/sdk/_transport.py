@@ -19,6 +19,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.buffers import Buffer, BufferPool, as_bytes
+from .._core.checksum import checksum
 from .._core.errors import InstanceFailed, PeerGone, ProtocolError, XdtError, from_wire
 from .._http.errors import error_from_answer
 from .._http.headers import BY_REFERENCE, TRANSFER_HEADER
@@ -128,7 +129,10 @@ class SocketTransport:
                 f"this instance's sidecar is unreachable at {self.path}: {exc}", function=function
             ) from None
         if isinstance(data, Buffer) and not data.sealed:
-            data.seal()  # xdt.buffer(): given to the sidecar, which keeps it without a copy
+            # xdt.buffer(): given to the sidecar, which keeps it without a copy. Hashed here,
+            # where its pages are mapped and warm: the sidecar would fault each one in.
+            data.checksum = checksum(data.view())
+            data.seal()
         try:
             await channel.send(Kind.CALL, {"op": op, **meta}, data)
             message = await channel.receive()
