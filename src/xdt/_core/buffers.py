@@ -64,7 +64,8 @@ class Lease(Protocol):
 
 
 _HUGE = 2 << 20  # a huge page: smaller mappings are not worth the advice
-_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
 def _map_populated(fd: int, capacity: int) -> mmap.mmap:
@@ -540,6 +541,11 @@ def as_bytes(payload: bytes | Buffer) -> bytes:
     if not isinstance(payload, Buffer):
         return payload
     try:
+        if payload.sealed and payload._map is not None and payload.size >= _HUGE:
+            # A given memfd's pages are new to this process: map them in one call rather
+            # than one fault at a time as the copy reaches them.
+            with contextlib.suppress(OSError):
+                payload._map.madvise(_MADV_POPULATE_READ)
         return payload.view().tobytes()
     finally:
         payload.close()

@@ -64,7 +64,12 @@ def _reached(outcome: Any) -> str:
     value = outcome.target.value
     if value == "seconds":
         return f"{outcome.reached * 1e3:.1f} ms"
-    return f"{outcome.reached:.2f}×"
+    # Three decimals near the bound, so that "3.00×, not met" cannot happen.
+    close = any(
+        bound is not None and abs(outcome.reached - bound) < 0.01 * bound
+        for bound in (outcome.target.at_least, outcome.target.at_most)
+    )
+    return f"{outcome.reached:.3f}×" if close else f"{outcome.reached:.2f}×"
 
 
 def _bound(outcome: Any) -> str:
