@@ -159,6 +159,7 @@ async def via_http(body: bytes) -> bytes:
 
 
 _kept_views: list[memoryview] = []
+_kept_arrays: list[tuple[object, str]] = []  # (numpy array over a view, its digest then)
 
 
 def view_digest(body: memoryview) -> bytes:
@@ -176,12 +177,18 @@ def view_digest(body: memoryview) -> bytes:
         except ValueError:
             stale = "released"
     _kept_views.append(body)
+    import numpy
+
+    # An array over an earlier call's view outlives it, and still shows that payload.
+    array_kept = all(describe(a.tobytes()) == was for a, was in _kept_arrays)  # type: ignore[attr-defined]
+    _kept_arrays[:] = [(numpy.frombuffer(body, dtype=numpy.uint8), describe(bytes(body)))]
     return json.dumps(
         {
             "digest": describe(bytes(body)),
             "writable": writable,
             "over": type(body.obj).__name__,  # mmap: the memfd itself; bytes: a private copy
             "stale": stale,
+            "array_kept": array_kept,
         }
     ).encode()
 
