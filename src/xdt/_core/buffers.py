@@ -201,6 +201,14 @@ class Buffer:
             raise ValueError("buffer is closed")
         return self._view[: self.size].toreadonly()
 
+    def populate(self) -> None:
+        """About to read every byte of a sealed memfd another process made: map its pages in
+        one call rather than one fault at a time as the reading reaches them (256 MiB: ~9 ms
+        against ~14 ms here). Not done on adoption: a sidecar passes most memfds on unread."""
+        if self.sealed and self._map is not None and self.size >= _HUGE:
+            with contextlib.suppress(OSError):
+                self._map.madvise(_MADV_POPULATE_READ)
+
     def fill(self, data: bytes | bytearray | memoryview) -> None:
         """Copy ``data`` in and set ``size``."""
         source = memoryview(data).cast("B")
@@ -541,11 +549,7 @@ def as_bytes(payload: bytes | Buffer) -> bytes:
     if not isinstance(payload, Buffer):
         return payload
     try:
-        if payload.sealed and payload._map is not None and payload.size >= _HUGE:
-            # A given memfd's pages are new to this process: map them in one call rather
-            # than one fault at a time as the copy reaches them.
-            with contextlib.suppress(OSError):
-                payload._map.madvise(_MADV_POPULATE_READ)
+        payload.populate()
         return payload.view().tobytes()
     finally:
         payload.close()

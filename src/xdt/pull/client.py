@@ -117,7 +117,10 @@ class Pulled:
         return self.reference.size
 
     def view(self) -> memoryview:
-        return self._live().view()
+        buffer = self._live()
+        if self.via == "local" and buffer.sealed:
+            buffer.populate()  # a given memfd, about to be read: its pages mapped in one call
+        return buffer.view()
 
     def tobytes(self) -> bytes:
         return self._live().view().tobytes()
