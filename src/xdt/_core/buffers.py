@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from .._util.procfs import available_memory
 from .checksum import checksum
@@ -367,35 +367,26 @@ class BufferPool:
         return self.stats.reused
 
     def acquire(self, size: int) -> Buffer:
-        """A buffer with room for ``size`` bytes: an idle one if there is one, else the one
-        being made ahead (waited for: making another would cost as long, and twice the
-        memory), else a new one."""
-        capacity = size_class(size)
-        with self._lock:
-            buffer = self._take_idle(capacity)
-            making = self._making.get(capacity) if buffer is None else None
-        if making is not None:
-            making.result()  # never raises: a failed make just leaves nothing idle
-            with self._lock:
-                buffer = self._take_idle(capacity)
+        """A buffer with room for ``size`` bytes: an idle one (or the one being made ahead),
+        else a new one."""
+        buffer = self.take_idle(size)
         if buffer is None:
-            buffer = self._make(capacity)
+            buffer = self._make(size_class(size))
             self.stats.created += 1
-        else:
-            self.stats.reused += 1
         buffer.size = 0
         buffer.checksum = None
         return buffer
 
     def take_idle(self, size: int) -> Buffer | None:
         """An idle buffer with room for ``size`` bytes (waiting for one being made: making
-        another beside it would hold twice the memory), or None: never makes one itself."""
+        another beside it would cost as long and hold twice the memory), or None: never
+        makes one itself."""
         capacity = size_class(size)
         with self._lock:
             buffer = self._take_idle(capacity)
             making = self._making.get(capacity) if buffer is None else None
         if making is not None:
-            making.result()
+            making.result()  # never raises: a failed make just leaves nothing idle
             with self._lock:
                 buffer = self._take_idle(capacity)
         if buffer is not None:
@@ -429,6 +420,8 @@ class BufferPool:
                 self.replenish(capacity)
             return
         if not self._keeps(buffer.capacity, new=False):
+            if buffer.capacity <= min(self.limits.max_buffer_bytes, self.limits.max_idle_bytes):
+                self.stats.trimmed_pressure_bytes += buffer.capacity  # kept but for memory
             buffer.close()
             return
         self.trim()
@@ -488,10 +481,7 @@ class BufferPool:
         limits = self.limits
         if capacity > min(limits.max_buffer_bytes, limits.max_idle_bytes):
             return False
-        if capacity > limits.big_buffer_bytes and not self._plentiful(capacity if new else 0):
-            self.stats.trimmed_pressure_bytes += 0 if new else capacity
-            return False
-        return True
+        return capacity <= limits.big_buffer_bytes or self._plentiful(capacity if new else 0)
 
     def _plentiful(self, more: int) -> bool:
         available = self._available()
@@ -568,17 +558,19 @@ def sealed_copy(data: bytes | bytearray | memoryview, pool: BufferPool) -> Buffe
         made = sealed_buffer(view)
         made.made_by = pool
         return made
-    hashing = _hasher().submit(checksum, view) if view.nbytes >= _HASH_BESIDE else None
-    try:
-        buffer.fill(view)
-        buffer.seal()
-    except BaseException:
-        if hashing is not None and not hashing.cancel():
-            hashing.exception()
-        pool.release(buffer)
-        raise
-    buffer.checksum = checksum(view) if hashing is None else hashing.result()
-    return buffer
+
+    def fill_and_seal() -> Buffer:
+        try:
+            buffer.fill(view)
+            buffer.seal()
+        except BaseException:
+            pool.release(buffer)
+            raise
+        return buffer
+
+    sealed, digest = _hashed_beside(view, fill_and_seal)
+    sealed.checksum = digest
+    return sealed
 
 
 def sealed_buffer(data: bytes | bytearray | memoryview) -> Buffer:
@@ -590,8 +582,8 @@ def sealed_buffer(data: bytes | bytearray | memoryview) -> Buffer:
     GIL), and travels with it: the receiver, which has not mapped the pages, would pay a
     fault per page to hash them."""
     view = memoryview(data).cast("B")
-    hashing = _hasher().submit(checksum, view) if view.nbytes >= _HASH_BESIDE else None
-    try:
+
+    def write() -> Buffer:
         fd = os.memfd_create("xdt-local", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             written = 0
@@ -601,13 +593,27 @@ def sealed_buffer(data: bytes | bytearray | memoryview) -> Buffer:
         except BaseException:
             os.close(fd)
             raise
-        buffer = Buffer.from_sealed_fd(fd, view.nbytes)  # owns fd from here, even failing
+        return Buffer.from_sealed_fd(fd, view.nbytes)  # owns fd from here, even failing
+
+    buffer, digest = _hashed_beside(view, write)
+    buffer.checksum = digest
+    return buffer
+
+
+T = TypeVar("T")
+
+
+def _hashed_beside(view: memoryview, write: Callable[[], T]) -> tuple[T, int]:
+    """``write()``'s result and the checksum of ``view``, hashed on another thread while
+    ``write`` copies it (both read the same warm source; XXH3 lets go of the GIL)."""
+    hashing = _hasher().submit(checksum, view) if view.nbytes >= _HASH_BESIDE else None
+    try:
+        written = write()
     except BaseException:
         if hashing is not None and not hashing.cancel():
             hashing.exception()  # wait for it: the view must outlive the hash
         raise
-    buffer.checksum = checksum(view) if hashing is None else hashing.result()
-    return buffer
+    return written, checksum(view) if hashing is None else hashing.result()
 
 
 _HASH_BESIDE = 8 << 20  # below this a thread hand-off costs more than it saves

@@ -98,7 +98,7 @@ class Pulled:
     reused. Views taken from :meth:`view` must not be used after that.
     """
 
-    __slots__ = ("_buffer", "_pool", "reference", "via")
+    __slots__ = ("_buffer", "_pool", "_populated", "reference", "via")
 
     def __init__(
         self,
@@ -111,6 +111,7 @@ class Pulled:
         self.via = via
         self._buffer: Buffer | None = buffer
         self._pool = pool
+        self._populated = False
 
     @property
     def size(self) -> int:
@@ -118,8 +119,9 @@ class Pulled:
 
     def view(self) -> memoryview:
         buffer = self._live()
-        if self.via == "local" and buffer.sealed:
+        if self.via == "local" and buffer.sealed and not self._populated:
             buffer.populate()  # a given memfd, about to be read: its pages mapped in one call
+            self._populated = True
         return buffer.view()
 
     def tobytes(self) -> bytes:

@@ -45,13 +45,20 @@ T = TypeVar("T")
 _POOL = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="xdt-sync")
 
 
-def _on_loop(call: Coroutine[Any, Any, T]) -> T | None:
-    """Run ``call`` on the runtime's loop and wait for it; None (call closed) if there is
-    none, so the caller takes the HTTP way."""
+class _NoLoop:
+    """What :func:`_on_loop` answers outside the runtime: take the HTTP way."""
+
+
+_NO_LOOP = _NoLoop()
+
+
+def _on_loop(call: Coroutine[Any, Any, T]) -> T | _NoLoop:
+    """Run ``call`` on the runtime's loop and wait for it; :data:`_NO_LOOP` (call closed) if
+    there is none."""
     loop = serving_loop()
     if loop is None:
         call.close()
-        return None
+        return _NO_LOOP
     try:
         running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
@@ -67,43 +74,43 @@ def _on_loop(call: Coroutine[Any, Any, T]) -> T | None:
 
 def invoke(function: str, data: Data = b"") -> bytes:
     answer = _on_loop(_invoke(function, data))
-    return (
-        _post(f"/invoke/{function}", _bytes(data), function=function) if answer is None else answer
-    )
+    if isinstance(answer, _NoLoop):
+        return _post(f"/invoke/{function}", _bytes(data), function=function)
+    return answer
 
 
 def scatter(function: str, items: Sequence[Data]) -> list[bytes]:
     answers = _on_loop(_scatter(function, items))
-    if answers is None:
+    if isinstance(answers, _NoLoop):
         return list(_POOL.map(lambda item: invoke(function, item), items))
     return answers
 
 
 def put(data: Data, *, pulls: int | None = 1, ttl: float | None = None) -> str:
     reference = _on_loop(_put(data, pulls=pulls, ttl=ttl))
-    return _post(put_path(pulls, ttl), _bytes(data)).decode() if reference is None else reference
+    if isinstance(reference, _NoLoop):
+        return _post(put_path(pulls, ttl), _bytes(data)).decode()
+    return reference
 
 
 def get(reference: str) -> bytes:
     answer = _on_loop(_get(reference))
-    return _post("/objects/get", reference.encode()) if answer is None else answer
+    return _post("/objects/get", reference.encode()) if isinstance(answer, _NoLoop) else answer
 
 
 def release(reference: str) -> None:
-    if serving_loop() is not None:
-        _on_loop(_release(reference))
-        return
-    _post("/objects/release", reference.encode())
+    if isinstance(_on_loop(_release(reference)), _NoLoop):
+        _post("/objects/release", reference.encode())
 
 
 def gather(references: Sequence[str]) -> list[bytes]:
     answers = _on_loop(_gather(references))
-    return list(_POOL.map(get, references)) if answers is None else answers
+    return list(_POOL.map(get, references)) if isinstance(answers, _NoLoop) else answers
 
 
 def broadcast(function: str, data: Data, n: int) -> list[bytes]:
     answers = _on_loop(_broadcast(function, data, n))
-    if answers is not None:
+    if not isinstance(answers, _NoLoop):
         return answers
     # As in xdt.sdk: a payload small enough for the function's mode to send inline is not
     # stored; its "reference" is the bytes themselves.
