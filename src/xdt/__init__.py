@@ -85,6 +85,7 @@ _LAZY = {
         ("broadcast", "buffer", "gather", "get", "invoke", "put", "release", "scatter"), ".sdk"
     ),
     "sync": ".sdk.sync",  # a module
+    **dict.fromkeys(("Request", "Response"), "._http.contract"),
 }
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
         StoredObject,
         StoreStats,
     )
+    from ._http.contract import Request, Response
     from .pull import (
         DEFAULT_CLIENT_CONFIG,
         DEFAULT_SERVER_CONFIG,
@@ -158,7 +160,9 @@ __all__ = [
     "ReferenceMalformed",
     "ReferenceRejected",
     "ReferenceTampered",
+    "Request",
     "RequestTimeout",
+    "Response",
     "ServerConfig",
     "SourceUnavailable",
     "SpecError",

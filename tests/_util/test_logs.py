@@ -1,14 +1,23 @@
-"""Rate-limited log lines (``xdt._util.logs``): a flood of one kind of line writes one per
-interval and says how many it held back; other kinds are not held back by it."""
+"""Instance log lines (``xdt._util.logs``): stamped lines that parse back; rate-limited ones
+(a flood of one kind writes one per interval and says how many it held back; other kinds are
+not held back by it)."""
 
 from __future__ import annotations
 
+import io
 import logging
+import threading
 
 import pytest
 
 from _support.clock import ManualClock
-from xdt._util.logs import RateLimitedLog, RateLimitFilter
+from xdt._util.logs import (
+    MAX_LINE,
+    RateLimitedLog,
+    RateLimitFilter,
+    StampedLines,
+    parse_line,
+)
 
 
 def test_a_flood_of_one_kind_writes_one_line_per_interval() -> None:
@@ -48,3 +57,47 @@ def test_the_logging_filter_lets_one_record_per_template_through(
         for i in range(500):
             logger.error("Error handling request from %s", f"127.0.0.{i % 250}")
     assert len(caplog.records) == 1
+
+
+def test_stamped_lines_carry_time_instance_and_request_and_parse_back() -> None:
+    raw = io.BytesIO()
+    current: list[str | None] = [None]
+    lines = StampedLines(raw, "fn-3", lambda: current[0])
+    lines.write("first ")
+    current[0] = "req-1"
+    lines.write("line\nsecond")  # the first line is complete: stamped with the id now
+    lines.close_line()
+    parsed = [parse_line(line) for line in raw.getvalue().decode().splitlines()]
+    assert [(p.instance, p.request_id, p.text) for p in parsed if p] == [
+        ("fn-3", "req-1", "first line"),
+        ("fn-3", "req-1", "second"),
+    ]
+    assert all(p is not None and p.time.endswith("Z") for p in parsed)
+    assert parse_line("a raw line of a C library") is None
+
+
+def test_a_line_longer_than_the_limit_is_cut_not_held() -> None:
+    raw = io.BytesIO()
+    lines = StampedLines(raw, "fn-1", lambda: None)
+    lines.write("x" * (MAX_LINE * 2 + 5))
+    written = raw.getvalue().decode().splitlines()
+    assert len(written) == 2 and all(len(line) > MAX_LINE for line in written)
+
+
+def test_lines_of_two_threads_do_not_interleave() -> None:
+    raw = io.BytesIO()
+    lines = StampedLines(raw, "fn-1", lambda: None)
+
+    def write(letter: str) -> None:
+        for _ in range(200):
+            lines.write(letter * 10)
+            lines.write(letter * 10 + "\n")
+
+    threads = [threading.Thread(target=write, args=(c,)) for c in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    texts = [parse_line(line) for line in raw.getvalue().decode().splitlines()]
+    assert len(texts) == 400
+    assert {t.text for t in texts if t} == {"a" * 20, "b" * 20}

@@ -286,15 +286,22 @@ def test_instances_die_with_a_killed_platform(start_platform: Start) -> None:
     assert f"removed {run_dir}: the run folder of a platform that was killed" in after.stop()
 
 
-def test_an_instance_that_cannot_start_fails_buffered_requests_clearly(
+def test_an_instance_that_never_gets_ready_fails_buffered_requests_clearly(
     start_platform: Start,
 ) -> None:
+    """A command that never listens on $PORT: after its ready_timeout the waiting request
+    hears why, not a hang until the function's timeout."""
+    never = [sys.executable, "-c", "import time; time.sleep(120)"]
     platform = start_platform(
-        {"functions": [{"name": "broken", "handler": "no_such_module:handler"}]}
+        {"functions": [{"name": "deaf", "command": never, "ready_timeout": "1s", "timeout": 60}]}
     )
-    status, headers, body = platform.invoke("broken", b"x")
+    started = time.monotonic()
+    status, headers, body = platform.invoke("deaf", b"x", timeout=60)
     assert status == 502 and headers[ERROR_HEADER] == "instance_failed"
-    assert "no_such_module" in json.loads(body)["message"]
+    message = json.loads(body)["message"]
+    assert "not ready after 1 s (ready_timeout); is it listening on $PORT=" in message
+    assert time.monotonic() - started < 30  # told after the readiness deadline, not at timeout
+    assert platform.function("deaf")["start_failures"] >= 1
 
 
 async def test_breaker_concurrency_one_and_a_full_queue_gets_503(start_platform: Start) -> None:
@@ -454,7 +461,7 @@ def test_cli_invoke_status_and_ctrl_c_stops_everything(start_platform: Start) ->
     done = subprocess.run(
         [*xdt, "invoke", "nope", "--url", platform.url], capture_output=True, timeout=60
     )
-    assert done.returncode == 1 and b"FunctionNotFound" in done.stderr
+    assert done.returncode == 5 and b"FunctionNotFound" in done.stderr
     done = subprocess.run(
         [*xdt, "invoke", "no such", "--url", platform.url], capture_output=True, timeout=60
     )
@@ -591,3 +598,23 @@ def test_an_embedded_store_that_dies_is_restarted_and_reported(
     assert answer[::2] == (200, b"cd" * 1000), answer[2][:300]  # transfers work again
     log = platform.stop()
     assert "crashed: exited with code -9" in log and "restarted: restart 2" in log, log
+
+
+def test_a_crash_looping_function_is_marked_and_its_waiting_requests_told_why(
+    start_platform: Start,
+) -> None:
+    platform = start_platform(
+        {"functions": [{"name": "fragile", "handler": "fragile:handler", "min_scale": 1}]}
+    )
+    assert platform.invoke("fragile", b"hi")[::2] == (200, b"fine")
+    (platform.code / "fragile.broken").write_text("")  # from now on it cannot start
+    status, _, _ = platform.invoke("fragile", b"die")
+    assert status == 502
+    status, headers, body = platform.invoke("fragile", b"hi", timeout=60)
+    message = json.loads(body)["message"]
+    assert status == 502 and headers[ERROR_HEADER] == "instance_failed", message
+    assert "is crash-looping" in message and "its configuration is broken" in message
+    function = platform.function("fragile")
+    assert function["crash_looping"], function["instances"]
+    last = function["last_error"]
+    assert last is not None and "its configuration is broken" in last["message"]

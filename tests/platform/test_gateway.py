@@ -105,11 +105,10 @@ async def test_an_invocation_goes_to_an_instance_and_its_answer_comes_back(front
     assert front.platform.deployments["shout"].answers == {"200": 1}
 
 
-async def test_the_transfer_headers_pass_both_ways_and_nothing_else_of_the_answer(
-    front: Front,
-) -> None:
+async def test_the_transfer_headers_pass_both_ways_and_no_other_of_xdts(front: Front) -> None:
     async def by_reference(request: web.Request) -> web.Response:
-        return web.Response(text="a-token", headers={TRANSFER_HEADER: "ref", "X-Secret": "no"})
+        mine = {TRANSFER_HEADER: "ref", HOP_HEADER: "a-secret", "X-Custom": "yes"}
+        return web.Response(text="a-token", headers=mine)
 
     front.ingress.answer = by_reference
     hop = front.platform.keyring.hop_secret()
@@ -117,7 +116,8 @@ async def test_the_transfer_headers_pass_both_ways_and_nothing_else_of_the_answe
     answer = await front.client.post("/invoke/shout", data=b"tok", headers=headers)
     seen = front.ingress.seen[0]
     assert (seen[TRANSFER_HEADER], seen[ACCEPT_HEADER], seen[HOP_HEADER]) == ("ref", "ref", hop)
-    assert answer.headers[TRANSFER_HEADER] == "ref" and "X-Secret" not in answer.headers
+    assert answer.headers[TRANSFER_HEADER] == "ref" and HOP_HEADER not in answer.headers
+    assert answer.headers["X-Custom"] == "yes"  # the function's own headers reach the caller
 
 
 async def test_an_unknown_function_is_a_404_naming_the_deployed_ones(front: Front) -> None:
@@ -161,12 +161,29 @@ async def test_an_instance_that_is_gone_and_never_replaced_is_a_502(
 
 
 async def test_metrics_status_and_health(front: Front) -> None:
+    """/metrics parses with prometheus_client's own parser: answers by status and code, a
+    latency histogram per function, and what the gateway refused before any function."""
     await front.client.post("/invoke/shout", data=b"x")
+    await front.client.post("/invoke/shout", data=b"y")
+    await front.client.post("/invoke/nope", data=b"z")  # a 404 of the gateway's own
     answer = await front.client.get("/metrics")
     assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    families = {f.name: f for f in text_string_to_metric_families(await answer.text())}
+    text = await answer.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert all(f.documentation for f in families.values())  # every family has its HELP
     (sample,) = families["xdt_requests"].samples
-    assert sample.labels == {"function": "shout", "answer": "200"} and sample.value == 1
+    assert sample.labels == {"function": "shout", "status": "200", "code": ""}
+    assert sample.value == 2
+    latency = families["xdt_request_duration_seconds"]
+    assert latency.type == "histogram"
+    counts = {s.name: s.value for s in latency.samples if "le" not in s.labels}
+    assert counts["xdt_request_duration_seconds_count"] == 2
+    assert counts["xdt_request_duration_seconds_sum"] > 0
+    buckets = [s.value for s in latency.samples if s.name.endswith("_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == 2  # cumulative, +Inf holds all
+    (refused,) = families["xdt_gateway_refused"].samples
+    assert refused.labels == {"status": "404", "code": "function_not_found"}
+    assert refused.value == 1
     assert families["xdt_instances_ready"].samples[0].value == 1
     status = await (await front.client.get("/status")).json()
     assert status["functions"]["shout"]["transfer"] == "xdt"

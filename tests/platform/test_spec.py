@@ -371,7 +371,8 @@ BAD: list[tuple[str, Any, str, str]] = [
         minimal(zzz=1),
         "functions[0]",
         r"unknown key 'zzz' \(known: command, concurrency, env, handler, initial_scale, "
-        r"max_scale, memory, memory_limit, min_scale, name, tenant, timeout, transfer\)",
+        r"max_scale, memory, memory_limit, min_scale, name, ready_timeout, tenant, timeout, "
+        r"transfer\)",
     ),
     (
         "folder-is-not-a-spec-key",
@@ -850,3 +851,20 @@ def test_keep_warm_is_a_duration_that_reaches_every_sidecar() -> None:
     assert parse({"functions": [{"name": "a", "handler": "m:a"}]}).platform.keep_warm == 30.0
     with pytest.raises(SpecError, match=r"platform\.keep_warm"):
         parse({"platform": {"keep_warm": "0s"}, "functions": [{"name": "a", "handler": "m:a"}]})
+
+
+def test_error_detail_is_full_or_message() -> None:
+    functions = [{"name": "a", "handler": "m:a"}]
+    assert parse({"functions": functions}).platform.error_detail == "full"
+    spec = parse({"platform": {"error_detail": "message"}, "functions": functions})
+    assert spec.platform.error_detail == "message"
+    with pytest.raises(SpecError, match=r"platform\.error_detail: 'some' is not one of: full"):
+        parse({"platform": {"error_detail": "some"}, "functions": functions})
+
+
+def test_ready_timeout_is_a_positive_duration_per_function() -> None:
+    spec = parse({"functions": [{"name": "a", "handler": "m:a", "ready_timeout": "90s"}]})
+    assert spec.functions[0].ready_timeout == 90.0
+    assert parse({"functions": [{"name": "a", "handler": "m:a"}]}).functions[0].ready_timeout == 30
+    with pytest.raises(SpecError, match=r"functions\[a\]\.ready_timeout: must be more than 0"):
+        parse({"functions": [{"name": "a", "handler": "m:a", "ready_timeout": 0}]})

@@ -116,6 +116,8 @@ class XdtError(Exception):
     def __init__(self, message: str, *, function: str | None = None) -> None:
         super().__init__(message)
         self.function = function
+        self.request_id: str | None = None  # the invocation it happened in, when known
+        self.stack_trace: str | None = None  # a function's own traceback (error_detail: full)
 
 
 _BY_CODE[XdtError.code] = XdtError
@@ -377,13 +379,19 @@ def invocation_error(
 
 def to_wire(error: XdtError) -> dict[str, Any]:
     """The error as fields: the JSON body of an HTTP error answer, the local channel's ERROR
-    message. ``message`` is the text as raised: errors never carry secrets."""
-    return {
+    message. ``message`` is the text as raised: errors never carry secrets. ``request_id``
+    and ``traceback`` (the function's own, like Lambda's ``stackTrace``) when known."""
+    fields: dict[str, Any] = {
         "error": error.code,
         "message": str(error),
         "function": error.function,
         "status": error.status,
     }
+    if error.request_id is not None:
+        fields["request_id"] = error.request_id
+    if error.stack_trace is not None:
+        fields["traceback"] = error.stack_trace
+    return fields
 
 
 def from_wire(fields: Mapping[str, Any]) -> XdtError:
@@ -392,9 +400,13 @@ def from_wire(fields: Mapping[str, Any]) -> XdtError:
     function, status = fields.get("function"), fields.get("status")
     if not isinstance(code, str) or not isinstance(message, str):
         return ProtocolError(f"an error answer without a code and a message: {dict(fields)!r}")
-    return error_for_code(
+    error = error_for_code(
         code,
         message,
         function=function if isinstance(function, str) else None,
         status=status if type(status) is int and 100 <= status <= 599 else None,
     )
+    request_id, stack_trace = fields.get("request_id"), fields.get("traceback")
+    error.request_id = request_id if isinstance(request_id, str) else None
+    error.stack_trace = stack_trace if isinstance(stack_trace, str) else None
+    return error

@@ -19,18 +19,19 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._core.errors import PeerGone, ProtocolError
 
-__all__ = ["AnswerBody", "ConnectionPool", "HttpAnswer"]
+__all__ = ["AnswerBody", "ConnectionPool", "HttpAnswer", "RequestHeaders"]
 
 _UNSAFE_PATH = re.compile(r"[\x00-\x20\x7f]")
 _UNSAFE_HEADER = re.compile(r"[\r\n\x00]")
 
 
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+RequestHeaders = Mapping[str, str] | Sequence[tuple[str, str]]
 STREAM_CHUNK = 1 << 20
 
 
@@ -85,9 +86,10 @@ class AnswerBody:
 @dataclass(frozen=True, slots=True)
 class HttpAnswer:
     status: int
-    headers: dict[str, str]  # names lower-cased
+    headers: dict[str, str]  # names lower-cased (of a repeated header, the last)
     body: bytes
     stream: AnswerBody | None = None  # instead of ``body``: an answer over ``stream_over``
+    fields: tuple[tuple[str, str], ...] = ()  # every header line, in order, as sent
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
@@ -123,7 +125,10 @@ class ConnectionPool:
         self._host_header = f"{host}:{port}".encode()
 
     async def post(
-        self, path: str, body: bytes, headers: dict[str, str] | None = None
+        self,
+        path: str,
+        body: bytes,
+        headers: RequestHeaders | None = None,
     ) -> HttpAnswer:
         """POST ``body``; the whole answer. Raises :class:`~xdt.PeerGone` (cannot connect:
         ``delivered`` False; or the peer left before answering: ``delivered`` None, as it may
@@ -132,11 +137,10 @@ class ConnectionPool:
         ValueError for a path or header that would break the request's framing (CR, LF; a
         space in the path): on a pooled keep-alive connection that would let one caller
         inject a request."""
-        if _UNSAFE_PATH.search(path) or any(
-            _UNSAFE_HEADER.search(f"{k}{v}") for k, v in (headers or {}).items()
-        ):
+        pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+        if _UNSAFE_PATH.search(path) or any(_UNSAFE_HEADER.search(f"{k}{v}") for k, v in pairs):
             raise ValueError(f"refusing a request with CR, LF or space in it: {path!r}")
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in pairs).encode()
         head = (
             b"POST " + path.encode() + b" HTTP/1.1\r\nHost: " + self._host_header
             + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n" + extra + b"\r\n"
@@ -176,12 +180,12 @@ class ConnectionPool:
             writer.writelines((head, body))
             await writer.drain()
             raw_head = await reader.readuntil(b"\r\n\r\n")
-            status, headers = _parse_head(raw_head)
+            status, headers, fields = _parse_head(raw_head)
             keep_alive = headers.get("connection", "").lower() != "close"
             length = self._streamed_length(status, headers)
             if length is not None:
                 rest = AnswerBody(self, connection, length, self.io_timeout, reusable=keep_alive)
-                return HttpAnswer(status, headers, b"", rest)
+                return HttpAnswer(status, headers, b"", rest, fields)
             answer_body, reusable = await self._read_body(reader, status, headers)
         except BaseException as exc:
             writer.close()
@@ -198,7 +202,7 @@ class ConnectionPool:
                 ) from None
             raise
         self._release(connection, reusable=reusable and keep_alive)
-        return HttpAnswer(status, headers, answer_body)
+        return HttpAnswer(status, headers, answer_body, None, fields)
 
     def _release(self, connection: _Connection, *, reusable: bool) -> None:
         if reusable and len(self._idle) < self.max_idle and not connection[1].is_closing():
@@ -249,18 +253,20 @@ def _undelivered(message: str) -> PeerGone:
     return error
 
 
-def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
+def _parse_head(raw: bytes) -> tuple[int, dict[str, str], tuple[tuple[str, str], ...]]:
     lines = raw.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     if not version.startswith("HTTP/1."):
         raise ValueError(f"not an HTTP/1.x answer: {lines[0][:80]!r}")
     status = int(rest[:3])
     headers: dict[str, str] = {}
+    fields: list[tuple[str, str]] = []
     for line in lines[1:]:
         if line:
             name, _, value = line.partition(":")
+            fields.append((name.strip(), value.strip()))
             headers[name.strip().lower()] = value.strip()
-    return status, headers
+    return status, headers, tuple(fields)
 
 
 async def _read_chunked(reader: asyncio.StreamReader, limit: int | None) -> bytes:

@@ -3,10 +3,11 @@ SDK, CLI). No aiohttp here: the blocking SDK and the CLI use it too.
 
 A platform-made error answer has the status of its type, an ``X-Xdt-Error`` header with its
 code and a JSON body, :func:`xdt._core.errors.to_wire`: ``{"error": code, "message": ...,
-"function": ..., "status": ...}``. A client turns it back into the same exception type
-(:func:`error_from_answer`). A function's own non-2xx answer carries no header; it reaches
-callers as :class:`~xdt.FunctionFailed` (5xx) or :class:`~xdt.BadRequest` (4xx) with the
-function's text.
+"function": ..., "status": ..., "request_id": ...}``, and ``"traceback"`` when the function's
+code raised and ``platform.error_detail`` is ``full``. A client turns it back into the same
+exception type (:func:`error_from_answer`). A function's own non-2xx answer carries no
+header; it reaches callers as :class:`~xdt.FunctionFailed` (5xx) or :class:`~xdt.BadRequest`
+(4xx) with the function's text.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ def error_from_answer(
         fields = json.loads(body)
     except ValueError:
         fields = None
+    request_id = stack_trace = None
     if isinstance(fields, dict):
         text = fields["message"] if isinstance(fields.get("message"), str) else text
         if isinstance(fields.get("function"), str):
             function = fields["function"]
-    return invocation_error(status, code, text, function=function)
+        request_id, stack_trace = fields.get("request_id"), fields.get("traceback")
+    error = invocation_error(status, code, text, function=function)
+    error.request_id = request_id if isinstance(request_id, str) else None
+    error.stack_trace = stack_trace if isinstance(stack_trace, str) else None
+    return error

@@ -4,12 +4,13 @@ and big answers written a chunk at a time within a deadline."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
 
 from .._core.errors import BadRequest, PayloadTooLarge, PeerGone, RequestTimeout, XdtError
+from .contract import REQUEST_ID_HEADER
 from .errors import error_body
 from .headers import ERROR_HEADER
 from .listen import DEFAULT_LIMITS, Limits
@@ -24,16 +25,23 @@ ANSWER_CHUNK = 1 << 20
 ANSWER_DEADLINE = Limits(body_timeout=30.0, min_body_rate=1 << 20)
 
 
-def error_response(error: XdtError, *, function: str | None = None) -> web.Response:
-    """The answer for ``error`` (see :mod:`.errors`); ``function`` fills in the function it
-    concerns when the error does not name one."""
+def error_response(
+    error: XdtError, *, function: str | None = None, request_id: str | None = None
+) -> web.Response:
+    """The answer for ``error`` (see :mod:`.errors`); ``function`` and ``request_id`` fill in
+    the function it concerns and the invocation it happened in when the error does not say."""
     if error.function is None and function is not None:
         error.function = function
+    if error.request_id is None and request_id is not None:
+        error.request_id = request_id
+    headers = {ERROR_HEADER: error.code}
+    if error.request_id is not None:
+        headers[REQUEST_ID_HEADER] = error.request_id
     return web.Response(
         status=error.status,
         body=error_body(error),
         content_type="application/json",
-        headers={ERROR_HEADER: error.code},
+        headers=headers,
     )
 
 
@@ -82,7 +90,7 @@ async def read_body(
 async def stream_answer(
     request: web.Request,
     status: int,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     chunks: AsyncIterable[bytes | memoryview],
     length: int,
 ) -> web.StreamResponse:

@@ -5,6 +5,7 @@
     xdt up -f xdt.yaml [--port 8080]            run the platform in the foreground
     xdt invoke FUNCTION [--data @in.bin]        invoke a function, answer on stdout
     xdt status [--json]                         functions, instances, autoscaler decisions
+    xdt logs [-f] [FUNCTION]                    every instance's log lines, merged by time
     xdt demo [-f examples/wordcount/xdt.yaml]   the platform on an example, driven and explained
     xdt keygen [--out FILE] [--rotate FILE]     make (or rotate) the platform key ring
     xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop asyncio|uvloop]
@@ -20,12 +21,13 @@ from rich.markup import escape
 
 from .. import __version__
 from .._core.errors import ConfigError, XdtError
-from . import bench, demo, invoke, keygen, status, up
+from . import bench, demo, invoke, keygen, logs, status, up
+from ._options import CommandError
 
 __all__ = ["main"]
 
 # One module per command, each with add_parser(commands) and a run(args, console) it sets.
-COMMANDS = (up, invoke, status, demo, keygen, bench)
+COMMANDS = (up, invoke, status, logs, demo, keygen, bench)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,4 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except XdtError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 1
+    except CommandError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        return exc.code
+    except KeyboardInterrupt:  # Ctrl-C: no traceback, the shell's code for SIGINT
+        return 130
     return code

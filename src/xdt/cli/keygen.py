@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from .._core.refs import KeyRing
+from ._options import CommandError
 
 __all__ = ["add_parser", "run"]
 
@@ -25,6 +26,9 @@ def add_parser(commands: Any) -> None:
     )
     keygen.add_argument("--out", type=Path, help="write the key ring here (mode 0600)")
     keygen.add_argument("--rotate", type=Path, metavar="FILE", help="rotate this key ring file")
+    keygen.add_argument(
+        "--force", action="store_true", help="with --out: replace a key ring already there"
+    )
     keygen.set_defaults(run=run)
 
 
@@ -38,6 +42,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if target is None:
         sys.stdout.write(ring.to_text())
         return 0
+    if args.rotate is None and target.exists() and not args.force:
+        # Replacing a ring makes every reference sealed under it unopenable: never silently.
+        raise CommandError(
+            f"{target} already exists: a new key ring there would make every reference sealed "
+            "under the old one unopenable. Rotate it with --rotate (old references still "
+            "open), or replace it with --force",
+            code=2,
+        )
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(ring.to_text())

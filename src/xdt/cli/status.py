@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
+import time
 from typing import Any
 
 from rich.box import SIMPLE_HEAD
@@ -17,7 +16,7 @@ from rich.table import Table
 from .._util import thp
 from .._util.units import format_duration, format_size
 from ..platform.status import PlatformStatus
-from ._options import add_url_option
+from ._options import add_url_option, get_json
 from .up import isolation_summary
 
 __all__ = ["add_parser", "run"]
@@ -31,12 +30,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    try:
-        with urllib.request.urlopen(f"{args.url.rstrip('/')}/status", timeout=10) as response:
-            status = json.loads(response.read())
-    except (urllib.error.URLError, TimeoutError, ValueError) as exc:
-        console.print(f"[red]error:[/red] no platform answering at {args.url}: {escape(str(exc))}")
-        return 1
+    status = get_json(args.url, "/status")
     if args.json:
         sys.stdout.write(json.dumps(status, indent=2) + "\n")
         return 0
@@ -68,16 +62,26 @@ def render_status(status: PlatformStatus, console: Console) -> None:
     console.print(thp.describe())  # of this host: the platform's when it runs here
     instances = Table(title="instances", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1))
     for column in ("instance", "state", "busy", "objs", "held", "restarts", "uptime",
-                   "pids"):  # fmt: skip
+                   "pids", "code"):  # fmt: skip
         instances.add_column(column)
     for f in status["functions"].values():
         for i in f["instances"]:
+            state = i["state"]
+            if i["id"] in f["crash_looping"]:
+                state = f"[red]{state}, crash-looping[/red]"
             instances.add_row(
-                i["id"], i["state"], str(i["in_flight"]), str(i["objects"]),
+                i["id"], state, str(i["in_flight"]), str(i["objects"]),
                 format_size(i["bytes_held"]), str(i["restarts"]),
                 format_duration(i["uptime_s"]), f"{i['sidecar_pid']}/{i['function_pid']}",
+                i["code_version"] or "-",
             )  # fmt: skip
+    if status["logs"]:
+        instances.caption = (
+            f"logs: {status['logs']}/<instance>.log, merged by `xdt logs [-f] [FUNCTION]`; "
+            "code: a hash of the function's files when the instance started"
+        )
     console.print(instances)
+    render_errors(status, console)
     decisions = Table(
         title="recent autoscaler decisions", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1)
     )
@@ -91,3 +95,25 @@ def render_status(status: PlatformStatus, console: Console) -> None:
                 "panic" if d["panicking"] else "stable",
             )  # fmt: skip
     console.print(decisions)
+
+
+def render_errors(status: PlatformStatus, console: Console) -> None:
+    """Each function's last failure and instances that never got ready, if any."""
+    for name, f in status["functions"].items():
+        if f["start_failures"]:
+            console.print(
+                f"[red]{escape(name)}: {f['start_failures']} instance(s) in a row never got "
+                "ready[/red]"
+            )
+        error = f["last_error"]
+        if error is None:
+            continue
+        when = time.strftime("%H:%M:%S", time.localtime(error["at_unix"]))
+        where = f" in {error['instance']}" if error["instance"] else ""
+        request = f" (request {error['request_id']})" if error["request_id"] else ""
+        first = error["message"].strip().splitlines()[0] if error["message"].strip() else ""
+        console.print(
+            f"[yellow]{escape(name)}[/yellow]: last error at {when}{where}{escape(request)}: "
+            f"{escape(error['code'])}: {escape(first)}",
+            soft_wrap=True,
+        )

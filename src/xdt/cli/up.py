@@ -83,7 +83,8 @@ async def _up(spec: Spec, console: Console) -> None:
         colour = "red" if what.kind.troubled else "cyan"
         console.print(
             f"[dim]{time.monotonic() - started:8.3f}s[/dim] [{colour}]{instance or function}"
-            f"[/{colour}] {escape(str(what))}",
+            f"[/{colour}] {escape(str(what))}"
+            + (f" [dim](request {escape(what.request_id)})[/dim]" if what.request_id else ""),
             soft_wrap=True,
         )
 
@@ -91,7 +92,8 @@ async def _up(spec: Spec, console: Console) -> None:
     loop = asyncio.get_running_loop()
     rate_limit_loop_errors(loop, RateLimitedLog())  # a flood must not become a log flood
     raise_fd_limit()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP (the terminal closed) stops as Ctrl-C does: draining, the run folder removed.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     async with Platform(spec, on_event=event) as platform:
         # The first line is plain and stable: scripts (and tests) read the URL from it.
@@ -114,6 +116,10 @@ async def _up(spec: Spec, console: Console) -> None:
         isolated = platform.identities is not None
         console.print(f"isolation: {isolation_summary(isolated, platform.sandboxed)}")
         console.print(thp.describe())
+        console.print(
+            f"logs: {platform.logs_dir}/<instance>.log; `xdt logs -f` follows them all",
+            soft_wrap=True,
+        )
         console.print(
             f"invoke with: curl --data-binary @in.bin {platform.url}/invoke/<function>  "
             "(Ctrl-C stops everything)",

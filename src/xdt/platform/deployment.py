@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from .._core.errors import (
@@ -23,22 +25,53 @@ from .._core.errors import (
     ProtocolError,
 )
 from .._core.refs import TransferMode
-from .._http.client import HttpAnswer
+from .._http.client import HttpAnswer, RequestHeaders
+from .._http.contract import REQUEST_ID_HEADER
 from .._http.headers import ERROR_HEADER
+from .._http.metrics import Histogram
+from .._util.logs import RateLimitedLog
 from .._util.tasks import TaskSet
 from ..sidecar.usage import Usage
 from .autoscaler import Decider, Decision, ScaleGate
 from .balancer import Tracker
 from .events import Event, Kind
-from .instances import Instance, InstanceManager, State
+from .instances import CRASH_LOOP_RESET, Instance, InstanceManager, State
 from .spec import FunctionSpec, PlatformSpec
-from .status import DecisionRecord, EventRecord, FunctionStatus
+from .status import DecisionRecord, ErrorRecord, EventRecord, FunctionStatus
 from .throttler import Throttler
 
 __all__ = ["Deployment"]
 
 START_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # after an instance failed to start
 _MAX_DELIVERIES = 40  # forwards refused at connect before giving up (~8 s of backoff)
+
+
+MAX_ERROR_MESSAGE = 4000  # characters of a last error kept for /status
+
+
+def _request_id(headers: RequestHeaders | None) -> str | None:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in pairs:
+        if name.lower() == REQUEST_ID_HEADER.lower():
+            return value
+    return None
+
+
+def _message_of(answer: HttpAnswer) -> str:
+    """An error answer's message (its JSON ``message``), or what can be said without it."""
+    if answer.stream is None and len(answer.body) <= 1 << 16:
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(answer.body).get("message")
+            if isinstance(message, str):
+                return message
+    return f"answered {answer.status}"
+
+
+def _crash_looping(instance: Instance) -> bool:
+    recent = instance.crashed_at is not None and (
+        time.monotonic() - instance.crashed_at < CRASH_LOOP_RESET
+    )
+    return instance.crashes >= 2 and (instance.state is State.RESTARTING or recent)
 
 
 class _Undelivered(Exception):
@@ -79,6 +112,9 @@ class Deployment:
         self.requests = 0
         self.restarts = 0
         self.answers: collections.Counter[str] = collections.Counter()
+        # For /metrics: answers by (HTTP status, error code or ""), and their latency.
+        self.outcomes: collections.Counter[tuple[int, str]] = collections.Counter()
+        self.latency = Histogram()
         self._started = clock()
         self._start_failures = 0
         self._retry: asyncio.TimerHandle | None = None
@@ -88,13 +124,17 @@ class Deployment:
         self._starting: dict[Instance, asyncio.Task[None]] = {}
         self.undelivered = 0  # forwards no instance took, sent again elsewhere
         self.retired = Usage()  # what instances that are gone used
+        self.last_error: ErrorRecord | None = None
+        self._error_events = RateLimitedLog(interval=1.0, clock=clock)
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def invoke(self, body: bytes, headers: dict[str, str] | None = None) -> HttpAnswer:
-        """Route one request to an instance and return its answer. ``headers`` are the
-        transfer headers passed between sidecars."""
+    async def invoke(self, body: bytes, headers: RequestHeaders | None = None) -> HttpAnswer:
+        """Route one request to an instance and return its answer. ``headers`` go with it
+        (the gateway's: the caller's that pass, its method and path, trace, hop)."""
         self.requests += 1
+        request_id = _request_id(headers)
+        started = self.clock()
         try:
             async with asyncio.timeout(self.spec.timeout):
                 answer = await self._deliver(body, headers)
@@ -105,14 +145,46 @@ class Deployment:
                 function=self.spec.name,
             )
             self.answers[error.code] += 1
+            self.outcomes[(error.status, error.code)] += 1
+            self._failed(error.code, str(error), request_id)
             raise error from None
         except InvocationError as exc:
             self.answers[exc.code] += 1
+            self.outcomes[(exc.status, exc.code)] += 1
+            if exc.status >= 500:
+                self._failed(exc.code, str(exc), request_id)
             raise
-        self.answers[answer.header(ERROR_HEADER) or str(answer.status)] += 1
+        finally:
+            self.latency.observe(self.clock() - started)
+        code = answer.header(ERROR_HEADER)
+        self.answers[code or str(answer.status)] += 1
+        self.outcomes[(answer.status, code or "")] += 1
+        if answer.status >= 500:
+            self._failed(code or str(answer.status), _message_of(answer), request_id)
         return answer
 
-    async def _deliver(self, body: bytes, headers: dict[str, str] | None) -> HttpAnswer:
+    def _failed(
+        self,
+        code: str,
+        message: str,
+        request_id: str | None,
+        instance: str | None = None,
+        *,
+        event: bool = True,
+    ) -> None:
+        """Keep a failure as the function's last error; an event for it, a few per second
+        per code at most (a failing function under load must not wash out the others)."""
+        self.last_error = {
+            "at_unix": round(time.time(), 3),
+            "instance": instance,
+            "code": code,
+            "message": message[:MAX_ERROR_MESSAGE],
+            "request_id": request_id,
+        }
+        if event and self._error_events.admit(code) is not None:
+            self.record(Event(Kind.ERROR, f"{code}: {message[:200]}", request_id), instance)
+
+    async def _deliver(self, body: bytes, headers: RequestHeaders | None) -> HttpAnswer:
         """Forward to an instance the throttler picks. One that nobody answers at all (a
         sidecar that just died: connection refused) never got the request, so it waits for
         another instance, as a buffered request does, with a short backoff while the dead one
@@ -135,7 +207,7 @@ class Deployment:
         )
 
     async def _forward(
-        self, instance: Instance, body: bytes, headers: dict[str, str] | None
+        self, instance: Instance, body: bytes, headers: RequestHeaders | None
     ) -> HttpAnswer:
         assert instance.pool is not None
         try:
@@ -254,6 +326,18 @@ class Deployment:
     def on_instance_event(self, instance: Instance, event: Event) -> None:
         self._log(event, instance)
         kind = event.kind
+        if kind.troubled:
+            self._failed(kind.value, event.detail, None, instance.id, event=False)
+        if kind is Kind.CRASHED and instance.crashes >= 2 and self.ready_count == 0:
+            # Crash-looping, and nothing else serves: the buffered requests hear why now.
+            detail = event.detail
+            self.throttler.fail_waiting(
+                lambda: InstanceFailed(
+                    f"function {self.spec.name!r} is crash-looping ({instance.id} crashed "
+                    f"{instance.crashes} times in a row): {detail}",
+                    function=self.spec.name,
+                )
+            )
         if kind is Kind.RESTARTED:
             self.restarts += 1
         if kind in (Kind.READY, Kind.RESTARTED) and instance.state is State.READY:
@@ -327,6 +411,7 @@ class Deployment:
                 "instance": instance,
                 "kind": event.kind.value,
                 "event": str(event),
+                "request_id": event.request_id,
             }
         )
 
@@ -369,6 +454,9 @@ class Deployment:
             "memory_bytes": self.spec.memory,
             "restarts": self.restarts,
             "objects": sum(i.objects for i in self.instances),
+            "last_error": self.last_error,
+            "crash_looping": [i.id for i in self.instances if _crash_looping(i)],
+            "start_failures": self._start_failures,
             "instances": [i.describe(self._in_flight(i)) for i in self.instances],
             "decisions": list(self.decisions)[-10:],
             "events": list(self.events)[-30:],

@@ -19,6 +19,7 @@ runs ``xdt up`` as a child process.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import random
@@ -51,6 +52,7 @@ from .isolation import (
     stop_processes_of,
 )
 from .janitor import Janitor
+from .preflight import check_functions
 from .sandbox import available, sandbox_wanted
 from .spec import Spec
 from .status import PlatformStatus, UsageReport
@@ -111,6 +113,7 @@ class Platform:
         self._session: aiohttp.ClientSession | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.kept_logs: Path | None = None
+        self.refused: collections.Counter[tuple[int, str]] = collections.Counter()  # /metrics
         self.cleaned: list[Path] = []  # run folders of platforms that died without stopping
         self.stores: EmbeddedStores | None = None
         self._janitor: Janitor | None = None
@@ -156,6 +159,9 @@ class Platform:
         if self.identities is not None:
             # Function uids must reach their sockets here by name; they may not list it.
             self._run_dir.chmod(0o711)
+        await check_functions(
+            self.spec.functions, self.identities, sandboxed=self.sandboxed, run_dir=self._run_dir
+        )
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=None),
@@ -309,6 +315,11 @@ class Platform:
 
     # -- reporting ---------------------------------------------------------------------------
 
+    @property
+    def logs_dir(self) -> Path | None:
+        """Where the instance logs are (while it runs; after, :attr:`kept_logs`)."""
+        return self._run_dir / "logs" if self._run_dir is not None else None
+
     def status(self) -> PlatformStatus:
         return {
             "url": self.url,
@@ -317,6 +328,7 @@ class Platform:
             "stores_down": self.stores.down() if self.stores is not None else [],
             "isolation": self.identities is not None,
             "sandbox": self.sandboxed,
+            "logs": str(self.logs_dir) if self.logs_dir is not None else "",
             "functions": {name: d.status() for name, d in self.deployments.items()},
         }
 
@@ -368,11 +380,35 @@ class Platform:
             for function, deployment in self.deployments.items():
                 metric.add(value(deployment), function=function)
             families.append(metric)
-        answers = Metric("xdt_requests_total", "counter", "Invocations answered, by answer.")
+        held = Metric("xdt_object_bytes_held", "gauge", "Bytes of unclaimed objects in the "
+                      "function's sidecars (as they last said).")  # fmt: skip
+        answers = Metric(
+            "xdt_requests_total", "counter", "Invocations answered, by HTTP status and error code."
+        )
+        latency = Metric(
+            "xdt_request_duration_seconds", "histogram",
+            "Time from the gateway taking an invocation to its answer, buffering included.",
+        )  # fmt: skip
+        moved = Metric(
+            "xdt_payload_bytes_total", "counter",
+            "Payload bytes the function's sidecars sent, by how they travelled (as last said).",
+        )  # fmt: skip
         for function, deployment in self.deployments.items():
-            for answer, count in sorted(deployment.answers.items()):
-                answers.add(count, function=function, answer=answer)
-        return render([*families, answers])
+            held.add(sum(i.bytes_held for i in deployment.instances), function=function)
+            for (status, code), count in sorted(deployment.outcomes.items()):
+                answers.add(count, function=function, status=str(status), code=code)
+            latency.add_histogram(deployment.latency, function=function)
+            used = sum((i.usage for i in deployment.instances), deployment.retired)
+            for way, count in sorted(used.sent_bytes.items()):
+                moved.add(count, function=function, way=way)
+        refused = Metric(
+            "xdt_gateway_refused_total", "counter",
+            "Invocations the gateway refused before any function (no such function, too "
+            "large, forbidden, shutting down), by HTTP status and error code.",
+        )  # fmt: skip
+        for (status, code), count in sorted(self.refused.items()):
+            refused.add(count, status=str(status), code=code)
+        return render([*families, held, answers, latency, moved, refused])
 
 
 def _keyring_for(spec: Spec) -> KeyRing:

@@ -27,17 +27,19 @@ class Kind(enum.Enum):
     SCALED = "scale"
     POKED = "poked"
     SWEPT = "swept"  # what a failed instance left in a store was removed (.janitor)
+    ERROR = "error"  # an invocation was answered with a 5xx (rate-limited per error code)
 
     @property
     def troubled(self) -> bool:
         """Whether the event means something went wrong (its logs are worth keeping)."""
-        return self in (Kind.CRASHED, Kind.FAILED, Kind.RESTART_FAILED)
+        return self in (Kind.CRASHED, Kind.FAILED, Kind.RESTART_FAILED, Kind.ERROR)
 
 
 @dataclass(frozen=True)
 class Event:
     kind: Kind
     detail: str = ""
+    request_id: str | None = None  # the invocation it happened in, when there was one
 
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value

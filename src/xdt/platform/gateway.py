@@ -1,6 +1,9 @@
 """The gateway: the platform's HTTP front door, where every invocation enters.
 
-- ``POST /invoke/<function>`` — the body goes to an instance of the function, the answer back;
+- ``/invoke/<function>[/<path>]`` (any method) — the request goes to an instance of the
+  function: its body, method, ``/<path>`` with the query string, and the headers that pass
+  (:mod:`xdt._http.contract`); the function's status, headers and body come back. Every
+  answer carries ``X-Request-Id``: the caller's, or one assigned here;
 - ``GET /status`` — JSON: ``{"functions": {"<name>": {"ready": 2, "draining": 0, ...}}}``;
 - ``GET /usage`` — JSON: what each function used (invocations, billed milliseconds, bytes by
   transfer mode, Redis and S3 requests), fresh from every instance: the cost model's input;
@@ -22,8 +25,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from multidict import CIMultiDict
 
-from .._core.errors import Forbidden, FunctionNotFound, Overloaded, XdtError
+from .._core.errors import BadRequest, Forbidden, FunctionNotFound, Overloaded, XdtError
+from .._http.contract import (
+    METHOD_HEADER,
+    PATH_HEADER,
+    REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
+    Trace,
+    passing,
+)
 from .._http.headers import (
     ERROR_HEADER,
     HOP_HEADER,
@@ -39,6 +51,32 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app"]
 
+INLINE_LIMIT = "platform.inline_limit"  # what a 413 names: the setting to raise
+
+
+def _forwarded(
+    request: web.Request, trace: Trace, internal: bool, hop: str
+) -> list[tuple[str, str]]:
+    """The headers the gateway sends an instance: the caller's that pass, its method and its
+    path below ``/invoke/<function>``, the trace, the transfer headers of a platform hop, and
+    the hop secret (the ingress serves the platform's own hops only)."""
+    own = (REQUEST_ID_HEADER.lower(), TRACEPARENT_HEADER)
+    headers = [(k, v) for k, v in passing(request.headers.items()) if k.lower() not in own]
+    prefix = f"/invoke/{request.match_info['function']}"
+    raw = request.raw_path
+    rest = (
+        raw[len(prefix) :] if raw.startswith(prefix) else "/" + request.match_info.get("path", "")
+    )
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    headers += [(METHOD_HEADER, request.method), (PATH_HEADER, rest), *trace.headers().items()]
+    if internal:
+        headers += [(h, v) for h in TRANSFER_HEADERS if (v := request.headers.get(h))]
+    headers.append((HOP_HEADER, hop))
+    if any("\r" in v or "\n" in v for _, v in headers):
+        raise BadRequest("a header value holds a line break")
+    return headers
+
 
 def create_app(platform: Platform) -> web.Application:
     limit = platform.spec.platform.inline_limit
@@ -48,6 +86,8 @@ def create_app(platform: Platform) -> web.Application:
         name = request.match_info["function"]
         deployment = platform.deployments.get(name)
         internal = platform.keyring.is_hop(request.headers.get(HOP_HEADER))
+        trace = Trace.from_headers(request.headers)
+        reached = False  # whether the deployment took it (and counts its answer)
         try:
             if not internal:
                 if any(request.headers.get(h) for h in TRANSFER_HEADERS):
@@ -55,28 +95,33 @@ def create_app(platform: Platform) -> web.Application:
                 if not platform.accepting:
                     refused = error_response(
                         Overloaded("the platform is shutting down: it takes no new invocations"),
-                        function=name,
-                    )
+                        function=name, request_id=trace.request_id,
+                    )  # fmt: skip
                     refused.headers["Retry-After"] = "1"
+                    platform.refused[(refused.status, Overloaded.code)] += 1
                     return refused
             if deployment is None:
                 known = ", ".join(sorted(platform.deployments)) or "none"
                 raise FunctionNotFound(
                     f"no function named {name!r} is deployed (deployed: {known})", function=name
                 )
-            body = await read_body(request, limit, function=name)
-            passed = {h: v for h in TRANSFER_HEADERS if (v := request.headers.get(h))}
-            passed[HOP_HEADER] = hop  # the ingress serves the platform's own hops only
-            answer = await deployment.invoke(body, passed)
+            body = await read_body(request, limit, function=name, limit_name=INLINE_LIMIT)
+            forwarded = _forwarded(request, trace, internal, hop)
+            reached = True
+            answer = await deployment.invoke(body, forwarded)
         except XdtError as exc:
-            return error_response(exc, function=name)
-        # The instance's answer as it gave it: its content type, an error code the platform
-        # made, and (to a caller's sidecar) the mark of a reference.
-        headers = {"Content-Type": answer.header("content-type") or "application/octet-stream"}
-        for name in (ERROR_HEADER, TRANSFER_HEADER):
-            value = answer.header(name)
+            if not reached:
+                platform.refused[(exc.status, exc.code)] += 1
+            return error_response(exc, function=name, request_id=trace.request_id)
+        # The instance's answer as it gave it: the function's status and headers, an error
+        # code the platform made, and (to a caller's sidecar) the mark of a reference.
+        headers = CIMultiDict(passing(answer.fields))
+        headers.setdefault("Content-Type", "application/octet-stream")
+        for header in (ERROR_HEADER, TRANSFER_HEADER):
+            value = answer.header(header)
             if value is not None:
-                headers[name] = value
+                headers[header] = value
+        headers[REQUEST_ID_HEADER] = trace.request_id
         if answer.stream is not None:  # big: a chunk at a time, never held whole
             try:
                 return await stream_answer(
@@ -109,7 +154,8 @@ def create_app(platform: Platform) -> web.Application:
         )
 
     app = web.Application(client_max_size=limit + 1)
-    app.router.add_post("/invoke/{function}", invoke)
+    app.router.add_route("*", "/invoke/{function}", invoke)
+    app.router.add_route("*", "/invoke/{function}/{path:.*}", invoke)
     app.router.add_get("/status", status)
     app.router.add_get("/usage", usage)
     app.router.add_get("/metrics", metrics)

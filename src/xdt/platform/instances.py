@@ -26,6 +26,7 @@ An instance's life::
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import enum
 import functools
@@ -43,23 +44,25 @@ from typing import Any, BinaryIO
 
 import aiohttp
 
-from .._core.errors import InstanceStartError
+from .._core.errors import HandlerLoadError, InstanceStartError
 from .._core.refs import KEYRING_ENV, KeyRing
 from .._http.client import ConnectionPool
 from .._http.headers import HOP_HEADER
+from .._util.logs import StampedLines
 from .._util.polling import until
 from .._util.process import die_with_parent, free_port, isolated_child, limit_memory, terminate
 from .._util.tasks import TaskSet
 from ..modes import StoreSettings
 from ..sidecar.config import Faces, Launch, RunsAs, SidecarConfig
 from ..sidecar.usage import Usage
+from .codeversion import code_version
 from .events import Event, Kind
 from .isolation import Identity, command_root, make_private_folder, remove_private_folder
 from .sandbox import Sandbox
 from .spec import FunctionSpec, Spec
 from .status import InstanceStatus
 
-__all__ = ["Instance", "InstanceManager", "State"]
+__all__ = ["Instance", "InstanceManager", "State", "check_import", "confine", "function_env"]
 
 PROBE_PERIOD = 0.025  # Knative's queue-proxy probes an unready container every 25 ms
 START_TIMEOUT = 60.0
@@ -101,6 +104,9 @@ class Instance:
     private: Path | None = None  # isolated: the function's own folder (HOME, TMPDIR, socket)
     function_port: int | None = None
     restarts: int = 0
+    crashes: int = 0  # the function process's crashes in a row, without a steady run between
+    crashed_at: float | None = None  # when it last crashed (monotonic)
+    code_version: str = ""  # a hash of the function's files (.codeversion), when it started
     started_at: float = field(default_factory=time.monotonic)
     ready_at: float | None = None
     objects: int = 0
@@ -110,6 +116,7 @@ class Instance:
     tasks: TaskSet = field(default_factory=TaskSet)
     usage: Usage = field(default_factory=Usage)  # as its sidecar last reported it
     usage_asked: float = 0.0  # when that reading was asked for
+    output: asyncio.Task[None] | None = None  # a command's output, stamped into its log
 
     @property
     def serving(self) -> bool:
@@ -130,6 +137,8 @@ class Instance:
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "log": str(self.log_path),
             "in_flight": in_flight,
+            "crashes": self.crashes,
+            "code_version": self.code_version,
         }
 
 
@@ -183,6 +192,7 @@ class InstanceManager:
             if instance.identity is not None:
                 instance.private = self.run_dir / instance.id.rpartition("-")[2]
                 make_private_folder(instance.private, instance.identity)
+            instance.code_version = await asyncio.to_thread(code_version, instance.function)
             await self._start_sidecar(instance)
             await self._start_function(instance)
             await self._wait_ready(instance)
@@ -233,6 +243,7 @@ class InstanceManager:
             ),
             runs_as=RunsAs(identity.uid, identity.gid) if identity else None,
             keep_warm=self.platform.keep_warm,
+            error_detail=self.platform.error_detail,
         )
         # The configuration (whose Redis URL may hold a password) and the key ring go over a
         # pipe: not on the command line, which every local user can read in
@@ -279,8 +290,7 @@ class InstanceManager:
         function = instance.function
         # Nothing of the platform's: no xdt settings, and no store credentials (a function
         # reaches Redis or S3 only through references its sidecar resolves).
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("XDT_", "AWS_"))}
-        env.update(function.env)
+        env = function_env(function)
         env.update(
             XDT_EGRESS=instance.egress_url,
             XDT_EGRESS_SOCKET=instance.egress_socket,
@@ -288,14 +298,6 @@ class InstanceManager:
             XDT_INSTANCE=instance.id,
             PYTHONUNBUFFERED="1",
         )
-        options: dict[str, Any] = {"preexec_fn": die_with_parent}
-        if instance.identity is not None and instance.private is not None:
-            uid, gid = instance.identity
-            for name in ("USER", "LOGNAME", "MAIL"):  # the platform's, not this uid's
-                env.pop(name, None)
-            env.update(HOME=str(instance.private / "home"), TMPDIR=str(instance.private / "tmp"))
-            options = {"user": uid, "group": gid, "extra_groups": [], "umask": 0o077,
-                       "preexec_fn": isolated_child}  # fmt: skip
         if function.handler is not None:
             socket_path = instance.upstream.removeprefix("unix:")
             threads = function.concurrency or RUNTIME_THREADS
@@ -306,28 +308,24 @@ class InstanceManager:
             assert function.command is not None and instance.function_port is not None
             env["PORT"] = str(instance.function_port)
             argv = list(function.command)
-        if self.sandboxed and instance.identity is not None and instance.private is not None:
-            # bwrap runs as root to make the sandbox; setpriv inside drops to the uid.
-            extra = []
-            if function.command is not None:
-                found = shutil.which(argv[0], path=env.get("PATH")) if "/" not in argv[0] else None
-                if found is not None:
-                    extra.append(command_root(Path(found)))
-            sandbox = Sandbox.for_function(
-                *instance.identity, folder=function.folder, private=instance.private,
-                sockets=[Path(instance.egress_socket)], extra=extra,
-            )  # fmt: skip
-            argv = sandbox.argv(argv, cwd=function.folder)
-            options = {"umask": 0o077, "preexec_fn": die_with_parent}
+        argv, options = confine(
+            function, argv, env, instance.identity, instance.private,
+            sandboxed=self.sandboxed, sockets=[Path(instance.egress_socket)],
+        )  # fmt: skip
         if function.memory_limit is not None:
             options["preexec_fn"] = functools.partial(
                 _limited, options["preexec_fn"], function.memory_limit
             )
+        # The Python runtime stamps its own lines (time, instance, request id); a command's
+        # come through a pipe and are stamped here (xdt._util.logs).
+        stamped_here = function.handler is None
         with _log(instance) as log:
+            output: Any = asyncio.subprocess.PIPE if stamped_here else log
             try:
                 instance.process = await asyncio.create_subprocess_exec(
                     *argv, cwd=function.folder, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log, stderr=log, start_new_session=True, **options,
+                    stdout=output, stderr=asyncio.subprocess.STDOUT if stamped_here else log,
+                    start_new_session=True, **options,
                 )  # fmt: skip
             except OSError as exc:
                 raise InstanceStartError(
@@ -337,6 +335,8 @@ class InstanceManager:
                 raise InstanceStartError(
                     f"{instance.id}: cannot start {argv[0]!r}: {exc}"
                 ) from None
+        if instance.process.stdout is not None:
+            instance.output = instance.tasks.spawn(_copy_output(instance, instance.process.stdout))
 
     async def _wait_ready(self, instance: Instance) -> None:
         url = f"{instance.ingress_url}/xdt/ready"
@@ -344,6 +344,7 @@ class InstanceManager:
         async def ready() -> bool:
             for process, what in ((instance.process, "function"), (instance.sidecar, "sidecar")):
                 if process is not None and process.returncode is not None:
+                    await _output_written(instance)
                     raise InstanceStartError(
                         f"{instance.id}: the {what} process exited with code "
                         f"{process.returncode} before it was ready" + _tail(instance.log_path)
@@ -353,9 +354,16 @@ class InstanceManager:
                     return r.status == 200
             return False
 
-        if not await until(ready, timeout=START_TIMEOUT, interval=PROBE_PERIOD):
+        deadline = instance.function.ready_timeout
+        if not await until(ready, timeout=deadline, interval=PROBE_PERIOD):
+            asked = (
+                f"; is it listening on $PORT={instance.function_port}?"
+                if instance.function.command is not None
+                else ""
+            )
             raise InstanceStartError(
-                f"{instance.id}: not ready after {START_TIMEOUT:g} s" + _tail(instance.log_path)
+                f"{instance.id}: not ready after {deadline:g} s (ready_timeout){asked}"
+                + _tail(instance.log_path)
             )
 
     # -- watching ----------------------------------------------------------------------------
@@ -384,10 +392,17 @@ class InstanceManager:
             if instance.state is not State.RESTARTING:
                 previous = instance.state
             instance.state = State.RESTARTING
+            await _output_written(instance)
+            instance.crashes = 1 if time.monotonic() - since > CRASH_LOOP_RESET else crashes + 1
+            instance.crashed_at = time.monotonic()
             self.on_event(
-                instance, Event(Kind.CRASHED, f"the function process exited with code {code}")
+                instance,
+                Event(
+                    Kind.CRASHED,
+                    f"the function process exited with code {code}" + _tail(instance.log_path),
+                ),
             )
-            crashes = 1 if time.monotonic() - since > CRASH_LOOP_RESET else crashes + 1
+            crashes = instance.crashes
             await asyncio.sleep(RESTART_DELAYS[min(crashes, len(RESTART_DELAYS)) - 1])
             if instance.stopping:
                 return
@@ -509,6 +524,112 @@ class InstanceManager:
 def _log(instance: Instance) -> Iterator[BinaryIO]:
     with open(instance.log_path, "ab") as log:
         yield log
+
+
+def function_env(function: FunctionSpec) -> dict[str, str]:
+    """The environment a function's process starts from: nothing of the platform's (no xdt
+    settings, and no store credentials: a function reaches Redis or S3 only through
+    references its sidecar resolves), the spec's ``env:`` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDT_", "AWS_"))}
+    env.update(function.env)
+    return env
+
+
+def confine(
+    function: FunctionSpec,
+    argv: list[str],
+    env: dict[str, str],
+    identity: Identity | None,
+    private: Path | None,
+    *,
+    sandboxed: bool,
+    sockets: list[Path],
+) -> tuple[list[str], dict[str, Any]]:
+    """How to run ``argv`` as ``function``'s process: under its own uid with ``private`` as
+    its home (isolated), in its sandbox (sandboxed); ``env`` is adjusted to match. The
+    (argv, subprocess options)."""
+    options: dict[str, Any] = {"preexec_fn": die_with_parent}
+    if identity is None or private is None:
+        return argv, options
+    for name in ("USER", "LOGNAME", "MAIL"):  # the platform's, not this uid's
+        env.pop(name, None)
+    env.update(HOME=str(private / "home"), TMPDIR=str(private / "tmp"))
+    if not sandboxed:
+        return argv, {"user": identity.uid, "group": identity.gid, "extra_groups": [],
+                      "umask": 0o077, "preexec_fn": isolated_child}  # fmt: skip
+    # bwrap runs as root to make the sandbox; setpriv inside drops to the uid.
+    extra = []
+    if function.command is not None:
+        found = shutil.which(argv[0], path=env.get("PATH")) if "/" not in argv[0] else None
+        if found is not None:
+            extra.append(command_root(Path(found)))
+    sandbox = Sandbox.for_function(
+        *identity, folder=function.folder, private=private, sockets=sockets, extra=extra
+    )
+    return sandbox.argv(argv, cwd=function.folder), {"umask": 0o077, "preexec_fn": die_with_parent}
+
+
+IMPORT_CHECK_TIMEOUT = 60.0  # a handler's module that takes longer to import is refused
+
+
+async def check_import(
+    function: FunctionSpec, identity: Identity | None, *, sandboxed: bool, run_dir: Path
+) -> None:
+    """Import ``function``'s handler once, in a process as its own would be (its uid, its
+    sandbox, its environment), before anything starts: raises :class:`HandlerLoadError` with
+    Python's own words (a missing module, a ``SyntaxError`` with its line, a missing
+    dependency). The import runs the module's top level once more than serving does."""
+    assert function.handler is not None
+    private = None
+    if identity is not None:
+        private = run_dir / f"check-{function.name}"
+        make_private_folder(private, identity)
+    env = function_env(function) | {"PYTHONDONTWRITEBYTECODE": "1"}
+    argv = [sys.executable, "-m", "xdt.runtime", "--check", "--handler", function.handler,
+            "--folder", str(function.folder)]  # fmt: skip
+    argv, options = confine(function, argv, env, identity, private, sandboxed=sandboxed, sockets=[])
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv, cwd=function.folder, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, **options,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(IMPORT_CHECK_TIMEOUT):
+                output, _ = await process.communicate()
+        except TimeoutError:
+            await terminate(process, grace=1.0)
+            raise HandlerLoadError(
+                f"functions[{function.name}]: importing {function.handler!r} took more than "
+                f"{IMPORT_CHECK_TIMEOUT:g} s",
+                function=function.name,
+            ) from None
+    finally:
+        if private is not None:
+            remove_private_folder(private)
+    if process.returncode != 0:
+        text = output.decode(errors="replace").strip().removeprefix("xdt runtime: ")
+        raise HandlerLoadError(
+            f"functions[{function.name}]: its handler cannot be loaded: {text[-4000:]}",
+            function=function.name,
+        )
+
+
+async def _copy_output(instance: Instance, output: asyncio.StreamReader) -> None:
+    """A command's output into its instance log, line by line, stamped."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with _log(instance) as log:
+        lines = StampedLines(log, instance.id, lambda: None)
+        while chunk := await output.read(1 << 16):
+            lines.write(decoder.decode(chunk))
+        lines.write(decoder.decode(b"", final=True))
+        lines.close_line()
+
+
+async def _output_written(instance: Instance) -> None:
+    """Until what a command that exited printed is in its log (its tail is read next)."""
+    if instance.output is not None:
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(instance.output), 1.0)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

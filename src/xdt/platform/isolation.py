@@ -218,6 +218,13 @@ def check_reachable(function: FunctionSpec, identity: Identity, *, sandboxed: bo
         if blocked is None:
             continue
         step, mode, owner = blocked
+        if what in ("its command", "the Python that runs handlers"):
+            raise IsolationError(
+                f"functions[{function.name}]: {what}, {path}, cannot be run by the function's "
+                f"own uid {identity.uid} (isolation): {step} is mode {mode:04o}, owner uid "
+                f"{owner}. Use an interpreter every user can run (e.g. /usr/bin/python3), or "
+                "set platform.isolation: off"
+            )
         advice = (
             "Let that uid read it (chmod o+rx on the folder, o+r on files)"
             if sandboxed

@@ -80,6 +80,9 @@ class FunctionSpec:
     initial_scale: int | None = None  # None = the autoscaler's initial_scale
     transfer: str | None = None  # None: the platform's (platform.transfer, else xdt)
     timeout: float = 300.0  # Knative's revision-timeout-seconds
+    # How long a new instance may take to be ready (a command: to listen on $PORT) before it
+    # is given up, and the requests waiting for it answered with why.
+    ready_timeout: float = 30.0
     tenant: str = DEFAULT_TENANT
     env: Mapping[str, str] = field(default_factory=dict)
     # The function's memory setting, as on AWS Lambda: what each invocation is billed for
@@ -125,6 +128,9 @@ class PlatformSpec:
     # Isolated functions in a bubblewrap sandbox: "auto" when bwrap is installed (xdt.platform
     # .sandbox), "on" requires it, "off" never.
     sandbox: str = "auto"
+    # What an answer's error JSON says of a function's failure: "full" (with its traceback,
+    # like Lambda's stackTrace) or "message" (its text only: for production). Logs keep both.
+    error_detail: str = "full"
 
     @property
     def stores(self) -> StoreSettings:
@@ -252,7 +258,22 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _isolation(value, where)
         elif key == "sandbox":
             values[key] = _sandbox(value, where)
+        elif key == "error_detail":
+            values[key] = _choice(value, where, ERROR_DETAILS)
     return PlatformSpec(**values)
+
+
+ERROR_DETAILS = {
+    "full": "the error's text and the function's traceback",
+    "message": "the error's text only",
+}
+
+
+def _choice(value: Any, where: str, choices: dict[str, str]) -> str:
+    if value not in choices:
+        said = "; ".join(f"{name} ({meaning})" for name, meaning in choices.items())
+        raise SpecError(f"{where}: {value!r} is not one of: {said}")
+    return str(value)
 
 
 def _isolation(value: Any, where: str) -> str:
@@ -349,7 +370,7 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
             values[key] = _integer(value, at, low=0)
         elif key == "transfer":
             values[key] = _mode(value, at)
-        elif key == "timeout":
+        elif key in ("timeout", "ready_timeout"):
             values[key] = _positive_duration(value, at)
         elif key == "tenant":
             values[key] = _string(value, at)

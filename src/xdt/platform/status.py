@@ -10,6 +10,7 @@ from typing import TypedDict
 
 __all__ = [
     "DecisionRecord",
+    "ErrorRecord",
     "EventRecord",
     "FunctionStatus",
     "InstanceStatus",
@@ -24,6 +25,17 @@ class EventRecord(TypedDict):
     instance: str | None
     kind: str  # an events.Kind value
     event: str  # the whole line: "crashed: the function process exited with code 1"
+    request_id: str | None  # the invocation it happened in (an error's), when there was one
+
+
+class ErrorRecord(TypedDict):
+    """A function's last failure: a 5xx answer, a crash, an instance that did not start."""
+
+    at_unix: float  # when, in seconds since the epoch
+    instance: str | None
+    code: str  # an xdt error code ("function_failed"), or the event's kind ("crashed")
+    message: str
+    request_id: str | None
 
 
 class DecisionRecord(TypedDict):
@@ -49,8 +61,10 @@ class InstanceStatus(TypedDict):
     bytes_held: int
     restarts: int
     uptime_s: float
-    log: str
+    log: str  # its log file: what `xdt logs` merges
     in_flight: int
+    crashes: int  # the function process's crashes in a row (crash-looping from 2)
+    code_version: str  # a hash of its function's files when it started ("" until known)
 
 
 class FunctionStatus(TypedDict):
@@ -71,6 +85,9 @@ class FunctionStatus(TypedDict):
     memory_bytes: int  # the billed memory setting (spec key `memory`)
     restarts: int
     objects: int
+    last_error: ErrorRecord | None
+    crash_looping: list[str]  # instances whose function process keeps crashing
+    start_failures: int  # instances in a row that never got ready
     instances: list[InstanceStatus]
     decisions: list[DecisionRecord]
     events: list[EventRecord]
@@ -83,6 +100,7 @@ class PlatformStatus(TypedDict):
     stores_down: list[str]  # embedded servers not serving now, each with why
     isolation: bool
     sandbox: bool  # isolated functions run in bubblewrap
+    logs: str  # the folder of the instance logs (`xdt logs` reads it)
     functions: dict[str, FunctionStatus]
 
 

@@ -5,13 +5,22 @@ arrive and leave as sealed memfds, not through the socket).
 A handler takes the request body as bytes and returns bytes; it may be ``async def`` (run on
 the runtime's event loop) or plain ``def`` (run in a worker thread, so a slow sync handler does
 not stall concurrent requests). An exception in the handler becomes a FAILED answer carrying
-its text, which the platform turns into a 500: user errors never take the instance down.
+its text and traceback (also written to the instance log, with the request id), which the
+platform turns into a 500; raising :class:`xdt.BadRequest` (or another 4xx error of xdt's)
+answers with its status instead. User errors never take the instance down.
+
+A handler whose parameter is annotated ``xdt.Request`` gets the whole request (method, path,
+query, headers, body: :class:`xdt.Request`); any handler may return an :class:`xdt.Response`
+(status, headers, body) instead of bytes.
 
 A handler whose parameter is annotated ``memoryview`` gets its payload as a read-only view
 instead: of the sealed memfd the sidecar passed, mapped, with no copy (or of private bytes when
 the payload came otherwise). The view is released when the handler returns; using it after
 that raises ``ValueError``. Slices and arrays made from it (``numpy.frombuffer``) keep the
 memory mapped until they go: its bytes are sealed, so they stay this payload's, unchanged.
+
+What the handler prints (stdout and stderr) goes to the instance log a line at a time, each
+stamped with the time, the instance and the request it was printed for (:mod:`xdt._util.logs`).
 
 The plain ``def`` handlers' :mod:`xdt.sync` calls run on the runtime's event loop, through the
 same socket and memfds as the async SDK.
@@ -26,43 +35,58 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import importlib
 import inspect
 import os
 import sys
 import time
+import traceback
 import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .._core.buffers import Buffer, BufferPool, as_bytes
-from .._core.errors import HandlerLoadError, PeerGone, ProtocolError
+from .._core.errors import HandlerLoadError, InvocationError, PeerGone, ProtocolError
 from .._core.peercred import PeerCheck, bind_unix
+from .._http.contract import CURRENT_TRACE, Request, Response, Trace, current_request_id
 from .._util.heap import give_back, give_back_when_idle, keep_warm
+from .._util.logs import stamp_output
 from .._util.loops import set_serving_loop
 from .._util.tasks import TaskSet
 from ..channel import Channel, Kind, Message
 
-__all__ = ["Handler", "load_handler", "serve", "takes_view"]
+__all__ = ["Handler", "load_handler", "serve", "takes_request", "takes_view"]
 
 Handler = Callable[[Any], Any]
+MAX_TRACEBACK = 16 << 10  # characters of a traceback sent with a FAILED answer (its end)
 
 
-def takes_view(handler: Handler) -> bool:
-    """Whether ``handler``'s (first) parameter is annotated ``memoryview``."""
+def _first_annotation(handler: Handler) -> object:
     try:
         parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):
-        return False
+        return None
     if not parameters:
-        return False
+        return None
     try:
         hints = typing.get_type_hints(handler)
     except Exception:  # an annotation that does not resolve: the raw one is looked at
         hints = {}
-    annotation = hints.get(parameters[0].name, parameters[0].annotation)
+    return hints.get(parameters[0].name, parameters[0].annotation)
+
+
+def takes_view(handler: Handler) -> bool:
+    """Whether ``handler``'s (first) parameter is annotated ``memoryview``."""
+    annotation = _first_annotation(handler)
     return annotation is memoryview or annotation == "memoryview"
+
+
+def takes_request(handler: Handler) -> bool:
+    """Whether ``handler``'s (first) parameter is annotated ``xdt.Request``."""
+    annotation = _first_annotation(handler)
+    return annotation is Request or annotation in ("Request", "xdt.Request")
 
 
 class _Viewed:
@@ -91,8 +115,10 @@ def load_handler(target: str, folder: Path) -> Handler:
     sys.path.insert(0, str(folder))
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise HandlerLoadError(f"cannot import {module_name!r} from {folder}: {exc!r}") from exc
+    except Exception as exc:  # SyntaxError, ImportError, or whatever the module raised
+        # What Python would print last, e.g. the file, line and caret of a SyntaxError.
+        said = "".join(traceback.format_exception_only(exc)).strip()
+        raise HandlerLoadError(f"cannot import {module_name!r} from {folder}: {said}") from exc
     handler = getattr(module, function_name, None)
     if not callable(handler):
         raise HandlerLoadError(f"{module_name!r} has no function {function_name!r}")
@@ -108,7 +134,7 @@ async def serve(
     peers = PeerCheck({os.getuid() if peer_uid is None else peer_uid}, "runtime socket")
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
     call = _caller(handler, executor)
-    viewing = takes_view(handler)
+    viewing, requesting = takes_view(handler), takes_request(handler)
     loop = asyncio.get_running_loop()
     set_serving_loop(loop)  # plain def handlers' xdt.sync calls: this loop's socket, memfds
     connections = TaskSet()
@@ -121,20 +147,31 @@ async def serve(
         viewed = _Viewed(message.payload) if viewing else None
         body: bytes | memoryview = message.data() if viewed is None else viewed.view
         message.payload = b""
+        trace = Trace.from_meta(message.meta)
+        argument: bytes | memoryview | Request = (
+            Request.from_meta(message.meta, body) if requesting else body
+        )
+        CURRENT_TRACE.set(trace)  # this task's: its log lines and calls carry the request id
         activity.begin()
         try:
             try:
-                result = _as_bytes(await call(body))
-                if viewed is not None and isinstance(result, memoryview):
-                    result = result.tobytes()  # it may be (of) the view, released below
+                answer = _answer(await call(argument))
+                if viewed is not None and isinstance(answer[1], memoryview):
+                    answer = answer[0], answer[1].tobytes()  # of the view, released below
             finally:
-                del body  # before the answer's bytes are sent, not after
+                del body, argument  # before the answer's bytes are sent, not after
                 if viewed is not None:
                     viewed.release()
+        except InvocationError as exc:  # xdt.BadRequest and its kind: a 4xx, as raised
+            if exc.status >= 500 or not _raised_in_handler(exc):
+                await _failed(channel, exc)
+            else:
+                meta = {"error": str(exc), "code": exc.code, "status": exc.status}
+                await channel.send(Kind.FAILED, meta)
         except Exception as exc:  # the user's code: report, never crash
-            await channel.send(Kind.FAILED, {"error": _describe(exc)})
+            await _failed(channel, exc)
         else:
-            await channel.send(Kind.RESULT, None, result)
+            await channel.send(Kind.RESULT, answer[0], answer[1])
         finally:
             activity.end()
 
@@ -193,15 +230,45 @@ class _Activity:
 
 def _caller(
     handler: Handler, executor: concurrent.futures.Executor
-) -> Callable[[bytes | memoryview], Awaitable[Any]]:
+) -> Callable[[Any], Awaitable[Any]]:
     if inspect.iscoroutinefunction(handler):
         return handler
 
-    async def in_thread(body: bytes | memoryview) -> Any:
-        result = await asyncio.get_running_loop().run_in_executor(executor, handler, body)
+    async def in_thread(argument: Any) -> Any:
+        # In a copy of this task's context: the thread's prints and calls see the request id.
+        context = contextvars.copy_context()
+        result = await asyncio.get_running_loop().run_in_executor(
+            executor, context.run, handler, argument
+        )
         return await result if inspect.isawaitable(result) else result
 
     return in_thread
+
+
+_PACKAGE = str(Path(__file__).resolve().parent.parent)
+
+
+def _raised_in_handler(exc: BaseException) -> bool:
+    """Whether the function's own code raised ``exc``, not xdt on one of its calls: a 4xx
+    that the SDK raised (its call was refused) is the function failing, not the caller's
+    request being bad."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return not frames or not str(Path(frames[-1].filename).resolve()).startswith(_PACKAGE)
+
+
+async def _failed(channel: Channel, exc: BaseException) -> None:
+    """Answer FAILED for an exception of the handler's, and write its traceback to the log."""
+    text = "".join(traceback.format_exception(exc))
+    print(f"the handler raised {_describe(exc)}\n{text}", end="", file=sys.stderr, flush=True)
+    meta = {"error": _describe(exc), "traceback": text[-MAX_TRACEBACK:]}
+    await channel.send(Kind.FAILED, meta)
+
+
+def _answer(result: Any) -> tuple[dict[str, Any] | None, bytes | bytearray | memoryview]:
+    """The RESULT meta (status and headers, when the handler gave a Response) and body."""
+    if isinstance(result, Response):
+        return result.meta(), _as_bytes(result.body)
+    return None, _as_bytes(result)
 
 
 def _as_bytes(result: Any) -> bytes | bytearray | memoryview:
@@ -211,7 +278,9 @@ def _as_bytes(result: Any) -> bytes | bytearray | memoryview:
         return result.encode()
     if result is None:
         return b""
-    raise TypeError(f"the handler returned {type(result).__name__}; return bytes (or str)")
+    raise TypeError(
+        f"the handler returned {type(result).__name__}; return bytes, str or an xdt.Response"
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -224,15 +293,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xdt.runtime")
     parser.add_argument("--handler", required=True, help="module:function")
     parser.add_argument("--folder", type=Path, default=Path.cwd())
-    parser.add_argument("--socket", required=True, help="Unix socket path to serve on")
+    parser.add_argument("--socket", help="Unix socket path to serve on")
+    parser.add_argument("--check", action="store_true", help="import the handler, then exit")
     parser.add_argument("--threads", type=int, default=64, help="sync handlers at once")
     parser.add_argument("--peer-uid", type=int, help="the uid that may connect (default: ours)")
     args = parser.parse_args(argv)
+    instance = os.environ.get("XDT_INSTANCE")
+    if instance:  # under the platform: stdout and stderr are the instance log
+        stamp_output(instance, current_request_id)
     try:
         handler = load_handler(args.handler, args.folder)
     except HandlerLoadError as exc:
         print(f"xdt runtime: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        return 0
+    if args.socket is None:
+        parser.error("--socket is needed to serve")
     keep_warm()  # each request's payload becomes a fresh bytes object: reuse its pages
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(handler, args.socket, threads=args.threads, peer_uid=args.peer_uid))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._core.buffers import Buffer, BufferPool, as_bytes
 from .._core.checksum import checksum
 from .._core.errors import InstanceFailed, PeerGone, ProtocolError, XdtError, from_wire
+from .._http.contract import CURRENT_TRACE
 from .._http.errors import error_from_answer
 from .._http.headers import BY_REFERENCE, TRANSFER_HEADER
 from .._util.heap import trims_when_idle
@@ -134,6 +135,9 @@ class SocketTransport:
             data.checksum = checksum(data.view())
             data.seal()
         try:
+            trace = CURRENT_TRACE.get()
+            if trace is not None and op == "invoke":
+                meta = {**meta, **trace.meta()}
             await channel.send(Kind.CALL, {"op": op, **meta}, data)
             message = await channel.receive()
         except (PeerGone, ProtocolError) as exc:
@@ -169,6 +173,9 @@ class HttpTransport:
             path = f"/invoke/{meta['function']}"
             if meta.get("forwarded"):
                 headers[TRANSFER_HEADER] = BY_REFERENCE
+            trace = CURRENT_TRACE.get()
+            if trace is not None:
+                headers.update(trace.headers())
         elif op == "put":
             path = put_path(
                 meta["pulls"], meta.get("ttl"), inline_small=meta.get("inline_small", False)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from .._core.buffers import Buffer
 from .._core.errors import InstanceFailed, XdtError
+from .._http.contract import CURRENT_TRACE, Trace
 from .._http.errors import error_from_answer
 from .._http.headers import BY_REFERENCE, TRANSFER_HEADER
 from .._util.loops import serving_loop
@@ -69,7 +70,13 @@ def _on_loop(call: Coroutine[Any, Any, T]) -> T | _NoLoop:
             "xdt.sync was called on the runtime's event loop (from an async def handler), "
             "where it would wait forever on itself; use `await xdt.invoke(...)` there"
         )
-    return asyncio.run_coroutine_threadsafe(call, loop).result()
+    traced = _traced(call, CURRENT_TRACE.get())  # the handler's request, seen on the loop
+    return asyncio.run_coroutine_threadsafe(traced, loop).result()
+
+
+async def _traced(call: Coroutine[Any, Any, T], trace: Trace | None) -> T:
+    CURRENT_TRACE.set(trace)  # in the task run_coroutine_threadsafe made for this call only
+    return await call
 
 
 def invoke(function: str, data: Data = b"") -> bytes:
@@ -142,6 +149,9 @@ def _post(
 ) -> bytes:
     egress = urllib.parse.urlsplit(egress_url())
     headers = {"Content-Type": "application/octet-stream"}
+    trace = CURRENT_TRACE.get()
+    if trace is not None:
+        headers.update(trace.headers())
     if by_reference:
         headers[TRANSFER_HEADER] = BY_REFERENCE
     connection = http.client.HTTPConnection(egress.hostname or "127.0.0.1", egress.port or 80)

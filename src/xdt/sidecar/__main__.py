@@ -15,8 +15,9 @@ import os
 import signal
 import sys
 
+from .._http.contract import current_request_id
 from .._util.heap import keep_warm
-from .._util.logs import RateLimitedLog, rate_limit_loop_errors
+from .._util.logs import RateLimitedLog, rate_limit_loop_errors, stamp_output
 from .._util.process import raise_fd_limit
 from .app import Sidecar
 from .config import Launch
@@ -51,6 +52,8 @@ def main() -> int:
     keep_warm(arenas=SIDECAR_ARENAS)
     raise_fd_limit()
     launch = Launch.from_json(sys.stdin.read())
+    # Its stderr is the instance log: stamped like the function's lines, named apart.
+    stamp_output(f"{launch.config.instance}/sidecar", current_request_id, names=("stderr",))
     asyncio.run(_run(launch))
     return 0
 

@@ -64,6 +64,8 @@ class SidecarConfig:
     faces: Faces = field(default_factory=Faces)
     runs_as: RunsAs | None = None  # None: the function runs under the sidecar's own uid
     keep_warm: float = IDLE_SECONDS  # idle this long, warm buffers and heap go back
+    # "full": a function's traceback goes in its error answers, too; "message": the log only.
+    error_detail: str = "full"
 
     @property
     def max_body(self) -> int:

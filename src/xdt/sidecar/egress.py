@@ -46,6 +46,7 @@ from .._core.errors import (
 )
 from .._core.peercred import PeerCheck, bind_unix
 from .._http.client import ConnectionPool
+from .._http.contract import REQUEST_ID_HEADER, Trace
 from .._http.errors import error_from_answer
 from .._http.headers import (
     ACCEPT_HEADER,
@@ -133,11 +134,12 @@ class Egress:
     # -- the one call path -------------------------------------------------------------------
 
     async def call(
-        self, target: str, payload: Payload, *, forwarded: bool = False
+        self, target: str, payload: Payload, *, forwarded: bool = False, trace: Trace | None = None
     ) -> tuple[int, dict[str, str], Payload]:
         """Invoke ``target`` for this function: its payload goes by this function's mode (or,
         ``forwarded``, is a reference the function passes on); (status, the answer's headers
-        the caller sees, answer). Bounded by the function's own timeout."""
+        the caller sees, answer). ``trace``: of the request the function is serving, which
+        the call carries on. Bounded by the function's own timeout."""
         if not is_function_name(target):
             close(payload)
             raise FunctionNotFound(
@@ -145,6 +147,8 @@ class Egress:
                 function=target,
             )
         headers = {ACCEPT_HEADER: BY_REFERENCE, HOP_HEADER: self.hop}
+        if trace is not None:
+            headers.update(trace.headers())
         if forwarded:
             body, as_reference = as_bytes(payload), True
         else:
@@ -184,7 +188,14 @@ class Egress:
         try:
             payload = await read_body(request, self.config.max_body, function=target)
             forwarded = request.headers.get(TRANSFER_HEADER) == BY_REFERENCE
-            status, headers, answer = await self.call(target, payload, forwarded=forwarded)
+            trace = (
+                Trace.from_headers(request.headers)
+                if REQUEST_ID_HEADER in request.headers
+                else None
+            )
+            status, headers, answer = await self.call(
+                target, payload, forwarded=forwarded, trace=trace
+            )
         except XdtError as exc:
             return error_response(exc, function=target)
         return web.Response(status=status, body=as_bytes(answer), headers=headers)
@@ -291,7 +302,9 @@ class Egress:
         if not isinstance(target, str) or type(forwarded) is not bool:
             message.close()
             raise BadRequest("an invoke call names its function and says whether it forwards")
-        status, headers, answer = await self.call(target, message.payload, forwarded=forwarded)
+        status, headers, answer = await self.call(
+            target, message.payload, forwarded=forwarded, trace=Trace.from_meta(message.meta)
+        )
         if status != 200:
             raise error_from_answer(status, headers, as_bytes(answer), function=target)
         return answer

@@ -2,8 +2,10 @@
 
 - ``POST /invoke`` — admitted through the :class:`~.breaker.Breaker`, counted by the
   time-weighted :class:`~xdt._util.concurrency.RequestStats`, its payload resolved (a reference
-  becomes bytes), forwarded to the function, within the function's timeout; a caller's sidecar
-  that accepts one gets a big answer back as a reference;
+  becomes bytes), forwarded to the function with the caller's method, path, query and
+  headers (``X-Xdt-Method``, ``X-Xdt-Path``: :mod:`xdt._http.contract`) and its request id,
+  within the function's timeout; the function's status and headers go back, and a caller's
+  sidecar that accepts one gets a big answer back as a reference;
 - ``GET /xdt/ready`` — the readiness probe, which probes the function;
 - ``GET /xdt/stats`` — scraped by the autoscaler every second (resets the concurrency report);
 - ``GET /xdt/held`` — what draining waits on: requests in flight and unclaimed objects;
@@ -25,11 +27,30 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .._core.buffers import as_bytes
-from .._core.errors import Forbidden, InvocationTimeout, Overloaded, XdtError
+from .._core.errors import (
+    BadRequest,
+    Forbidden,
+    FunctionFailed,
+    InvocationTimeout,
+    Overloaded,
+    XdtError,
+)
 from .._core.refs import KeyRing
 from .._core.store import ObjectStore
+from .._http.contract import (
+    CURRENT_TRACE,
+    MAX_REQUEST_HEADERS,
+    METHOD_HEADER,
+    PATH_HEADER,
+    REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
+    Request,
+    Trace,
+    passing,
+)
 from .._http.headers import (
     ACCEPT_HEADER,
     BY_REFERENCE,
@@ -126,12 +147,15 @@ class Ingress:
         function = self.config.function
         by_reference = request.headers.get(TRANSFER_HEADER) == BY_REFERENCE
         answer_by_reference = request.headers.get(ACCEPT_HEADER) == BY_REFERENCE
+        trace = Trace.from_headers(request.headers)
+        CURRENT_TRACE.set(trace)  # this request's task: its log lines carry the id
         try:
+            call = _call_of(request, trace)
             # Counted once the body is here: a request that declares a body and never sends
             # it is no demand (200 of them scaled a function from 1 to 3), and it times out.
             body = await read_body(request, self.config.transfer.inline_limit, function=function)
         except XdtError as exc:
-            return error_response(exc, function=function)
+            return error_response(exc, function=function, request_id=trace.request_id)
         self.stats.request_in()  # before the breaker: queued requests are demand too
         self.keep_alive.busy(self.stats.concurrency)
         self.requests_total += 1
@@ -143,10 +167,12 @@ class Ingress:
                 nonlocal started
                 started = time.monotonic()
                 payload = await self.payloads.inbound(body, by_reference)
-                return await self.upstream.invoke(payload)
+                return await self.upstream.invoke(payload, call, trace)
 
             answer = await self._admit(work)
-            headers = {"Content-Type": answer.content_type}
+            headers = CIMultiDict(answer.headers)
+            headers.setdefault("Content-Type", "application/octet-stream")
+            headers[REQUEST_ID_HEADER] = trace.request_id
             if answer_by_reference and answer.status == 200:
                 answer_body, as_reference = await self.payloads.outbound(
                     answer.body, what="the answer"
@@ -162,7 +188,9 @@ class Ingress:
                 request, answer.status, headers, chunks_of(answer_body), len(answer_body)
             )
         except XdtError as exc:
-            return error_response(exc, function=function)
+            if isinstance(exc, FunctionFailed) and self.config.error_detail != "full":
+                exc.stack_trace = None  # in the instance log only
+            return error_response(exc, function=function, request_id=trace.request_id)
         finally:
             if not billed:
                 self._bill(started)
@@ -255,3 +283,21 @@ class Ingress:
             .add(self.payloads.bytes_by_reference, function=fn, how="reference"),
         ]  # fmt: skip
         return web.Response(text=render(families), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _call_of(request: web.Request, trace: Trace) -> Request:
+    """The caller's request as the function gets it (body apart): the method and path the
+    gateway took it with, the headers that pass, the request id and trace context."""
+    path, _, query = (request.headers.get(PATH_HEADER) or "/").partition("?")
+    own = (REQUEST_ID_HEADER.lower(), TRACEPARENT_HEADER)
+    pairs = [(k.lower(), v) for k, v in passing(request.headers.items()) if k.lower() not in own]
+    pairs += [(k.lower(), v) for k, v in trace.headers().items()]
+    if sum(len(k) + len(v) for k, v in pairs) > MAX_REQUEST_HEADERS:
+        raise BadRequest(
+            f"the request's headers are over {MAX_REQUEST_HEADERS >> 10} KiB: send less in them"
+        )
+    headers: dict[str, str] = {}
+    for name, value in pairs:
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    method = request.headers.get(METHOD_HEADER) or "POST"
+    return Request(b"", method, path if path.startswith("/") else "/", query, headers)

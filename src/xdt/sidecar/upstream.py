@@ -5,9 +5,12 @@
   payloads pass as sealed memfds both ways);
 - :class:`HttpUpstream`: any HTTP server on ``$PORT`` (Knative's container contract).
 
-``invoke`` returns the function's :class:`FunctionAnswer` or raises
-:class:`~xdt.FunctionFailed` (the handler raised) or :class:`~xdt.InstanceFailed` (the
-function process is gone or not listening).
+``invoke`` takes the payload and the rest of the request (:class:`~xdt._http.contract.Request`
+without its body: method, path, query, headers, and the trace) and returns the function's
+:class:`FunctionAnswer` — its status and the headers that pass back (:mod:`xdt._http.contract`)
+— or raises :class:`~xdt.FunctionFailed` (the handler raised: with its traceback), a 4xx error
+the handler raised (:class:`~xdt.BadRequest`), or :class:`~xdt.InstanceFailed` (the function
+process is gone or not listening).
 """
 
 from __future__ import annotations
@@ -20,10 +23,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+import yarl
 
 from .._core.buffers import Buffer, BufferPool, as_bytes
-from .._core.errors import FunctionFailed, InstanceFailed, PeerGone, ProtocolError
+from .._core.errors import (
+    FunctionFailed,
+    InstanceFailed,
+    InvocationError,
+    PeerGone,
+    ProtocolError,
+    error_for_code,
+)
 from .._core.peercred import peer_of
+from .._http.contract import Pairs, Request, Trace, answer_of, passing
 from .._util.procfs import tcp_listeners
 from ..channel import Channel, Kind
 from ..modes.base import Payload
@@ -34,15 +46,25 @@ __all__ = ["FunctionAnswer", "HttpUpstream", "RuntimeUpstream", "Upstream"]
 @dataclass(frozen=True, slots=True)
 class FunctionAnswer:
     """What the function answered: its status, its body (bytes, or a memfd from the Python
-    runtime), and the body's content type."""
+    runtime), and the headers that pass back to the caller."""
 
     status: int
     body: Payload
-    content_type: str = "application/octet-stream"
+    headers: Pairs = ()
+
+    @property
+    def content_type(self) -> str:
+        found = (v for k, v in self.headers if k.lower() == "content-type")
+        return next(found, "application/octet-stream")
+
+
+DEFAULT_REQUEST = Request()
 
 
 class Upstream(Protocol):
-    async def invoke(self, body: Payload) -> FunctionAnswer: ...
+    async def invoke(
+        self, body: Payload, request: Request = DEFAULT_REQUEST, trace: Trace | None = None
+    ) -> FunctionAnswer: ...
     async def ready(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -74,15 +96,20 @@ class RuntimeUpstream:
         self.max_answer = max_answer  # the biggest answer taken from the function
         self._idle: list[Channel] = []
 
-    async def invoke(self, body: Payload) -> FunctionAnswer:
+    async def invoke(
+        self, body: Payload, request: Request = DEFAULT_REQUEST, trace: Trace | None = None
+    ) -> FunctionAnswer:
         try:
             channel = await self._checkout()
         except BaseException:
             if isinstance(body, Buffer):
                 body.close()
             raise
+        meta = request.meta() if request is not DEFAULT_REQUEST else {}
+        if trace is not None:
+            meta.update(trace.meta())
         try:
-            await channel.send(Kind.INVOKE, None, body)
+            await channel.send(Kind.INVOKE, meta or None, body)
             message = await channel.receive()
         except BaseException as exc:
             channel.close()  # mid-request state is unknown: never reuse this connection
@@ -106,16 +133,29 @@ class RuntimeUpstream:
             message.payload = payload = kept
         self._checkin(channel)
         if message.kind is Kind.RESULT:
-            return FunctionAnswer(200, payload)
+            status, headers = answer_of(message.meta)
+            return FunctionAnswer(status, payload, headers)
         message.close()
         if message.kind is Kind.FAILED:
-            raise FunctionFailed(
-                f"function {self.function!r} raised {message.meta.get('error', '?')}",
-                function=self.function,
-            )
+            raise self._failure(message.meta)
         raise InstanceFailed(
             f"the runtime answered {message.kind.name} to INVOKE", function=self.function
         )
+
+    def _failure(self, meta: dict[str, object]) -> InvocationError:
+        """The error a FAILED answer stands for: a 4xx the handler raised on purpose (as
+        raised), else FunctionFailed with the handler's traceback."""
+        text = meta.get("error")
+        text = text if isinstance(text, str) else "?"
+        status, code = meta.get("status"), meta.get("code")
+        if type(status) is int and 400 <= status <= 499 and isinstance(code, str):
+            error = error_for_code(code, text, function=self.function, status=status)
+            if isinstance(error, InvocationError):
+                return error
+        failed = FunctionFailed(f"function {self.function!r} raised {text}", function=self.function)
+        stack = meta.get("traceback")
+        failed.stack_trace = stack if isinstance(stack, str) else None
+        return failed
 
     async def ready(self) -> bool:
         try:
@@ -187,13 +227,20 @@ class HttpUpstream:
         self.url = f"http://{host}:{port}/"
         self._session: aiohttp.ClientSession | None = None
 
-    async def invoke(self, body: Payload) -> FunctionAnswer:
+    async def invoke(
+        self, body: Payload, request: Request = DEFAULT_REQUEST, trace: Trace | None = None
+    ) -> FunctionAnswer:
         session = self._session_now()
+        query = f"?{request.query_string}" if request.query_string else ""
+        # As the caller wrote it (already %-encoded): not quoted again.
+        url = yarl.URL(self.url[:-1] + request.path + query, encoded=True)
         try:
-            async with session.post(self.url, data=as_bytes(body)) as response:
+            async with session.request(
+                request.method, url, data=as_bytes(body), headers=list(request.headers.items()),
+                allow_redirects=False, skip_auto_headers=("Content-Type", "User-Agent"),
+            ) as response:  # fmt: skip
                 payload = await response.read()
-                content_type = response.headers.get("Content-Type", "application/octet-stream")
-                return FunctionAnswer(response.status, payload, content_type)
+                return FunctionAnswer(response.status, payload, passing(response.headers.items()))
         except aiohttp.ClientError as exc:
             raise InstanceFailed(
                 f"function {self.function!r} (HTTP on port {self.port}) failed mid-request: {exc}",
