@@ -7,7 +7,7 @@ those below it::
     cli, bench                   the xdt command, benchmarks (and the evaluation's cost model)
     testing, apps                xdt up as a child process; the evaluation's workflows
     platform                     the embedded platform: spec, gateway, throttler, KPA, instances
-    sidecar   runtime   sdk      the per-instance sidecar, the Python runtime, function calls
+    sidecar runtime sdk client   the sidecar, the Python runtime, function calls, outside callers
     modes                        the data paths: inline, memory (xdt), redis, s3
     pull      channel   _http    sidecar↔sidecar pulls, function↔sidecar wire, HTTP plumbing
     _core                        errors, references, checksum, buffers, loans, store, fd I/O
@@ -86,6 +86,7 @@ _LAZY = {
     ),
     "sync": ".sdk.sync",  # a module
     **dict.fromkeys(("Request", "Response"), "._http.contract"),
+    **dict.fromkeys(("AsyncClient", "Client"), ".client"),
 }
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ if TYPE_CHECKING:
         StoreStats,
     )
     from ._http.contract import Request, Response
+    from .client import AsyncClient, Client
     from .pull import (
         DEFAULT_CLIENT_CONFIG,
         DEFAULT_SERVER_CONFIG,
@@ -127,7 +129,9 @@ __all__ = [
     "DEFAULT_SERVER_CONFIG",
     "DEFAULT_STORE_CONFIG",
     "DEFAULT_TENANT",
+    "AsyncClient",
     "BadRequest",
+    "Client",
     "ClientConfig",
     "ConfigError",
     "Forbidden",

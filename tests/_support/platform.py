@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ class RunningPlatform(LaunchedPlatform):
     own, and pytest's ``tmp_path`` is under a folder only root may enter); the key ring, and
     ``up.log`` with everything it prints, stay in the private ``folder``."""
 
-    def __init__(self, folder: Path, spec: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, spec: dict[str, Any], options: Sequence[str] = ()) -> None:
         self.code = make_readable_folder()
         try:
             for source in [*FUNCTIONS.iterdir(), Path(soak_functions.__file__)]:
@@ -38,7 +39,9 @@ class RunningPlatform(LaunchedPlatform):
             spec.setdefault("platform", {})["key_file"] = str(keys)
             (self.code / "xdt.yaml").write_text(yaml.safe_dump(spec))
             self.folder = folder
-            super().__init__(self.code / "xdt.yaml", folder / "up.log", start_timeout=30)
+            super().__init__(
+                self.code / "xdt.yaml", folder / "up.log", start_timeout=30, options=options
+            )
         except BaseException:
             shutil.rmtree(self.code, ignore_errors=True)
             raise

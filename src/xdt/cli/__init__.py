@@ -2,11 +2,11 @@
 
 ::
 
-    xdt up -f xdt.yaml [--port 8080]            run the platform in the foreground
+    xdt up -f xdt.yaml [--port 8080] [--watch]  run the platform in the foreground
     xdt invoke FUNCTION [--data @in.bin]        invoke a function, answer on stdout
     xdt status [--json]                         functions, instances, autoscaler decisions
     xdt logs [-f] [FUNCTION]                    every instance's log lines, merged by time
-    xdt demo [-f examples/wordcount/xdt.yaml]   the platform on an example, driven and explained
+    xdt demo [-f xdt.yaml]                      the platform on an example, driven and explained
     xdt keygen [--out FILE] [--rotate FILE]     make (or rotate) the platform key ring
     xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop asyncio|uvloop]
 """

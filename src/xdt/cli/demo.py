@@ -45,9 +45,17 @@ def add_parser(commands: Any) -> None:
         "entry function cold, warm and in a burst, then prints instances, autoscaler "
         "decisions and events, and stops everything.",
     )
-    demo.add_argument("-f", "--file", type=Path, default=Path("examples/wordcount/xdt.yaml"))
+    demo.add_argument(
+        "-f", "--file", type=Path, default=EXAMPLE,
+        help="the spec (default: the word-count example shipped with xdt)",
+    )  # fmt: skip
     demo.add_argument("--entry", default="wordcount", help="the function to call")
     demo.set_defaults(run=run)
+
+
+# Shipped in the package (examples/wordcount in a checkout links here): `xdt demo` works
+# wherever it runs, not only in a checkout's top folder.
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "wordcount" / "xdt.yaml"
 
 
 def run(args: argparse.Namespace, console: Console) -> int:

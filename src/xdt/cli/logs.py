@@ -102,6 +102,10 @@ class LogFollower:
         for raw in complete:
             text = raw.decode(errors="replace")
             line = parse_line(text)
+            # A line stamped as another instance's was not written by a stamper of this log
+            # (a function writing to its descriptors itself): it is shown as this log's.
+            if line is not None and line.instance.partition("/")[0] != log.instance:
+                line = None
             if line is None:  # a process's raw output (before it stamped, or a C library's)
                 line = LogLine(log.last_time or _now(), log.instance, None, text)
             log.last_time = line.time

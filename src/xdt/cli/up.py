@@ -36,6 +36,11 @@ def add_parser(commands: Any) -> None:
     up.add_argument("-f", "--file", type=Path, default=Path("xdt.yaml"), help="the spec file")
     up.add_argument("--port", type=int, default=None, help="gateway port (0: any free port)")
     up.add_argument("--host", default=None, help="gateway address (default 127.0.0.1)")
+    up.add_argument(
+        "--watch", action="store_true",
+        help="roll a function's instances to its new code when its files change (and on "
+        "SIGHUP); the old instances drain",
+    )  # fmt: skip
     up.set_defaults(run=run)
 
 
@@ -69,14 +74,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
         spec = replace(spec, platform=replace(settings, **overrides))
     try:
-        asyncio.run(_up(spec, console))
+        asyncio.run(_up(spec, console, watch=args.watch))
     except (OSError, XdtError) as exc:  # XdtError: a store or a function's files (isolation)
         console.print(f"[red]error:[/red] cannot start the platform: {escape(str(exc))}")
         return 1
     return 0
 
 
-async def _up(spec: Spec, console: Console) -> None:
+async def _up(spec: Spec, console: Console, *, watch: bool = False) -> None:
     started = time.monotonic()
 
     def event(function: str, instance: str | None, what: Event) -> None:
@@ -92,10 +97,22 @@ async def _up(spec: Spec, console: Console) -> None:
     loop = asyncio.get_running_loop()
     rate_limit_loop_errors(loop, RateLimitedLog())  # a flood must not become a log flood
     raise_fd_limit()
-    # SIGHUP (the terminal closed) stops as Ctrl-C does: draining, the run folder removed.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    tasks: set[asyncio.Task[None]] = set()
     async with Platform(spec, on_event=event) as platform:
+        if watch:  # SIGHUP: roll every function now, changed or not
+            watcher = asyncio.create_task(platform.watch())
+            tasks.add(watcher)
+
+            def hangup() -> None:
+                task = asyncio.create_task(platform.roll_all("SIGHUP"))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, hangup)
+        else:  # SIGHUP (the terminal closed) stops as Ctrl-C does: drained, nothing left
+            loop.add_signal_handler(signal.SIGHUP, stop.set)
         # The first line is plain and stable: scripts (and tests) read the URL from it.
         print(f"xdt is up at {platform.url}", flush=True)
         for folder in platform.cleaned:
@@ -120,12 +137,16 @@ async def _up(spec: Spec, console: Console) -> None:
             f"logs: {platform.logs_dir}/<instance>.log; `xdt logs -f` follows them all",
             soft_wrap=True,
         )
+        if watch:
+            console.print("watching the functions' files: a change rolls their instances")
         console.print(
             f"invoke with: curl --data-binary @in.bin {platform.url}/invoke/<function>  "
             "(Ctrl-C stops everything)",
             soft_wrap=True,
         )
         await stop.wait()
+        for task in tasks:
+            task.cancel()
         busy = platform.in_flight
         console.print(
             f"stopping: waiting up to {SHUTDOWN_GRACE:g} s for {busy} requests in flight, "

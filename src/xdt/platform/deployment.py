@@ -323,6 +323,25 @@ class Deployment:
                 self._draining[instance] = tracker
                 self._spawn(self._drain(instance, tracker))
 
+    def roll(self, reason: str) -> None:
+        """Replace every instance with a fresh one (new code): the old ones drain as at scale
+        down — in-flight requests finish, their objects stay until pulled — while new ones
+        start; requests meanwhile go to what still serves, or wait in the activator."""
+        old = [
+            i for i in self.instances if i.state in (State.STARTING, State.READY, State.RESTARTING)
+        ]
+        for instance in old:
+            task = self._starting.pop(instance, None)
+            if task is not None:
+                task.cancel()
+                continue
+            tracker = self.throttler.remove(instance)
+            self.manager.begin_drain(instance)
+            self._draining[instance] = tracker
+            self._spawn(self._drain(instance, tracker))
+        self.record(Event(Kind.ROLLED, f"{reason}: {len(old)} instance(s) replaced"))
+        self.reconcile()
+
     def on_instance_event(self, instance: Instance, event: Event) -> None:
         self._log(event, instance)
         kind = event.kind

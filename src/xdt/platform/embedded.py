@@ -32,7 +32,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from .._core.errors import IsolationError
+from .._core.errors import HandlerLoadError, IsolationError
 from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
 from .._http.headers import HOP_HEADER
 from .._http.listen import Limits, make_runner, port_of, serve_tcp
@@ -40,10 +40,11 @@ from .._http.metrics import Metric, render
 from .._util.polling import until
 from .._util.procfs import started_at
 from .autoscaler import sample_size
+from .codeversion import code_version
 from .deployment import Deployment
 from .events import Event, Kind
 from .gateway import create_app
-from .instances import Instance, InstanceManager, State
+from .instances import Instance, InstanceManager, State, check_import
 from .isolation import (
     Identity,
     allocate,
@@ -314,6 +315,46 @@ class Platform:
             self.on_event(function, instance, event)
 
     # -- reporting ---------------------------------------------------------------------------
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Until cancelled: roll each function whose files changed (:mod:`.codeversion`) to
+        its new code, once that code loads (:func:`.instances.check_import`); code that does
+        not load is refused with its error, and the old code goes on serving."""
+        versions = {f.name: await asyncio.to_thread(code_version, f) for f in self.spec.functions}
+        while True:
+            await asyncio.sleep(interval)
+            for function in self.spec.functions:
+                version = await asyncio.to_thread(code_version, function)
+                if version != versions[function.name]:
+                    versions[function.name] = version
+                    await self.roll(function.name, f"its code changed to {version}")
+
+    async def roll(self, name: str, reason: str) -> bool:
+        """Roll function ``name`` to the code now in its folder; whether it was rolled."""
+        function = self.spec.function(name)
+        deployment = self.deployments.get(name)
+        if function is None or deployment is None or self._run_dir is None:
+            return False
+        if function.handler is not None:
+            identity = self.identities.get(name) if self.identities else None
+            try:
+                await check_import(
+                    function, identity, sandboxed=self.sandboxed, run_dir=self._run_dir
+                )
+            except HandlerLoadError as exc:
+                event = Event(Kind.NOT_ROLLED, f"{reason}, but it does not load: {exc}")
+                deployment.record(event)
+                if self.on_event is not None:
+                    self.on_event(name, None, event)
+                return False
+        deployment.roll(reason)
+        if self.on_event is not None:
+            self.on_event(name, None, Event(Kind.ROLLED, reason))
+        return True
+
+    async def roll_all(self, reason: str) -> None:
+        for name in list(self.deployments):
+            await self.roll(name, reason)
 
     @property
     def logs_dir(self) -> Path | None:

@@ -27,12 +27,14 @@ class Kind(enum.Enum):
     SCALED = "scale"
     POKED = "poked"
     SWEPT = "swept"  # what a failed instance left in a store was removed (.janitor)
+    ROLLED = "rolled"  # its code changed: new instances start, the old ones drain
+    NOT_ROLLED = "not rolled"  # its code changed but does not load: the old code serves on
     ERROR = "error"  # an invocation was answered with a 5xx (rate-limited per error code)
 
     @property
     def troubled(self) -> bool:
         """Whether the event means something went wrong (its logs are worth keeping)."""
-        return self in (Kind.CRASHED, Kind.FAILED, Kind.RESTART_FAILED, Kind.ERROR)
+        return self in (Kind.CRASHED, Kind.FAILED, Kind.RESTART_FAILED, Kind.ERROR, Kind.NOT_ROLLED)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -39,11 +39,18 @@ class LaunchedPlatform:
     """Starts ``xdt up -f spec --port 0``; :attr:`url` is the gateway. :meth:`stop` sends
     SIGINT (Ctrl-C) and waits."""
 
-    def __init__(self, spec_path: Path, log_path: Path, *, start_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        spec_path: Path,
+        log_path: Path,
+        *,
+        start_timeout: float = 60.0,
+        options: Sequence[str] = (),
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "xdt", "up", "-f", str(spec_path), "--port", "0"],
+            [sys.executable, "-m", "xdt", "up", "-f", str(spec_path), "--port", "0", *options],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "200"},
