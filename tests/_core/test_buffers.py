@@ -574,3 +574,39 @@ def test_a_seal_refused_by_the_kernel_leaves_the_buffer_as_it_was(pool: BufferPo
         peer.close()
     buffer.seal()  # once the peer has let go, it seals
     assert buffer.sealed and bytes(buffer.view()) == b"HELD"
+
+
+def _shared_memory() -> int:
+    """Bytes of shared memory (memfd pages) this process has touched."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssShmem in /proc/self/status")
+
+
+def test_a_buffer_not_populated_makes_its_pages_as_they_are_written() -> None:
+    before = _shared_memory()
+    lazy = Buffer(64 * MiB, populate=False)
+    try:
+        assert _shared_memory() - before < 8 * MiB
+        lazy.writable()[: 16 * MiB] = b"x" * (16 * MiB)
+        assert 16 * MiB <= _shared_memory() - before < 24 * MiB
+        eager = Buffer(64 * MiB)
+        try:
+            assert _shared_memory() - before >= 80 * MiB
+        finally:
+            eager.close()
+    finally:
+        lazy.close()
+
+
+def test_a_pool_makes_an_unpopulated_buffer_only_when_none_is_idle() -> None:
+    pool = BufferPool(PoolLimits())
+    warm = pool.acquire(8 * MiB)
+    pool.release(warm)
+    assert pool.acquire(8 * MiB, populate=False) is warm  # idle and warm: taken as it is
+    before = _shared_memory()
+    fresh = pool.acquire(8 * MiB, populate=False)
+    assert fresh is not warm and _shared_memory() - before < 2 * MiB
+    pool.close()

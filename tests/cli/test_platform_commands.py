@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from patterns import describe, make
 
 from _support.platform import RunningPlatform
 from xdt import KeyRing
@@ -92,6 +93,21 @@ def test_invoke_exits_with_a_code_per_error_class(start_platform: Start) -> None
     assert bad.returncode == EXIT_CODES["usage"]
 
 
+def test_invoke_sends_a_file_over_the_inline_limit_by_reference(
+    start_platform: Start, tmp_path: Path
+) -> None:
+    platform = start_platform({"functions": [{"name": "digest", "handler": "patterns:digest"}]})
+    data = make(10 << 20, seed=5)  # over the 6 MiB inline limit
+    (tmp_path / "big.bin").write_bytes(data)
+    done = xdt("invoke", "digest", "-d", f"@{tmp_path / 'big.bin'}", "-v", "--url", platform.url)
+    assert (done.returncode, done.stdout) == (0, describe(data)), done.stderr
+    assert "uploaded, passed by reference" in done.stderr
+    held = platform.status()["objects"]
+    assert held is not None and (held["uploads"], held["objects"]) == (1, 0)
+    missing = xdt("invoke", "digest", "-d", f"@{tmp_path / 'nope.bin'}", "--url", platform.url)
+    assert missing.returncode == EXIT_CODES["usage"] and "cannot read" in missing.stderr
+
+
 def test_logs_merges_every_instance_with_time_instance_and_request_id(
     start_platform: Start,
 ) -> None:
@@ -153,3 +169,27 @@ def test_keygen_never_replaces_a_key_ring_without_force(
     assert "already exists" in capsys.readouterr().err and path.read_text() == first
     assert main(["keygen", "--out", str(path), "--force"]) == 0
     assert path.read_text() != first and KeyRing.from_file(path)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "said"),
+    [({}, "no credentials for http://"), ({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+                                          "cannot reach http://")],
+)  # fmt: skip
+def test_an_s3_endpoint_it_cannot_use_is_a_clear_error_not_a_traceback(
+    shared_path: Path, credentials: dict[str, str], said: str
+) -> None:
+    spec = shared_path / "xdt.yaml"
+    spec.write_text(
+        f"platform: {{s3_endpoint_url: 'http://{nobody_listening()}', transfer: s3}}\n"
+        "functions: [{name: f, handler: 'm:f'}]\n"
+    )
+    (shared_path / "m.py").write_text("def f(body):\n    return body\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | credentials
+    done = subprocess.run(
+        [sys.executable, "-m", "xdt", "up", "-f", str(spec), "--port", "0"],
+        capture_output=True, text=True, timeout=120, env={**env, "COLUMNS": "300"},
+    )  # fmt: skip
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1 and said in output, output[-2000:]
+    assert "Traceback" not in output

@@ -4,12 +4,15 @@ timeouts, the request id, connection reuse, and no platform at all."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from patterns import describe, make
 
 import xdt
 from _support.platform import RunningPlatform
@@ -18,6 +21,8 @@ Start = Callable[[dict[str, Any]], RunningPlatform]
 
 FUNCTIONS = [
     {"name": "upper", "handler": "fns:upper"},
+    {"name": "digest", "handler": "patterns:digest"},
+    {"name": "put-only", "handler": "patterns:put_only"},
     {"name": "explode", "handler": "contract:explode"},
     {"name": "refuse", "handler": "contract:refuse"},
     {"name": "describe", "handler": "contract:describe"},
@@ -87,3 +92,41 @@ def test_no_platform_is_peer_gone_naming_the_url() -> None:
         client.invoke("upper", b"x")
     with pytest.raises(ValueError, match="not a function name"):
         xdt.Client(url).invoke("Not A Name")
+
+
+def test_big_inputs_go_by_reference_and_references_come_back_as_bytes(
+    start_platform: Start, tmp_path: Path
+) -> None:
+    platform = start_platform({"platform": {"inline_limit": "1MiB"}, "functions": FUNCTIONS})
+    data = make(5 << 20, seed=11)
+    (tmp_path / "input.bin").write_bytes(data)
+    with xdt.Client(platform.url, timeout=60, upload_above=1 << 20) as client:
+        assert client.invoke("digest", data) == describe(data).encode()
+        with open(tmp_path / "input.bin", "rb") as file:  # streamed from the file
+            assert client.invoke("digest", file) == describe(data).encode()
+        reference = client.put(data[:1000], function="digest", pulls=2, ttl=30)
+        assert client.invoke("digest", reference=reference) == describe(data[:1000]).encode()
+        assert client.get(reference) == data[:1000]
+        with pytest.raises(xdt.PullBudgetExhausted):
+            client.get(reference)
+        kept = client.put(b"kept", pulls=None)
+        assert client.release(kept) is True
+        with pytest.raises(xdt.ObjectNotFound):
+            client.get(kept)
+        # A reference a function gave out, downloaded.
+        made = client.invoke("put-only", json.dumps({"size": 3 << 20, "seed": 4}).encode())
+        assert client.get(made.decode()) == make(3 << 20, seed=4)
+    held = platform.status()["objects"]
+    assert held is not None and (held["uploads"], held["downloads"]) == (4, 2)
+
+
+async def test_the_async_client_uploads_and_downloads(start_platform: Start) -> None:
+    platform = start_platform({"platform": {"inline_limit": "1MiB"}, "functions": FUNCTIONS})
+    data = make(3 << 20, seed=12)
+    async with xdt.AsyncClient(platform.url, timeout=60, upload_above=1 << 20) as client:
+        assert await client.invoke("digest", data) == describe(data).encode()
+        reference = await client.put(data, pulls=1)
+        assert await client.get(reference) == data
+        with pytest.raises(xdt.PullBudgetExhausted):
+            await client.get(reference)
+        assert await client.release(await client.put(b"x")) is True

@@ -130,10 +130,11 @@ def test_bad_http_input_gets_a_clear_answer_and_nothing_partial_runs(
 
     assert platform.invoke("upper", b"fine")[::2] == (200, b"FINE")
 
-    # Asking for a reference answer (or sending a reference) is for the platform's own hops.
-    for header in ("X-Xdt-Accept", "X-Xdt-Transfer"):
+    # Asking for a reference answer is for the platform's own hops; a reference sent from
+    # outside is checked before anything runs.
+    for header, code in (("X-Xdt-Accept", "forbidden"), ("X-Xdt-Transfer", "reference_malformed")):
         status, headers, body = platform.invoke("upper", b"x" * 300_000, {header: "ref"})
-        assert status == 403 and headers[ERROR_HEADER] == "forbidden", body[:200]
+        assert status == 403 and headers[ERROR_HEADER] == code, body[:200]
     assert platform.function("upper")["requests"] == 1
     with urllib.request.urlopen(f"{platform.url}/readyz", timeout=10) as ready:
         assert ready.status == 200 and ready.read() == b"ready"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
+from xdt import KeyRing, Reference
 from xdt._http.client import ConnectionPool
 from xdt._http.headers import ACCEPT_HEADER, ERROR_HEADER, HOP_HEADER, TRANSFER_HEADER
 from xdt.platform.deployment import Deployment
@@ -190,19 +193,52 @@ async def test_metrics_status_and_health(front: Front) -> None:
     assert (await front.client.get("/healthz")).status == 200
 
 
-@pytest.mark.parametrize("header", [TRANSFER_HEADER, ACCEPT_HEADER])
 @pytest.mark.parametrize("hop", [None, "", "not-the-secret", "a" * 44])
-async def test_only_the_platforms_own_hops_may_send_or_ask_for_a_reference(
-    front: Front, header: str, hop: str | None
+async def test_only_the_platforms_own_hops_may_ask_for_a_reference(
+    front: Front, hop: str | None
 ) -> None:
     """An outside client asking for a reference answer once made a function's sidecar hold
-    256 × 1 MiB (and its own calls then hit the quota); one sending a reference had a sidecar
-    pull for it. Refused, before any instance is asked."""
-    headers = {header: "ref"} | ({HOP_HEADER: hop} if hop is not None else {})
+    256 × 1 MiB (and its own calls then hit the quota). Refused, before any instance is
+    asked."""
+    headers = {ACCEPT_HEADER: "ref"} | ({HOP_HEADER: hop} if hop is not None else {})
     answer = await front.client.post("/invoke/shout", data=b"x", headers=headers)
     assert answer.status == 403 and answer.headers[ERROR_HEADER] == "forbidden"
     assert "platform's own hops" in (await answer.json())["message"]
     assert front.ingress.seen == []
+
+
+async def test_a_reference_from_outside_goes_on_only_if_it_is_of_the_callees_tenant(
+    front: Front,
+) -> None:
+    """A caller outside may send a reference (an upload's, or one a function gave out): it is
+    opened here for the callee's tenant, and anything else refused before any instance."""
+    keyring = front.platform.keyring
+
+    def sealed(tenant: str, ttl: float = 60.0) -> bytes:
+        ref = Reference(os.urandom(16), "127.0.0.1:1", 5, 0, time.time() + ttl, tenant)
+        return keyring.seal(ref).encode()
+
+    refused = [
+        (b"not a reference", "reference_malformed"),
+        (sealed("someone-else"), "wrong_tenant"),
+        (sealed("default", ttl=-1), "reference_expired"),
+        (KeyRing.generate().seal(Reference(os.urandom(16), "h:1", 5, 0, time.time() + 60))
+         .encode(), "reference_tampered"),
+    ]  # fmt: skip
+    for body, code in refused:
+        answer = await front.client.post(
+            "/invoke/shout", data=body, headers={TRANSFER_HEADER: "ref"}
+        )
+        assert answer.headers[ERROR_HEADER] == code, await answer.text()
+    answer = await front.client.post("/invoke/shout", data=b"x", headers={TRANSFER_HEADER: "yes"})
+    assert answer.headers[ERROR_HEADER] == "bad_request"
+    assert front.ingress.seen == []
+
+    good = sealed("default")
+    answer = await front.client.post("/invoke/shout", data=good, headers={TRANSFER_HEADER: "ref"})
+    assert answer.status == 200
+    (seen,) = front.ingress.seen
+    assert seen[TRANSFER_HEADER] == "ref" and seen[HOP_HEADER] == keyring.hop_secret()
 
 
 async def test_shutting_down_refuses_new_invocations_and_serves_the_platforms_own(

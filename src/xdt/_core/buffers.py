@@ -68,23 +68,26 @@ _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
-def _map_populated(fd: int, capacity: int) -> mmap.mmap:
-    """A shared writable mapping of the memfd with every page present.
+def _map_populated(fd: int, capacity: int, *, populate: bool = True) -> mmap.mmap:
+    """A shared writable mapping of the memfd with every page present (``populate``), or
+    with pages made as they are first written.
 
     A mapping of 2 MiB or more asks for huge pages (``MADV_HUGEPAGE``) before its pages are
     made: where the host gives memfds huge pages on request (``shmem_enabled`` ``advise``) a
     fresh 256 MiB buffer then costs ~35 ms here instead of ~95 ms, and writing it ~28 ms
     instead of ~53 ms (fewer TLB misses). Elsewhere the advice is ignored. It is asked
     unconditionally: a sandboxed function cannot read the host's setting."""
+    flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if populate else 0)
     if capacity < _HUGE:
-        return mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+        return mmap.mmap(fd, capacity, flags=flags)
     mapping = mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED)
     try:
         mapping.madvise(mmap.MADV_HUGEPAGE)
-        mapping.madvise(_MADV_POPULATE_WRITE)
+        if populate:
+            mapping.madvise(_MADV_POPULATE_WRITE)
     except OSError:  # a kernel without MADV_POPULATE_WRITE (< 5.14): populate at mapping
         mapping.close()
-        return mmap.mmap(fd, capacity, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+        return mmap.mmap(fd, capacity, flags=flags)
     return mapping
 
 
@@ -97,7 +100,11 @@ def size_class(size: int) -> int:
 
 
 class Buffer:
-    """A memfd of ``capacity`` bytes, mapped shared and writable, holding ``size`` bytes."""
+    """A memfd of ``capacity`` bytes, mapped shared and writable, holding ``size`` bytes.
+
+    Its pages are made at once (``populate``: one call, the fastest way to fresh pages), or as
+    they are first written — for bytes that arrive slowly from someone untrusted, whose
+    declared size must cost nothing before the bytes do."""
 
     __slots__ = (
         "_loan",
@@ -114,7 +121,7 @@ class Buffer:
         "size",
     )
 
-    def __init__(self, capacity: int, *, name: str = "xdt-object") -> None:
+    def __init__(self, capacity: int, *, name: str = "xdt-object", populate: bool = True) -> None:
         self.capacity = capacity
         self.size = 0
         self.idle_since = 0.0
@@ -130,7 +137,7 @@ class Buffer:
         self.fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(self.fd, capacity)
-            self._map: mmap.mmap | None = _map_populated(self.fd, capacity)
+            self._map: mmap.mmap | None = _map_populated(self.fd, capacity, populate=populate)
         except BaseException:
             os.close(self.fd)
             raise
@@ -366,12 +373,12 @@ class BufferPool:
     def reused(self) -> int:
         return self.stats.reused
 
-    def acquire(self, size: int) -> Buffer:
+    def acquire(self, size: int, *, populate: bool = True) -> Buffer:
         """A buffer with room for ``size`` bytes: an idle one (or the one being made ahead),
-        else a new one."""
+        else a new one (``populate``: see :class:`Buffer`)."""
         buffer = self.take_idle(size)
         if buffer is None:
-            buffer = self._make(size_class(size))
+            buffer = self._make(size_class(size), populate=populate)
             self.stats.created += 1
         buffer.size = 0
         buffer.checksum = None
@@ -395,8 +402,8 @@ class BufferPool:
             buffer.checksum = None
         return buffer
 
-    def _make(self, capacity: int) -> Buffer:
-        buffer = Buffer(capacity, name=self._name)
+    def _make(self, capacity: int, *, populate: bool = True) -> Buffer:
+        buffer = Buffer(capacity, name=self._name, populate=populate)
         buffer.made_by = self
         return buffer
 

@@ -277,11 +277,16 @@ class ObjectStore:
         pulls: int | None = 1,
         ttl: float | None = None,
         timeout: float | None = None,
+        populate: bool = True,
     ) -> Allocation:
-        """Reserve room for ``size`` bytes, waiting up to ``timeout`` for the quota."""
+        """Reserve room for ``size`` bytes, waiting up to ``timeout`` for the quota.
+
+        ``populate=False``: a new buffer's pages are made as its bytes are written — for bytes
+        that arrive slowly from an untrusted sender, whose declared size must cost quota, not
+        memory, until they come."""
         ttl = await self._admit(size, pulls, ttl, timeout)
         try:
-            buffer = self.pool.acquire(size)
+            buffer = self.pool.acquire(size, populate=populate)
         except BaseException:
             self._unreserve(None, size)
             raise

@@ -7,22 +7,23 @@
   may be one.
 - ``X-Xdt-Hop: <secret>`` — the hop is the platform's own (a sidecar calling through the
   gateway, the gateway forwarding to an instance): :meth:`~xdt._core.refs.KeyRing.hop_secret`.
-  The two transfer headers are honoured only beside it; from anyone else they are refused
-  (403), so an outside client can neither make a sidecar hold objects for it nor hand it a
-  reference to pull.
+  ``X-Xdt-Accept`` is honoured only beside it, and refused (403) from anyone else: an
+  outside client cannot make a sidecar hold its answers as objects. ``X-Xdt-Transfer`` from
+  outside is taken at the gateway only with a reference of the callee's tenant (an upload to
+  the gateway's ``/objects``, or one a function gave out), checked before it is forwarded.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ACCEPT_HEADER",
+    "ACCEPT_IS_INTERNAL",
     "ANSWER_HEADERS",
     "BY_REFERENCE",
     "ERROR_HEADER",
     "HOP_HEADER",
     "TRANSFER_HEADER",
     "TRANSFER_HEADERS",
-    "TRANSFER_HEADERS_ARE_INTERNAL",
 ]
 
 ERROR_HEADER = "X-Xdt-Error"
@@ -34,9 +35,9 @@ BY_REFERENCE = "ref"  # the value of both transfer headers
 # Between sidecars, through the gateway: whether the body is a reference, whether the caller
 # takes one back.
 TRANSFER_HEADERS = (TRANSFER_HEADER, ACCEPT_HEADER)
-TRANSFER_HEADERS_ARE_INTERNAL = (
-    "X-Xdt-Transfer and X-Xdt-Accept are for the platform's own hops between sidecars; "
-    "send the payload itself and take the answer as bytes"
+ACCEPT_IS_INTERNAL = (
+    "X-Xdt-Accept is for the platform's own hops between sidecars: take the answer as bytes "
+    "(a reference a function returns can be downloaded at the gateway's /objects/get)"
 )
 # What of a callee's answer its caller's sidecar hands on to the calling function.
 ANSWER_HEADERS = ("Content-Type", ERROR_HEADER)

@@ -4,7 +4,8 @@ and big answers written a chunk at a time within a deadline."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -16,7 +17,7 @@ from .headers import ERROR_HEADER
 from .listen import DEFAULT_LIMITS, Limits
 
 __all__ = ["ANSWER_CHUNK", "ANSWER_DEADLINE", "chunks_of", "error_response", "read_body",
-           "stream_answer"]  # fmt: skip
+           "read_body_into", "stream_answer"]  # fmt: skip
 
 ANSWER_CHUNK = 1 << 20
 # A caller must take a big answer within 30 s plus 1 s per MiB (1 MiB/s on average), or it is
@@ -62,10 +63,48 @@ async def read_body(
             f"the request body is {sent} bytes, over {limit_name} of {limit} bytes",
             function=function,
         )
-    deadline = limits.body_deadline(sent)
+    try:
+        async with _reading(limits, sent, function):
+            body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"the request body is over {limit_name} of {limit} bytes", function=function
+        ) from None
+    if len(body) > limit:  # a chunked body the server's own cap (the larger one) let through
+        raise PayloadTooLarge(
+            f"the request body is {len(body)} bytes, over {limit_name} of {limit} bytes",
+            function=function,
+        )
+    return body
+
+
+async def read_body_into(
+    request: web.Request, into: memoryview, *, limits: Limits = DEFAULT_LIMITS
+) -> None:
+    """Exactly ``len(into)`` bytes of request body — its Content-Length, checked by the
+    caller — written into ``into`` as they arrive, never held whole in between: the errors of
+    :func:`read_body`, and :class:`~xdt.BadRequest` for a body shorter than declared."""
+    filled, size = 0, into.nbytes
+    async with _reading(limits, size, None):
+        while filled < size:
+            chunk = await request.content.readany()
+            if not chunk:
+                break
+            into[filled : filled + len(chunk)] = chunk  # aiohttp stops at Content-Length
+            filled += len(chunk)
+    if filled < size:
+        raise BadRequest(f"the request body was cut short: {filled} of {size} bytes came")
+
+
+@contextlib.asynccontextmanager
+async def _reading(
+    limits: Limits, declared: int | None, function: str | None
+) -> AsyncIterator[None]:
+    """Reading a body within ``limits.body_deadline``; what goes wrong, typed."""
+    deadline = limits.body_deadline(declared)
     try:
         async with asyncio.timeout(deadline):
-            body = await request.read()
+            yield
     except TimeoutError:
         # aiohttp closes the connection after the answer: the body was not read to its end.
         raise RequestTimeout(
@@ -73,18 +112,8 @@ async def read_body(
             f"({limits.body_timeout:g} s, plus 1 s per {limits.min_body_rate} bytes declared)",
             function=function,
         ) from None
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"the request body is over {limit_name} of {limit} bytes", function=function
-        ) from None
     except (ConnectionError, aiohttp.ClientPayloadError) as exc:
         raise BadRequest(f"the request body was cut short: {exc}", function=function) from None
-    if len(body) > limit:  # a chunked body the server's own cap (the larger one) let through
-        raise PayloadTooLarge(
-            f"the request body is {len(body)} bytes, over {limit_name} of {limit} bytes",
-            function=function,
-        )
-    return body
 
 
 async def stream_answer(
@@ -112,7 +141,7 @@ async def stream_answer(
     return response
 
 
-async def chunks_of(data: bytes) -> AsyncIterator[memoryview]:
+async def chunks_of(data: bytes | memoryview) -> AsyncGenerator[memoryview, None]:
     """``data`` in :data:`ANSWER_CHUNK` views: nothing is copied into the transport at once."""
     view = memoryview(data)
     for start in range(0, len(data), ANSWER_CHUNK):

@@ -6,7 +6,7 @@ Its exit code says what happened, so that scripts can tell (:data:`EXIT_CODES`):
 0     the function answered (2xx)
 1     the function failed: it raised, or answered 5xx itself (``FunctionFailed``)
 2     the command was used wrongly: a bad argument, ``--url`` or ``--data`` file
-3     no platform answers at the URL
+3     no platform answers at the URL, or it went away mid-answer
 4     no answer in time: the function's timeout (504), or ``--timeout`` here
 5     the request was refused (4xx: bad request, no such function, too large)
 6     the platform could not serve it (502 instance failed, 503 overloaded)
@@ -17,12 +17,9 @@ Its exit code says what happened, so that scripts can tell (:data:`EXIT_CODES`):
 from __future__ import annotations
 
 import argparse
-import http.client
+import contextlib
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -32,12 +29,12 @@ from .._core.errors import (
     FunctionFailed,
     InvocationError,
     InvocationTimeout,
+    PeerGone,
     XdtError,
 )
-from .._http.contract import REQUEST_ID_HEADER
-from .._http.errors import error_from_answer
 from .._util.names import is_function_name
 from .._util.units import format_duration, format_size
+from ..client import Body, Client, body_size
 from ._options import EXIT_UNREACHABLE, add_url_option
 
 __all__ = ["EXIT_CODES", "add_parser", "exit_code_of", "run"]
@@ -86,90 +83,64 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     console = Console(stderr=True)  # stdout carries the answer's bytes
-    try:
-        data = _data(args.data)
-    except OSError as exc:
-        console.print(f"[red]error:[/red] cannot read {args.data!r}: {exc.strerror}")
-        return EXIT_USAGE
     if not is_function_name(args.function):
         console.print(
             f"[red]error:[/red] {escape(repr(args.function))} is not a function name "
             "(lower-case letters, digits and '-')"
         )
         return EXIT_USAGE
-    try:
-        request = urllib.request.Request(
-            f"{args.url}/invoke/{args.function}", data=data, method="POST"
-        )
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] bad --url {args.url!r}: {escape(str(exc))}")
-        return EXIT_USAGE
-    request.add_header("Content-Type", "application/octet-stream")
+    headers: dict[str, str] = {}
     for header in args.header:
         name, colon, value = header.partition(":")
         if not colon or not name.strip():
             console.print(f"[red]error:[/red] -H {header!r}: write it as 'Name: value'")
             return EXIT_USAGE
-        request.add_header(name.strip(), value.strip())
+        headers[name.strip()] = value.strip()
+    try:
+        client = Client(args.url, timeout=args.timeout)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] bad --url {args.url!r}: {escape(str(exc))}")
+        return EXIT_USAGE
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as answer:
-        error = error_from_answer(
-            answer.code, dict(answer.headers.items()), answer.read(), function=args.function
-        )
-        request_id = answer.headers.get(REQUEST_ID_HEADER)
+        with _data(args.data) as data, client:
+            sent = body_size(data)
+            body = client.invoke(args.function, data, headers=headers)
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot read {args.data!r}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    except XdtError as error:
+        if isinstance(error, PeerGone):
+            console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+            return EXIT_UNREACHABLE
+        # Every answer of the platform names its request; an error without one is the
+        # client's own (its --timeout).
+        answered = f" (HTTP {error.status}, request {error.request_id})" if error.request_id else ""
         console.print(
-            f"[red]{type(error).__name__}[/red] (HTTP {answer.code}"
-            f"{f', request {request_id}' if request_id else ''}): {escape(str(error))}",
-            soft_wrap=True,
+            f"[red]{type(error).__name__}[/red]{answered}: {escape(str(error))}", soft_wrap=True
         )
         if error.stack_trace:
             console.print(escape(error.stack_trace.rstrip()), highlight=False, soft_wrap=True)
         return exit_code_of(error)
-    except (TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        if isinstance(reason, TimeoutError):
-            console.print(
-                f"[red]error:[/red] no answer from {args.function!r} within {args.timeout:g} s "
-                "(--timeout)"
-            )
-            return EXIT_TIMEOUT
-        if isinstance(exc, urllib.error.URLError):
-            console.print(
-                f"[red]error:[/red] no platform answering at {args.url} ({escape(str(reason))}); "
-                "start one with `xdt up -f xdt.yaml`, or name it with --url or XDT_URL"
-            )
-            return EXIT_UNREACHABLE
-        console.print(
-            f"[red]error:[/red] the platform at {args.url} went away mid-answer "
-            f"({type(exc).__name__}: {escape(str(exc))})"
-        )
-        return EXIT_UNSERVED
-    except http.client.HTTPException as exc:
-        console.print(
-            f"[red]error:[/red] the platform at {args.url} went away mid-answer "
-            f"({type(exc).__name__}: {escape(str(exc))})"
-        )
-        return EXIT_UNSERVED
     elapsed = time.perf_counter() - started
     sys.stdout.buffer.write(body)
     sys.stdout.buffer.flush()
     if args.verbose:
+        how = " (uploaded, passed by reference)" if sent > client.upload_above else ""
         console.print(
-            f"\n[dim]{args.function}: {format_size(len(data))} in, {format_size(len(body))} "
+            f"\n[dim]{args.function}: {format_size(sent)} in{how}, {format_size(len(body))} "
             f"out, {format_duration(elapsed)}[/dim]",
             highlight=False,
         )
     return 0
 
 
-def _data(argument: str | None) -> bytes:
+def _data(argument: str | None) -> contextlib.AbstractContextManager[Body]:
+    """The body to send: a file is streamed from disk (and, big, uploaded first)."""
     if argument is None:
-        return b""
+        return contextlib.nullcontext(b"")
     if argument == "-":
-        return sys.stdin.buffer.read()
+        return contextlib.nullcontext(sys.stdin.buffer.read())
     if argument.startswith("@"):
-        return Path(argument[1:]).read_bytes()
-    return argument.encode()
+        return open(argument[1:], "rb")  # the caller's with closes it
+    return contextlib.nullcontext(argument.encode())

@@ -60,6 +60,14 @@ def render_status(status: PlatformStatus, console: Console) -> None:
     isolation = isolation_summary(status["isolation"], status["sandbox"])
     console.print(f"isolation: {isolation}", soft_wrap=True)
     console.print(thp.describe())  # of this host: the platform's when it runs here
+    objects = status.get("objects")
+    if objects is not None:
+        console.print(
+            f"gateway objects (uploads for functions): {objects['objects']} held "
+            f"({format_size(objects['bytes_held'])}); {objects['uploads']} uploaded, "
+            f"{objects['downloads']} downloaded, {objects['refused']} refused to functions",
+            soft_wrap=True,
+        )
     instances = Table(title="instances", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1))
     for column in ("instance", "state", "busy", "objs", "held", "restarts", "uptime",
                    "pids", "code"):  # fmt: skip

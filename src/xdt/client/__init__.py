@@ -5,11 +5,22 @@
 
     with xdt.Client("http://127.0.0.1:8080") as client:
         answer = client.invoke("wordcount", b"the text")
+        counts = client.invoke("wordcount", open("big.txt", "rb"))   # any size: see below
+        ref = client.put(open("video.mp4", "rb"), function="decode")  # an input, by reference
+        frames = client.invoke("decode", reference=ref)
+        result = client.get(client.invoke("render", frames))          # a reference it returned
+
+Inputs bigger than ``upload_above`` (6 MiB, the platform's default inline limit) are uploaded
+to the gateway's ``/objects`` first and passed by reference: a client feeds a function an
+input of any size (up to the platform's ``object_quota``) without raising the inline limit,
+and a file is streamed, never read whole. :meth:`Client.get` downloads the bytes behind a
+reference a function gave out.
 
 Each keeps its connections open between calls (one per thread for :class:`Client`, a pool for
 :class:`AsyncClient`), and raises what the platform answered as xdt's own typed exceptions:
 :class:`xdt.FunctionFailed` (with ``stack_trace`` and ``request_id`` when the platform gives
 them), :class:`xdt.FunctionNotFound`, :class:`xdt.PayloadTooLarge`, :class:`xdt.Overloaded`,
+the reference errors (:class:`xdt.ReferenceExpired`, :class:`xdt.PullBudgetExhausted`, …),
 :class:`xdt.InvocationTimeout` — also when no answer came within the client's ``timeout`` —
 and :class:`xdt.PeerGone` when no platform answers at the URL, or it went away mid-answer.
 
@@ -19,25 +30,42 @@ The URL is ``url``, else ``$XDT_URL``, else ``http://127.0.0.1:8080``.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from .._core.errors import InvocationTimeout, PeerGone
 from .._http.contract import REQUEST_ID_HEADER
 from .._http.errors import error_from_answer
+from .._http.headers import BY_REFERENCE, TRANSFER_HEADER
 from .._util.names import is_function_name
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["DEFAULT_TIMEOUT", "Answer", "AsyncClient", "Client", "default_url"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "UPLOAD_ABOVE",
+    "Answer",
+    "AsyncClient",
+    "Body",
+    "Client",
+    "body_size",
+    "default_url",
+]
 
 DEFAULT_TIMEOUT = 310.0  # seconds: a little over a function's default timeout (300 s)
+UPLOAD_ABOVE = 6 << 20  # the platform's default inline limit
+_BLOCK = 1 << 20  # a file is sent in pieces this big
+
+Body = bytes | bytearray | memoryview | BinaryIO
+"""What a client sends: bytes, or a binary file open for reading (sent from where it stands,
+to its end)."""
 
 
 def default_url() -> str:
@@ -57,45 +85,116 @@ class Answer:
         return next((v for k, v in self.headers.items() if k.lower() == "x-request-id"), None)
 
 
-def _target(url: str, function: str, path: str) -> str:
+@dataclass(frozen=True)
+class _Call:
+    """One request to the gateway, ready to send: what every client method comes down to."""
+
+    method: str
+    target: str  # path and query
+    body: Body
+    headers: dict[str, str]
+    function: str | None  # what errors name
+
+
+def body_size(body: Body) -> int:
+    """How many bytes ``body`` sends."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        return memoryview(body).nbytes
+    try:
+        return os.fstat(body.fileno()).st_size - body.tell()
+    except (OSError, AttributeError, ValueError) as exc:
+        raise ValueError(
+            "a file to send must be a regular file open for reading in binary mode"
+        ) from exc
+
+
+def _invoke_call(
+    function: str,
+    body: Body,
+    *,
+    method: str,
+    path: str,
+    headers: Mapping[str, str] | None,
+    request_id: str | None,
+    reference: str | None,
+) -> _Call:
     if not is_function_name(function):
         raise ValueError(f"{function!r} is not a function name (lower-case letters, digits, '-')")
     if path and not path.startswith("/"):
         path = "/" + path
-    return f"{url.rstrip('/')}/invoke/{function}{path}"
-
-
-def _headers(headers: Mapping[str, str] | None, request_id: str | None) -> dict[str, str]:
     sent = {"Content-Type": "application/octet-stream", **(headers or {})}
     if request_id is not None:
         sent[REQUEST_ID_HEADER] = request_id
-    return sent
+    if reference is not None:
+        sent[TRANSFER_HEADER] = BY_REFERENCE
+        body = reference.encode()
+    sent["Content-Length"] = str(body_size(body))
+    return _Call(method, f"/invoke/{function}{path}", body, sent, function)
 
 
-def _timed_out(function: str, wait: float) -> InvocationTimeout:
+def _put_call(
+    body: Body, function: str | None, tenant: str | None, pulls: int | None, ttl: float | None
+) -> _Call:
+    query = {"pulls": "unlimited" if pulls is None else str(pulls)}
+    if function is not None:
+        query["function"] = function
+    if tenant is not None:
+        query["tenant"] = tenant
+    if ttl is not None:
+        query["ttl"] = repr(float(ttl))
+    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(body_size(body))}
+    return _Call("POST", f"/objects?{urllib.parse.urlencode(query)}", body, headers, function)
+
+
+def _reference_call(operation: str, reference: str) -> _Call:
+    body = reference.encode()
+    headers = {"Content-Type": "text/plain", "Content-Length": str(len(body))}
+    return _Call("POST", f"/objects/{operation}", body, headers, None)
+
+
+def _timed_out(call: _Call, wait: float) -> InvocationTimeout:
+    what = repr(call.function) if call.function else "the platform"
     return InvocationTimeout(
-        f"no answer from {function!r} within {wait:g} s (the client's timeout)", function=function
+        f"no answer from {what} within {wait:g} s (the client's timeout)", function=call.function
     )
 
 
-def _unreachable(url: str, exc: Exception, function: str) -> PeerGone:
+def _unreachable(url: str, exc: Exception, call: _Call, *, answering: bool) -> PeerGone:
+    if answering:
+        return PeerGone(
+            f"the platform at {url} went away mid-answer ({type(exc).__name__}: {exc})",
+            function=call.function,
+        )
     return PeerGone(
         f"no platform answering at {url} ({exc}); start one with `xdt up`, or name it (url, "
         "or $XDT_URL)",
-        function=function,
+        function=call.function,
     )
+
+
+def _checked(call: _Call, answer: Answer) -> Answer:
+    if answer.status >= 300:
+        raise error_from_answer(answer.status, answer.headers, answer.body, function=call.function)
+    return answer
 
 
 class Client:
     """The platform at ``url``, called from plain (threaded) code."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        upload_above: int = UPLOAD_ABOVE,
+    ) -> None:
         self.url = (url or default_url()).rstrip("/")
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"{self.url!r}: the platform's URL is http://host:port")
         self._host, self._port = parts.hostname, parts.port or 80
         self.timeout = timeout
+        self.upload_above = upload_above
         self._local = threading.local()  # one kept-alive connection per thread
         self._all: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
@@ -103,23 +202,27 @@ class Client:
     def invoke(
         self,
         function: str,
-        data: bytes = b"",
+        data: Body = b"",
         *,
+        reference: str | None = None,
         path: str = "",
         headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> bytes:
-        """``function``'s answer to ``data``; raises its failure typed."""
+        """``function``'s answer to ``data`` (or to the bytes behind ``reference``); raises
+        its failure typed. ``data`` over :attr:`upload_above` goes by reference."""
         return self.request(
-            function, data, path=path, headers=headers, request_id=request_id, timeout=timeout
-        ).body
+            function, data, reference=reference, path=path, headers=headers,
+            request_id=request_id, timeout=timeout,
+        ).body  # fmt: skip
 
     def request(
         self,
         function: str,
-        data: bytes = b"",
+        data: Body = b"",
         *,
+        reference: str | None = None,
         method: str = "POST",
         path: str = "",
         headers: Mapping[str, str] | None = None,
@@ -127,44 +230,76 @@ class Client:
         timeout: float | None = None,
     ) -> Answer:
         """The whole answer (status, headers, body) of a 2xx; raises any other typed."""
-        target = urllib.parse.urlsplit(_target(self.url, function, path))
+        if reference is None and body_size(data) > self.upload_above:
+            reference = self.put(data, function=function, timeout=timeout)
+        call = _invoke_call(
+            function, data, method=method, path=path, headers=headers, request_id=request_id,
+            reference=reference,
+        )  # fmt: skip
+        return self._send(call, timeout)
+
+    def put(
+        self,
+        data: Body,
+        *,
+        function: str | None = None,
+        tenant: str | None = None,
+        pulls: int | None = 1,
+        ttl: float | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Upload ``data`` as an object for ``function``'s tenant (or ``tenant``, else the
+        default one); its reference, good for ``pulls`` reads (None: any number) until
+        ``ttl`` seconds pass (the platform's ``object_ttl`` by default)."""
+        return self._send(_put_call(data, function, tenant, pulls, ttl), timeout).body.decode()
+
+    def get(self, reference: str, *, timeout: float | None = None) -> bytes:
+        """The bytes behind ``reference`` (one of its pulls)."""
+        return self._send(_reference_call("get", reference), timeout).body
+
+    def release(self, reference: str, *, timeout: float | None = None) -> bool:
+        """Free the object now; whether the gateway held it (elsewhere, it expires)."""
+        answer = self._send(_reference_call("release", reference), timeout)
+        return bool(json.loads(answer.body)["released"])
+
+    def _send(self, call: _Call, timeout: float | None) -> Answer:
         wait = self.timeout if timeout is None else timeout
-        sent = _headers(headers, request_id)
+        file = None if isinstance(call.body, bytes | bytearray | memoryview) else call.body
+        start = file.tell() if file is not None else 0
         for attempt in range(2):  # a kept-alive connection the server closed: once more
             connection = self._connection()
             connection.timeout = wait
             if connection.sock is not None:
                 connection.sock.settimeout(wait)
             reused = connection.sock is not None
+            sent = False
             try:
-                connection.request(method, target.path + (f"?{target.query}" if target.query
-                                   else ""), body=data, headers=sent)  # fmt: skip
+                if attempt and file is not None:
+                    file.seek(start)  # sent again from where it stood
+                connection.request(call.method, call.target, body=call.body, headers=call.headers)
+                sent = True
                 response = connection.getresponse()
                 body = response.read()
             except TimeoutError:
                 connection.close()
-                raise _timed_out(function, wait) from None
+                raise _timed_out(call, wait) from None
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
-                if (
-                    reused
-                    and attempt == 0
-                    and isinstance(
-                        exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
-                    )
-                ):
+                stale = isinstance(
+                    exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                )
+                if reused and attempt == 0 and stale:
                     continue
-                raise _unreachable(self.url, exc, function) from None
-            answer = Answer(response.status, dict(response.getheaders()), body)
-            if response.status >= 300:
-                raise error_from_answer(response.status, answer.headers, body, function=function)
-            return answer
+                raise _unreachable(self.url, exc, call, answering=sent) from None
+            return _checked(call, Answer(response.status, dict(response.getheaders()), body))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connection(self) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            connection = http.client.HTTPConnection(
+                self._host, self._port, timeout=self.timeout, blocksize=_BLOCK
+            )
             self._local.connection = connection
             with self._lock:
                 self._all.append(connection)
@@ -189,60 +324,114 @@ class Client:
         self.close()
 
 
+def _pieces(body: Body) -> Body | AsyncIterator[memoryview]:
+    """A big body as pieces that the event loop sends one at a time (aiohttp would write
+    bytes whole, holding the loop); a file as it is (aiohttp reads it on a thread)."""
+    if not isinstance(body, bytes | bytearray | memoryview) or body_size(body) <= _BLOCK:
+        return body
+
+    async def pieces() -> AsyncIterator[memoryview]:
+        view = memoryview(body).cast("B")
+        for start in range(0, view.nbytes, _BLOCK):
+            yield view[start : start + _BLOCK]
+
+    return pieces()
+
+
 class AsyncClient:
     """The platform at ``url``, called from ``asyncio`` code; use ``async with``, or
-    ``await client.aclose()`` when done."""
+    ``await client.aclose()`` when done. The same methods as :class:`Client`, awaited."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        upload_above: int = UPLOAD_ABOVE,
+    ) -> None:
         self.url = (url or default_url()).rstrip("/")
         self.timeout = timeout
+        self.upload_above = upload_above
         self._session: aiohttp.ClientSession | None = None
 
     async def invoke(
         self,
         function: str,
-        data: bytes = b"",
+        data: Body = b"",
         *,
+        reference: str | None = None,
         path: str = "",
         headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> bytes:
         answer = await self.request(
-            function, data, path=path, headers=headers, request_id=request_id, timeout=timeout
-        )
+            function, data, reference=reference, path=path, headers=headers,
+            request_id=request_id, timeout=timeout,
+        )  # fmt: skip
         return answer.body
 
     async def request(
         self,
         function: str,
-        data: bytes = b"",
+        data: Body = b"",
         *,
+        reference: str | None = None,
         method: str = "POST",
         path: str = "",
         headers: Mapping[str, str] | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> Answer:
+        if reference is None and body_size(data) > self.upload_above:
+            reference = await self.put(data, function=function, timeout=timeout)
+        call = _invoke_call(
+            function, data, method=method, path=path, headers=headers, request_id=request_id,
+            reference=reference,
+        )  # fmt: skip
+        return await self._send(call, timeout)
+
+    async def put(
+        self,
+        data: Body,
+        *,
+        function: str | None = None,
+        tenant: str | None = None,
+        pulls: int | None = 1,
+        ttl: float | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        answer = await self._send(_put_call(data, function, tenant, pulls, ttl), timeout)
+        return answer.body.decode()
+
+    async def get(self, reference: str, *, timeout: float | None = None) -> bytes:
+        return (await self._send(_reference_call("get", reference), timeout)).body
+
+    async def release(self, reference: str, *, timeout: float | None = None) -> bool:
+        answer = await self._send(_reference_call("release", reference), timeout)
+        return bool(json.loads(answer.body)["released"])
+
+    async def _send(self, call: _Call, timeout: float | None) -> Answer:
         import aiohttp
 
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(auto_decompress=False)
         wait = self.timeout if timeout is None else timeout
+        answering = False
         try:
             async with self._session.request(
-                method, _target(self.url, function, path), data=data,
-                headers=_headers(headers, request_id), timeout=aiohttp.ClientTimeout(total=wait),
+                call.method, f"{self.url}{call.target}", data=_pieces(call.body),
+                headers=call.headers,
+                timeout=aiohttp.ClientTimeout(total=wait),
             ) as response:  # fmt: skip
+                answering = True
                 body = await response.read()
                 answer = Answer(response.status, dict(response.headers), body)
         except TimeoutError:
-            raise _timed_out(function, wait) from None
+            raise _timed_out(call, wait) from None
         except aiohttp.ClientError as exc:
-            raise _unreachable(self.url, exc, function) from None
-        if answer.status >= 300:
-            raise error_from_answer(answer.status, answer.headers, body, function=function)
-        return answer
+            raise _unreachable(self.url, exc, call, answering=answering) from None
+        return _checked(call, answer)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._core.errors import SourceUnavailable
@@ -51,6 +52,7 @@ class PathMaker:
     server: ObjectServer
     client: PullClient
     function: str | None = None
+    credentials: Mapping[str, str] | None = None  # S3's, if not the environment's
 
     def make(self, mode: TransferMode) -> DataPath:
         if mode is TransferMode.INLINE:
@@ -68,4 +70,4 @@ class PathMaker:
             return RedisPath(self.stores.redis_url, self.keyring, self.sender)
         from .s3 import S3Path
 
-        return S3Path(self.stores, self.keyring, self.sender)
+        return S3Path(self.stores, self.keyring, self.sender, credentials=self.credentials)

@@ -51,7 +51,14 @@ _LOST_RACE = ("PreconditionFailed", "412")  # another reader took it first
 class S3Path:
     mode = TransferMode.S3
 
-    def __init__(self, settings: StoreSettings, keyring: KeyRing, sender: str) -> None:
+    def __init__(
+        self,
+        settings: StoreSettings,
+        keyring: KeyRing,
+        sender: str,
+        *,
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
         import boto3  # only sidecars that use this mode load it
         import botocore.config
         import botocore.exceptions
@@ -60,11 +67,13 @@ class S3Path:
         self.bucket = settings.s3_bucket
         self.keyring = keyring
         self.sender = sender  # this sidecar's prefix: its sweeper lists only its own objects
+        extra = {k.lower(): v for k, v in (credentials or {}).items()}  # else the environment's
         self._client: Any = boto3.client(
             "s3",
             endpoint_url=settings.s3_endpoint_url,
             region_name=settings.s3_region,
             config=botocore.config.Config(max_pool_connections=64, retries={"max_attempts": 2}),
+            **extra,
         )
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD

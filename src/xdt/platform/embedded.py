@@ -53,6 +53,7 @@ from .isolation import (
     stop_processes_of,
 )
 from .janitor import Janitor
+from .objects import GatewayObjects
 from .preflight import check_functions
 from .sandbox import available, sandbox_wanted
 from .spec import Spec
@@ -122,6 +123,7 @@ class Platform:
         self._usage_read: tuple[float, UsageReport] | None = None  # (began at, the reading)
         self.identities: dict[str, Identity] | None = None  # None: not isolated
         self.sandboxed = False  # isolated functions in bubblewrap (xdt.platform.sandbox)
+        self.objects: GatewayObjects | None = None  # callers' uploads and downloads
 
     async def __aenter__(self) -> Platform:
         await self.start()
@@ -192,6 +194,12 @@ class Platform:
             identities=self.identities,
             sandboxed=self.sandboxed,
         )
+        self.objects = GatewayObjects(
+            self.spec, self.keyring, manager.objects_dir, store_settings,
+            function_uids=[i.uid for i in (self.identities or {}).values()],
+            credentials=embedded_credentials() if embedded_s3 else None,
+        )  # fmt: skip
+        await self.objects.start()
         self._janitor = Janitor(
             self.spec, store_settings,
             credentials=embedded_credentials() if embedded_s3 else None,
@@ -230,6 +238,8 @@ class Platform:
             # What a function started and left running (a daemon outside its process group)
             # goes too: its uid is this platform's alone.
             stop_processes_of(identity.uid for identity in self.identities.values())
+        if self.objects is not None:
+            await self.objects.close()
         if self.stores is not None:
             await self.stores.close()
         if self._listener is not None:
@@ -370,6 +380,7 @@ class Platform:
             "isolation": self.identities is not None,
             "sandbox": self.sandboxed,
             "logs": str(self.logs_dir) if self.logs_dir is not None else "",
+            "objects": self.objects.status() if self.objects is not None else None,
             "functions": {name: d.status() for name, d in self.deployments.items()},
         }
 
@@ -449,7 +460,25 @@ class Platform:
         )  # fmt: skip
         for (status, code), count in sorted(self.refused.items()):
             refused.add(count, status=str(status), code=code)
-        return render([*families, held, answers, latency, moved, refused])
+        return render([*families, held, answers, latency, moved, refused, *self._object_metrics()])
+
+    def _object_metrics(self) -> list[Metric]:
+        if self.objects is None:
+            return []
+        now = self.objects.status()
+        held = Metric("xdt_gateway_objects_held", "gauge", "Callers' uploads the gateway holds.")
+        held.add(now["objects"])
+        held_bytes = Metric(
+            "xdt_gateway_object_bytes_held", "gauge", "Bytes of the uploads the gateway holds."
+        )
+        held_bytes.add(now["bytes_held"])
+        done = Metric(
+            "xdt_gateway_object_requests_total", "counter",
+            "Requests to the gateway's /objects, by what was done (refused: a function's).",
+        )  # fmt: skip
+        for what in ("uploads", "downloads", "releases", "refused"):
+            done.add(now[what], operation=what.removesuffix("s"))
+        return [held, held_bytes, done]
 
 
 def _keyring_for(spec: Spec) -> KeyRing:

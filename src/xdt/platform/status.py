@@ -14,6 +14,7 @@ __all__ = [
     "EventRecord",
     "FunctionStatus",
     "InstanceStatus",
+    "ObjectsStatus",
     "PlatformStatus",
     "UsageRecord",
     "UsageReport",
@@ -93,6 +94,18 @@ class FunctionStatus(TypedDict):
     events: list[EventRecord]
 
 
+class ObjectsStatus(TypedDict):
+    """The gateway's objects: callers' uploads (see :mod:`.objects`)."""
+
+    objects: int  # held now
+    bytes_held: int
+    address: str  # where receivers' sidecars pull them from
+    uploads: int
+    downloads: int
+    releases: int
+    refused: int  # asked by a function process (it has its sidecar's egress)
+
+
 class PlatformStatus(TypedDict):
     url: str
     uptime_s: float
@@ -101,6 +114,7 @@ class PlatformStatus(TypedDict):
     isolation: bool
     sandbox: bool  # isolated functions run in bubblewrap
     logs: str  # the folder of the instance logs (`xdt logs` reads it)
+    objects: ObjectsStatus | None  # None until started
     functions: dict[str, FunctionStatus]
 
 

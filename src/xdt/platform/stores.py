@@ -231,6 +231,7 @@ class EmbeddedStores:
             region_name=self.settings.s3_region,
             **(credentials if self.moto_started else {}),
         )
+        where = self.settings.s3_endpoint_url or "AWS S3"
         try:
             client.head_bucket(Bucket=self.settings.s3_bucket)
         except botocore.exceptions.ClientError:
@@ -240,6 +241,16 @@ class EmbeddedStores:
                 raise StoreStartError(
                     f"cannot create S3 bucket {self.settings.s3_bucket!r}: {exc}"
                 ) from None
+        except botocore.exceptions.NoCredentialsError:
+            raise StoreStartError(
+                f"no credentials for {where} (platform.s3_endpoint_url): set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or leave the URL out to use an "
+                "embedded S3 emulator"
+            ) from None
+        except botocore.exceptions.BotoCoreError as exc:  # unreachable, a bad URL, …
+            raise StoreStartError(
+                f"cannot reach {where} (platform.s3_endpoint_url): {exc}"
+            ) from None
         finally:
             client.close()
 

@@ -95,6 +95,12 @@ class PutTerms:
             raise bad
         return cls(pulls, None if ttl is None else float(ttl), inline_small)
 
+    @classmethod
+    def from_query(cls, query: Mapping[str, str], *, max_ttl: float) -> PutTerms:
+        """The terms as an HTTP face writes them (``?pulls=unlimited&ttl=30&inline_small=1``),
+        checked."""
+        return cls.check(*_query_terms(query), max_ttl=max_ttl)
+
 
 def _number(value: object) -> TypeGuard[int | float]:
     return type(value) in (int, float)  # not bool, a subclass of int
@@ -202,7 +208,7 @@ class Egress:
 
     async def _put_http(self, request: web.Request) -> web.Response:
         try:
-            terms = PutTerms.check(*_query_terms(request.query), max_ttl=self.max_ttl)
+            terms = PutTerms.from_query(request.query, max_ttl=self.max_ttl)
             body = await read_body(request, self.config.object_quota, limit_name="the object quota")
             token = await self._put(body, terms)
         except XdtError as exc:

@@ -56,7 +56,6 @@ from .._http.headers import (
     BY_REFERENCE,
     HOP_HEADER,
     TRANSFER_HEADER,
-    TRANSFER_HEADERS_ARE_INTERNAL,
 )
 from .._http.metrics import CONTENT_TYPE, Metric, render
 from .._http.server import ANSWER_CHUNK, chunks_of, error_response, read_body, stream_answer
@@ -135,10 +134,8 @@ class Ingress:
             request.headers.get(HOP_HEADER)
         ):
             message = (
-                TRANSFER_HEADERS_ARE_INTERNAL
-                if any(request.headers.get(h) for h in (TRANSFER_HEADER, ACCEPT_HEADER))
-                else "a sidecar's ingress serves only the platform: invoke functions through "
-                "the gateway, POST /invoke/<function>"
+                "a sidecar's ingress serves only the platform: invoke functions through the "
+                "gateway, POST /invoke/<function>"
             )
             return error_response(Forbidden(message, function=self.config.function))
         return await handler(request)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 
 import xdt
@@ -293,3 +294,23 @@ async def provoke(body: bytes) -> bytes:
 async def roundtrip(body: bytes) -> bytes:
     """Puts ``body`` through the function's transfer mode's store and gets it back."""
     return await xdt.get(await xdt.put(body * 1000))
+
+
+def use_gateway_objects(body: bytes) -> bytes:
+    """A function that speaks to the gateway's /objects itself, as a caller outside would: it
+    uploads, and downloads a reference it was handed (another tenant's). Answers the status
+    and error code each got."""
+    order = json.loads(body)
+    tried: dict[str, list[object]] = {}
+    for name, path, data in (
+        ("upload", "/objects", b"mine"),
+        ("download", "/objects/get", order["token"].encode()),
+        ("release", "/objects/release", order["token"].encode()),
+    ):
+        request = urllib.request.Request(order["url"] + path, data=data, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                tried[name] = [answer.status, answer.read().decode(errors="replace")[:100]]
+        except urllib.error.HTTPError as refused:
+            tried[name] = [refused.code, refused.headers.get("X-Xdt-Error")]
+    return json.dumps(tried).encode()

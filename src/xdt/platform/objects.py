@@ -1,0 +1,208 @@
+"""The gateway's objects: payloads a caller outside the platform uploads, to hand to functions
+by reference, and references it downloads.
+
+==============================================  ==============================================
+``POST /objects?function=F`` (or ``tenant=T``;  the body, of any size up to
+``pulls=N``, ``ttl=S`` as on the egress)        ``platform.object_quota``, as an object of
+                                                F's tenant → 201, its reference
+``POST /invoke/F``, ``X-Xdt-Transfer: ref``     F gets the bytes behind the reference in the
+                                                body (any mode's, of F's tenant)
+``POST /objects/get``, a reference              its bytes (one of its pulls), streamed
+``POST /objects/release``, a reference          ``{"released": true}`` if it was held here
+==============================================  ==============================================
+
+The platform process holds uploads as a sidecar holds its function's objects: an object store
+(``object_quota``, ``object_ttl``) and an object server that receivers' sidecars pull from —
+on one host as the memfd itself, no copy. An upload is written into its object as it arrives
+(its pages made as its bytes come: a declared size costs quota, not memory), within the body
+deadline; nothing partial is ever published. So a client feeds a function an input of any
+size without raising the inline limit.
+
+Who may: callers outside the platform — the operator, scripts, remote clients. Not functions
+(:class:`~xdt.Forbidden`): a function puts and gets through its sidecar's egress, which acts
+for its tenant only; here it could read another tenant's reference. Isolated, a function runs
+under a uid of its own, and the gateway tells its connections by the uid that owns them
+(:func:`xdt._util.procfs.tcp_owner`, the kernel's record). Unisolated, functions run as the
+operator, and are as trusted.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from .._core.buffers import DEFAULT_POOL_LIMITS
+from .._core.errors import BadRequest, Forbidden, FunctionNotFound
+from .._core.refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
+from .._core.store import ObjectStore, StoreConfig
+from .._http.server import read_body_into
+from .._util.procfs import tcp_owner
+from ..modes import DataPath, PathMaker, StoreSettings
+from ..modes.base import Payload
+from ..modes.inline import is_inline
+from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
+from ..sidecar.egress import PutTerms
+from .spec import Spec
+from .status import ObjectsStatus
+
+__all__ = ["FUNCTIONS_USE_THEIR_EGRESS", "GatewayObjects"]
+
+SENDER = "gateway"  # names the gateway's objects in storage references
+FUNCTIONS_USE_THEIR_EGRESS = (
+    "functions put and get objects through their own sidecar ($XDT_EGRESS/objects, or "
+    "xdt.put / xdt.get), not the gateway's /objects"
+)
+
+
+class GatewayObjects:
+    """Objects for callers outside the platform (see the module docstring). ``function_uids``:
+    the uids functions run under (empty when they are not isolated)."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        keyring: KeyRing,
+        objects_dir: Path,
+        stores: StoreSettings,
+        *,
+        function_uids: Collection[int] = (),
+        credentials: Mapping[str, str] | None = None,
+    ) -> None:
+        settings = spec.platform
+        self.spec = spec
+        self.keyring = keyring
+        self.function_uids = frozenset(function_uids)
+        warm = dataclasses.replace(DEFAULT_POOL_LIMITS, idle_seconds=settings.keep_warm)
+        self.store = ObjectStore(
+            StoreConfig(
+                quota_bytes=settings.object_quota, default_ttl=settings.object_ttl, pool=warm
+            )
+        )
+        local = str(objects_dir)
+        self.server = ObjectServer(
+            self.store, keyring, ServerConfig(host=settings.instance_host, local_dir=local)
+        )
+        self.client = PullClient(keyring, ClientConfig(local_dir=local, pool=warm))
+        self._maker = PathMaker(
+            keyring=keyring,
+            sender=SENDER,
+            stores=stores,
+            inline_limit=settings.inline_limit,
+            store=self.store,
+            server=self.server,
+            client=self.client,
+            credentials=credentials,
+        )
+        self._paths: dict[TransferMode, DataPath] = {}
+        # What callers did, for /metrics: uploads, downloads, releases, refused.
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def close(self) -> None:
+        for path in self._paths.values():
+            await path.close()
+        await self.client.close()
+        await self.server.close()
+        self.store.close()
+
+    def status(self) -> ObjectsStatus:
+        stats = self.store.stats
+        return {
+            "objects": stats.objects,
+            "bytes_held": stats.bytes_held,
+            "address": self.server.address,
+            "uploads": self.counts["uploads"],
+            "downloads": self.counts["downloads"],
+            "releases": self.counts["releases"],
+            "refused": self.counts["refused"],
+        }
+
+    # -- who asks ----------------------------------------------------------------------------
+
+    def check_caller(self, request: web.Request) -> None:
+        """:class:`~xdt.Forbidden` when the caller is a function process of this platform."""
+        if not self.function_uids:
+            return
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        us = request.transport.get_extra_info("sockname") if request.transport else None
+        if peer is None or us is None:
+            return
+        owner = tcp_owner(peer[:2], us[:2])
+        if owner is not None and owner in self.function_uids:
+            self.counts["refused"] += 1
+            raise Forbidden(FUNCTIONS_USE_THEIR_EGRESS)
+
+    def tenant_for(self, query: Mapping[str, str]) -> str:
+        """The tenant an upload is for: its ``function``'s, or the ``tenant`` it names (one of
+        this platform's), else the default one."""
+        function_name, tenant = query.get("function"), query.get("tenant")
+        if function_name is not None:
+            function = self.spec.function(function_name)
+            if function is None:
+                raise FunctionNotFound(
+                    f"no function named {function_name!r} is deployed", function=function_name
+                )
+            if tenant is not None and tenant != function.tenant:
+                raise BadRequest("tenant= and function= name different tenants: name one")
+            return function.tenant
+        tenants = {f.tenant for f in self.spec.functions}
+        if tenant is None:
+            return DEFAULT_TENANT
+        if tenant not in tenants:
+            raise BadRequest(f"no function of this platform is of tenant {tenant!r}")
+        return tenant
+
+    # -- the operations ----------------------------------------------------------------------
+
+    async def upload(self, request: web.Request) -> str:
+        """The request's body as a new object; its sealed reference."""
+        size = request.content_length
+        if size is None:
+            raise BadRequest(
+                "an upload needs its Content-Length (curl --data-binary @FILE sends it); a "
+                "chunked body of unknown size is not taken"
+            )
+        tenant = self.tenant_for(request.query)
+        terms = PutTerms.from_query(request.query, max_ttl=self.store.config.max_ttl)
+        allocation = await self.store.allocate(
+            size, tenant=tenant, pulls=terms.pulls, ttl=terms.ttl, populate=False
+        )
+        try:
+            with allocation.writable() as into:
+                await read_body_into(request, into)
+        except BaseException:
+            allocation.abort()
+            raise
+        self.counts["uploads"] += 1
+        return self.server.seal(allocation.publish())
+
+    async def get(self, token: str) -> Payload:
+        """The bytes behind any reference of this platform (one of its pulls): bytes, or a
+        memfd the caller closes."""
+        path, ref = self._route(token)
+        payload = await path.get(token, ref)
+        self.counts["downloads"] += 1
+        return payload
+
+    async def release(self, token: str) -> bool:
+        path, ref = self._route(token)
+        released = await path.release(token, ref)
+        self.counts["releases"] += released
+        return released
+
+    def _route(self, token: str) -> tuple[DataPath, Reference | None]:
+        ref: Reference | None = None
+        mode = TransferMode.INLINE
+        if not is_inline(token):
+            ref = self.keyring.open(token)  # any tenant's: the caller is outside them all
+            mode = ref.mode
+        path = self._paths.get(mode)
+        if path is None:
+            path = self._paths[mode] = self._maker.make(mode)
+        return path, ref
