@@ -3,6 +3,7 @@ readable errors, exit codes per error class, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -73,12 +74,19 @@ def test_invoke_exits_with_a_code_per_error_class(start_platform: Start) -> None
                 {"name": "explode", "handler": "contract:explode"},
                 {"name": "refuse", "handler": "contract:refuse"},
                 {"name": "slow", "handler": "fns:slow", "timeout": "0.5s"},
+                {"name": "describe", "handler": "contract:describe"},
             ]
         }
     )
     address = platform.url.removeprefix("http://")  # host:port, as a user may type it
     ok = xdt("invoke", "upper", "-d", "hi", "--url", address)
     assert (ok.returncode, ok.stdout) == (EXIT_CODES["ok"], "HI")
+    seen = xdt("invoke", "describe", "-X", "put", "--path", "/orders/7?x=1", "--url", address)
+    assert seen.returncode == 0, seen.stderr
+    assert json.loads(seen.stdout)["method"] == "PUT" and '"/orders/7"' in seen.stdout
+    for wrong in (["-X", "GE T"], ["--path", "/a b"]):
+        refused = xdt("invoke", "describe", *wrong, "--url", address)
+        assert refused.returncode == EXIT_CODES["usage"] and "Traceback" not in refused.stderr
     failed = xdt("invoke", "explode", "-d", "x", "--url", address, "-H", "X-Request-Id: cli-1")
     said = " ".join(failed.stderr.split())
     assert failed.returncode == EXIT_CODES["function failed"], said

@@ -126,7 +126,10 @@ def test_a_handler_that_raises_gives_its_traceback_in_the_answer_and_the_log(
     assert "ValueError: broken on purpose: now" in error["message"]
     trace = error["traceback"]
     assert "Traceback (most recent call last)" in trace and "in _deeper" in trace
-    assert "contract.py" in trace
+    # It starts at the handler's own frame: what called it (runtime, thread pool) is left out.
+    first_frame = trace.splitlines()[1]
+    assert "contract.py" in first_frame and "in explode" in first_frame, trace
+    assert "xdt/runtime" not in trace and "concurrent/futures" not in trace
     lines = [parse_line(line) for line in log_lines(platform, "explode")]
     of_request = [line.text for line in lines if line and line.request_id == "r-1"]
     assert "about to fail" in of_request
@@ -135,6 +138,8 @@ def test_a_handler_that_raises_gives_its_traceback_in_the_answer_and_the_log(
     last = platform.function("explode")["last_error"]
     assert last is not None and last["code"] == "function_failed" and last["request_id"] == "r-1"
     assert "broken on purpose" in last["message"]
+    (instance,) = platform.function("explode")["instances"]
+    assert last["instance"] == instance["id"]  # which instance failed it
     events = platform.function("explode")["events"]
     assert any(e["kind"] == "error" and e["request_id"] == "r-1" for e in events), events
 

@@ -305,6 +305,22 @@ def test_load_spec_invalid_yaml(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "platform: {port: 1}\nfunctions: [{name: f, handler: 'm:f'}]\nplatform: {transfer: s3}\n",
+        "functions: [{name: f, handler: 'm:f', handler: 'm:g'}]\n",
+    ],
+)
+def test_load_spec_refuses_a_key_given_twice(tmp_path: Path, text: str) -> None:
+    """Plain YAML keeps the last of two keys: a second platform: pasted below the first once
+    dropped the first's settings without a word."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=r"is given twice in one mapping: merge them"):
+        load_spec(path)
+
+
 def test_load_spec_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("")

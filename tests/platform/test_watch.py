@@ -44,6 +44,14 @@ def test_a_changed_function_is_rolled_to_its_new_code(tmp_path: Path) -> None:
 
         assert answer() == b"0"
         (old,) = ready()
+        # Data and logs written beside the code are not code; the spec is read at start.
+        (platform.code / "out.log").write_text("written by someone's redirect\n")
+        (platform.code / "input.bin").write_bytes(b"\0" * 1000)
+        with open(platform.code / "xdt.yaml", "a") as spec_file:
+            spec_file.write("# edited while it runs\n")
+        until(lambda: "restart xdt up to apply it" in platform.log_path.read_text())
+        time.sleep(1.5)  # a second look at the folder
+        assert [i["id"] for i in ready()] == [old["id"]] and "rolled" not in kinds()
         module = platform.code / "ver.py"
         module.write_text(VERSION.format(n=1))
         until(lambda: answer() == b"1")

@@ -15,6 +15,7 @@ from xdt.modes import PathMaker, StoreSettings, TransferSettings
 from xdt.modes.inline import is_inline
 from xdt.sidecar.payloads import Payloads
 
+WHAT = "the call to 'g'"  # what an error names the payload
 KiB = 1 << 10
 
 Make = Callable[..., Payloads]
@@ -45,8 +46,8 @@ async def make(keyring: KeyRing, store: ObjectStore, server: ObjectServer) -> As
 
 async def test_xdt_mode_sends_small_payloads_inline_and_big_ones_by_reference(make: Make) -> None:
     payloads = make(TransferMode.XDT, xdt_threshold=1 * KiB)
-    assert await payloads.outbound(b"x" * KiB) == (b"x" * KiB, False)
-    body, by_reference = await payloads.outbound(b"y" * (KiB + 1))
+    assert await payloads.outbound(b"x" * KiB, what=WHAT) == (b"x" * KiB, False)
+    body, by_reference = await payloads.outbound(b"y" * (KiB + 1), what=WHAT)
     assert by_reference and not is_inline(body.decode())
     assert as_bytes(await payloads.inbound(body, True)) == b"y" * (KiB + 1)
     assert (payloads.bytes_inline, payloads.bytes_by_reference) == (KiB, KiB + 1)
@@ -54,9 +55,11 @@ async def test_xdt_mode_sends_small_payloads_inline_and_big_ones_by_reference(ma
 
 async def test_inline_mode_refuses_what_is_over_the_limit_naming_it(make: Make) -> None:
     payloads = make(TransferMode.INLINE, inline_limit=2 * KiB)
-    assert (await payloads.outbound(b"z" * 2 * KiB))[1] is False
-    with pytest.raises(xdt.PayloadTooLarge, match=r"platform\.inline_limit"):
-        await payloads.outbound(b"z" * (2 * KiB + 1))
+    assert (await payloads.outbound(b"z" * 2 * KiB, what=WHAT))[1] is False
+    with pytest.raises(
+        xdt.PayloadTooLarge, match=r"the call to 'g' of function 'f' .*platform\.inline_limit"
+    ):
+        await payloads.outbound(b"z" * (2 * KiB + 1), what=WHAT)
 
 
 async def test_a_broadcast_put_is_inline_below_the_configured_threshold_only(make: Make) -> None:
@@ -103,5 +106,5 @@ async def test_storage_modes_send_small_payloads_inline_up_to_their_threshold(
     assert TransferSettings(mode=mode).inline_up_to == 64 * KiB
     assert TransferSettings(mode=mode, storage_threshold=0).inline_up_to == 0
     payloads = make(mode, storage_threshold=2 * KiB)
-    assert await payloads.outbound(b"r" * 2 * KiB) == (b"r" * 2 * KiB, False)
+    assert await payloads.outbound(b"r" * 2 * KiB, what=WHAT) == (b"r" * 2 * KiB, False)
     assert (payloads.bytes_inline, payloads.bytes_by_reference) == (2 * KiB, 0)

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -41,9 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+PIPED_WIDTH = 200
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console()
+    # Piped into a file or grep, rich would cut tables to 80 columns ("funct…"): wider, so
+    # that each row stays whole and readable (COLUMNS, when set, still wins).
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=PIPED_WIDTH if piped else None)
     try:
         code: int = args.run(args, console)
     except ConfigError as exc:  # a key ring, a spec: the user's to fix

@@ -67,10 +67,17 @@ def add_parser(commands: Any) -> None:
     invoke = commands.add_parser(
         "invoke",
         help="invoke a function on a running platform",
-        description="POST data to a function and write its answer to stdout.",
+        description="Send data to a function (POST, or --method) and write its answer to "
+        "stdout. A file over 6 MiB is uploaded first and passed by reference.",
     )
     invoke.add_argument("function")
     invoke.add_argument("--data", "-d", help="the body: text, @FILE, or - for stdin")
+    invoke.add_argument(
+        "-X", "--method", default="POST", type=str.upper, help="the HTTP method (default POST)"
+    )
+    invoke.add_argument(
+        "--path", default="", help="the path below /invoke/FUNCTION, with a query: /orders/7?x=1"
+    )
     add_url_option(invoke)
     invoke.add_argument(
         "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
@@ -89,6 +96,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
             "(lower-case letters, digits and '-')"
         )
         return EXIT_USAGE
+    if not args.method.isalpha() or not args.method.isascii():
+        console.print(f"[red]error:[/red] -X {escape(repr(args.method))} is not an HTTP method")
+        return EXIT_USAGE
+    if any(c.isspace() or not c.isprintable() for c in args.path):
+        console.print(f"[red]error:[/red] --path {escape(repr(args.path))}: no spaces in a path")
+        return EXIT_USAGE
     headers: dict[str, str] = {}
     for header in args.header:
         name, colon, value = header.partition(":")
@@ -105,7 +118,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         with _data(args.data) as data, client:
             sent = body_size(data)
-            body = client.invoke(args.function, data, headers=headers)
+            answer = client.request(
+                args.function, data, method=args.method, path=args.path, headers=headers
+            )
+            body = answer.body
     except OSError as exc:
         console.print(f"[red]error:[/red] cannot read {args.data!r}: {exc.strerror or exc}")
         return EXIT_USAGE

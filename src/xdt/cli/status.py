@@ -17,7 +17,7 @@ from .._util import thp
 from .._util.units import format_duration, format_size
 from ..platform.status import PlatformStatus
 from ._options import add_url_option, get_json
-from .up import isolation_summary
+from .up import isolation_summary, stores_summary
 
 __all__ = ["add_parser", "run"]
 
@@ -60,6 +60,9 @@ def render_status(status: PlatformStatus, console: Console) -> None:
     isolation = isolation_summary(status["isolation"], status["sandbox"])
     console.print(f"isolation: {isolation}", soft_wrap=True)
     console.print(thp.describe())  # of this host: the platform's when it runs here
+    console.print(stores_summary(status["stores"]), soft_wrap=True)
+    for down in status["stores_down"]:
+        console.print(f"[red]store down: {escape(down)}[/red]", soft_wrap=True)
     objects = status.get("objects")
     if objects is not None:
         console.print(

@@ -44,6 +44,13 @@ def add_parser(commands: Any) -> None:
     up.set_defaults(run=run)
 
 
+def stores_summary(started: list[str]) -> str:
+    """What the storage modes use: the servers xdt started, or the spec's (or none)."""
+    if not started:
+        return "stores: none started by xdt (no function needs one, or the spec names its own)"
+    return "stores: " + "; ".join(started) + " (embedded: started and stopped with the platform)"
+
+
 def isolation_summary(isolated: bool, sandboxed: bool) -> str:
     """One line on what keeps functions apart (``xdt up``, ``xdt status``)."""
     if not isolated:
@@ -133,6 +140,7 @@ async def _up(spec: Spec, console: Console, *, watch: bool = False) -> None:
         isolated = platform.identities is not None
         console.print(f"isolation: {isolation_summary(isolated, platform.sandboxed)}")
         console.print(thp.describe())
+        console.print(stores_summary(platform.stores.started if platform.stores else []))
         console.print(
             f"logs: {platform.logs_dir}/<instance>.log; `xdt logs -f` follows them all",
             soft_wrap=True,
@@ -155,5 +163,9 @@ async def _up(spec: Spec, console: Console, *, watch: bool = False) -> None:
             else "stopping every instance…"
         )
     if platform.kept_logs is not None:
-        console.print(f"an instance crashed or failed: its logs are kept in {platform.kept_logs}")
+        console.print(
+            "something failed during the run (an instance crashed or did not start, or "
+            f"requests failed): the logs are kept in {platform.kept_logs} (yours to remove)",
+            soft_wrap=True,
+        )
     console.print("stopped")

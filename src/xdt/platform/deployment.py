@@ -137,7 +137,7 @@ class Deployment:
         started = self.clock()
         try:
             async with asyncio.timeout(self.spec.timeout):
-                answer = await self._deliver(body, headers)
+                answer, served_by = await self._deliver(body, headers)
         except TimeoutError:
             error = InvocationTimeout(
                 f"function {self.spec.name!r} did not answer within {self.spec.timeout:g} s "
@@ -160,7 +160,7 @@ class Deployment:
         self.answers[code or str(answer.status)] += 1
         self.outcomes[(answer.status, code or "")] += 1
         if answer.status >= 500:
-            self._failed(code or str(answer.status), _message_of(answer), request_id)
+            self._failed(code or str(answer.status), _message_of(answer), request_id, served_by)
         return answer
 
     def _failed(
@@ -184,16 +184,17 @@ class Deployment:
         if event and self._error_events.admit(code) is not None:
             self.record(Event(Kind.ERROR, f"{code}: {message[:200]}", request_id), instance)
 
-    async def _deliver(self, body: bytes, headers: RequestHeaders | None) -> HttpAnswer:
-        """Forward to an instance the throttler picks. One that nobody answers at all (a
-        sidecar that just died: connection refused) never got the request, so it waits for
-        another instance, as a buffered request does, with a short backoff while the dead one
-        is noticed and replaced; a request that may have been delivered is never re-sent."""
+    async def _deliver(self, body: bytes, headers: RequestHeaders | None) -> tuple[HttpAnswer, str]:
+        """Forward to an instance the throttler picks; its answer, and which instance gave it.
+        One that nobody answers at all (a sidecar that just died: connection refused) never
+        got the request, so it waits for another instance, as a buffered request does, with a
+        short backoff while the dead one is noticed and replaced; a request that may have been
+        delivered is never re-sent."""
         tried: list[str] = []
         for attempt in range(_MAX_DELIVERIES):
             tracker = await self.throttler.acquire()
             try:
-                return await self._forward(tracker.target, body, headers)
+                return await self._forward(tracker.target, body, headers), tracker.target.id
             except _Undelivered:
                 self.undelivered += 1
                 tried.append(tracker.target.id)

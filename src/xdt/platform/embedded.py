@@ -327,17 +327,41 @@ class Platform:
     # -- reporting ---------------------------------------------------------------------------
 
     async def watch(self, interval: float = 1.0) -> None:
-        """Until cancelled: roll each function whose files changed (:mod:`.codeversion`) to
+        """Until cancelled: roll each function whose code changed (:mod:`.codeversion`) to
         its new code, once that code loads (:func:`.instances.check_import`); code that does
-        not load is refused with its error, and the old code goes on serving."""
-        versions = {f.name: await asyncio.to_thread(code_version, f) for f in self.spec.functions}
+        not load is refused with its error, and the old code goes on serving. A change to the
+        spec file itself is said, not applied: it takes a restart."""
+        spec_file = self.spec.path
+
+        def versions() -> dict[str, str]:
+            by_folder: dict[Path, str] = {}  # functions that share a folder share its hash
+            for f in self.spec.functions:
+                if f.folder not in by_folder:
+                    by_folder[f.folder] = code_version(f, spec_file)
+            return {f.name: by_folder[f.folder] for f in self.spec.functions}
+
+        def spec_text() -> bytes | None:
+            try:
+                return spec_file.read_bytes() if spec_file is not None else None
+            except OSError:
+                return None
+
+        seen, spec_seen = await asyncio.to_thread(versions), await asyncio.to_thread(spec_text)
         while True:
             await asyncio.sleep(interval)
+            now, spec_now = await asyncio.to_thread(versions), await asyncio.to_thread(spec_text)
             for function in self.spec.functions:
-                version = await asyncio.to_thread(code_version, function)
-                if version != versions[function.name]:
-                    versions[function.name] = version
-                    await self.roll(function.name, f"its code changed to {version}")
+                if now[function.name] != seen[function.name]:
+                    await self.roll(function.name, f"its code changed to {now[function.name]}")
+            seen = now
+            if spec_now != spec_seen:
+                spec_seen = spec_now
+                if self.on_event is not None:
+                    self.on_event(
+                        "spec", None,
+                        Event(Kind.NOT_ROLLED, f"{spec_file} changed: the spec is read at start, "
+                              "so restart xdt up to apply it (functions, settings)"),
+                    )  # fmt: skip
 
     async def roll(self, name: str, reason: str) -> bool:
         """Roll function ``name`` to the code now in its folder; whether it was rolled."""

@@ -177,10 +177,14 @@ def create_app(platform: Platform) -> web.Application:
             return error_response(exc)
         return web.Response(status=201, text=token)
 
+    async def reference_in(request: web.Request) -> str:
+        """The reference a caller outside sends as the body (a function is refused)."""
+        objects().check_caller(request)
+        return _reference_text(await request.read())
+
     async def get_object(request: web.Request) -> web.StreamResponse:
         try:
-            objects().check_caller(request)
-            payload = await objects().get(_reference_text(await request.read()))
+            payload = await objects().get(await reference_in(request))
         except XdtError as exc:
             return error_response(exc)
         view = payload.view() if isinstance(payload, Buffer) else memoryview(payload)
@@ -195,8 +199,7 @@ def create_app(platform: Platform) -> web.Application:
 
     async def release_object(request: web.Request) -> web.Response:
         try:
-            objects().check_caller(request)
-            released = await objects().release(_reference_text(await request.read()))
+            released = await objects().release(await reference_in(request))
         except XdtError as exc:
             return error_response(exc)
         return web.json_response({"released": released})

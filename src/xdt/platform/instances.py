@@ -192,7 +192,9 @@ class InstanceManager:
             if instance.identity is not None:
                 instance.private = self.run_dir / instance.id.rpartition("-")[2]
                 make_private_folder(instance.private, instance.identity)
-            instance.code_version = await asyncio.to_thread(code_version, instance.function)
+            instance.code_version = await asyncio.to_thread(
+                code_version, instance.function, self.spec.path
+            )
             await self._start_sidecar(instance)
             await self._start_function(instance)
             await self._wait_ready(instance)

@@ -256,9 +256,27 @@ def _raised_in_handler(exc: BaseException) -> bool:
     return not frames or not str(Path(frames[-1].filename).resolve()).startswith(_PACKAGE)
 
 
+# What calls a handler (this runtime, its thread pool, the event loop): frames of theirs at
+# the top of a traceback are noise to the function's developer, and left out.
+_CALLERS = tuple(
+    os.path.dirname(module.__file__) + os.sep  # as frames name their files: unresolved
+    for module in (sys.modules[__name__], asyncio, concurrent.futures)
+    if module.__file__ is not None
+)
+
+
+def _handler_traceback(exc: BaseException) -> str:
+    """The traceback from the handler's own first frame (all of it, if none is the handler's:
+    then the runtime itself failed)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_CALLERS):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
 async def _failed(channel: Channel, exc: BaseException) -> None:
     """Answer FAILED for an exception of the handler's, and write its traceback to the log."""
-    text = "".join(traceback.format_exception(exc))
+    text = _handler_traceback(exc)
     print(f"the handler raised {_describe(exc)}\n{text}", end="", file=sys.stderr, flush=True)
     meta = {"error": _describe(exc), "traceback": text[-MAX_TRACEBACK:]}
     await channel.send(Kind.FAILED, meta)

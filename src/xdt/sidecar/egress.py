@@ -158,7 +158,9 @@ class Egress:
         if forwarded:
             body, as_reference = as_bytes(payload), True
         else:
-            body, as_reference = await self.payloads.outbound(payload)
+            body, as_reference = await self.payloads.outbound(
+                payload, what=f"the call to {target!r}"
+            )
         if as_reference:
             headers[TRANSFER_HEADER] = BY_REFERENCE
         try:

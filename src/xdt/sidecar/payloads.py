@@ -67,8 +67,9 @@ class Payloads:
 
     # -- the invocation path -----------------------------------------------------------------
 
-    async def outbound(self, payload: Data, *, what: str = "the request") -> tuple[bytes, bool]:
-        """(body to send, whether it is a reference) for a payload leaving this sidecar."""
+    async def outbound(self, payload: Data, *, what: str) -> tuple[bytes, bool]:
+        """(body to send, whether it is a reference) for a payload leaving this sidecar.
+        ``what`` names it in an error: "the call to 'resize'", "the answer"."""
         size = size_of(payload)
         if size <= self.settings.inline_up_to:
             self.sent[TransferMode.INLINE.label] += size
