@@ -4,20 +4,23 @@ timeouts, the request id, connection reuse, and no platform at all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import socket
+import struct
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from patterns import describe, make
 
 import xdt
+import xdt.client as xdt_client
 from _support.platform import RunningPlatform
-
-Start = Callable[[dict[str, Any]], RunningPlatform]
+from xdt.platform.status import ObjectsStatus
 
 FUNCTIONS = [
     {"name": "upper", "handler": "fns:upper"},
@@ -30,10 +33,26 @@ FUNCTIONS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """One platform for the module's tests (each starting its own cost ~2 s)."""
+    running = RunningPlatform(
+        tmp_path_factory.mktemp("client"),
+        {"platform": {"inline_limit": "1MiB"}, "functions": FUNCTIONS},
+    )
+    yield running
+    running.stop()
+
+
+def _objects(platform: RunningPlatform) -> ObjectsStatus:
+    objects = platform.status()["objects"]
+    assert objects is not None
+    return objects
+
+
 def test_the_sync_client_calls_reuses_its_connection_and_raises_typed(
-    start_platform: Start,
+    platform: RunningPlatform,
 ) -> None:
-    platform = start_platform({"functions": FUNCTIONS})
     with xdt.Client(platform.url, timeout=30) as client:
         assert client.invoke("upper", b"hi") == b"HI"
         first = client._local.connection.sock
@@ -69,8 +88,9 @@ def test_the_sync_client_calls_reuses_its_connection_and_raises_typed(
         assert sorted(results) == [b"T0", b"T1", b"T2", b"T3"]
 
 
-async def test_the_async_client_calls_concurrently_and_raises_typed(start_platform: Start) -> None:
-    platform = start_platform({"functions": FUNCTIONS})
+async def test_the_async_client_calls_concurrently_and_raises_typed(
+    platform: RunningPlatform,
+) -> None:
     async with xdt.AsyncClient(platform.url, timeout=30) as client:
         answers = await asyncio.gather(*(client.invoke("upper", b"a%d" % i) for i in range(8)))
         assert answers == [b"A%d" % i for i in range(8)]
@@ -95,9 +115,9 @@ def test_no_platform_is_peer_gone_naming_the_url() -> None:
 
 
 def test_big_inputs_go_by_reference_and_references_come_back_as_bytes(
-    start_platform: Start, tmp_path: Path
+    platform: RunningPlatform, tmp_path: Path
 ) -> None:
-    platform = start_platform({"platform": {"inline_limit": "1MiB"}, "functions": FUNCTIONS})
+    before = _objects(platform)
     data = make(5 << 20, seed=11)
     (tmp_path / "input.bin").write_bytes(data)
     with xdt.Client(platform.url, timeout=60, upload_above=1 << 20) as client:
@@ -116,12 +136,12 @@ def test_big_inputs_go_by_reference_and_references_come_back_as_bytes(
         # A reference a function gave out, downloaded.
         made = client.invoke("put-only", json.dumps({"size": 3 << 20, "seed": 4}).encode())
         assert client.get(made.decode()) == make(3 << 20, seed=4)
-    held = platform.status()["objects"]
-    assert held is not None and (held["uploads"], held["downloads"]) == (4, 2)
+    after = _objects(platform)
+    assert after["uploads"] - before["uploads"] == 4
+    assert after["downloads"] - before["downloads"] == 2
 
 
-async def test_the_async_client_uploads_and_downloads(start_platform: Start) -> None:
-    platform = start_platform({"platform": {"inline_limit": "1MiB"}, "functions": FUNCTIONS})
+async def test_the_async_client_uploads_and_downloads(platform: RunningPlatform) -> None:
     data = make(3 << 20, seed=12)
     async with xdt.AsyncClient(platform.url, timeout=60, upload_above=1 << 20) as client:
         assert await client.invoke("digest", data) == describe(data).encode()
@@ -130,3 +150,66 @@ async def test_the_async_client_uploads_and_downloads(start_platform: Start) -> 
         with pytest.raises(xdt.PullBudgetExhausted):
             await client.get(reference)
         assert await client.release(await client.put(b"x")) is True
+
+
+def test_a_file_is_sent_as_the_bytes_it_held_when_the_call_began(tmp_path: Path) -> None:
+    """A file that grows mid-call once sent its growth after the declared Content-Length,
+    where the gateway read it as the connection's next request (an injected invocation)."""
+    path = tmp_path / "input.bin"
+    path.write_bytes(b"0123456789")
+    with open(path, "rb") as file:
+        file.seek(2)
+        sent = xdt_client._File(file)
+        assert sent.size == 8
+        with open(path, "ab") as grower:
+            grower.write(b"POST /invoke/upper HTTP/1.1\r\nContent-Length: 8\r\n\r\nINJECTED")
+        assert b"".join(iter(lambda: sent.read(3), b"")) == b"23456789"
+    with open(path, "rb", buffering=0) as file:  # (unbuffered: no stale bytes read)
+        sent = xdt_client._File(file)
+        path.write_bytes(b"0123")  # shrunk below what was declared
+        with pytest.raises(ValueError, match="shrank while it was sent"):
+            b"".join(iter(lambda: sent.read(3), b""))
+    read, write = os.pipe()
+    with open(read, "rb") as pipe, pytest.raises(ValueError, match="regular file"):
+        xdt_client.body_size(pipe)
+    os.close(write)
+
+
+def test_a_request_that_was_sent_is_never_sent_again() -> None:
+    """A stand-in gateway that takes the request, begins its answer and resets: the client
+    says the platform went away — it does not send the request a second time (the function
+    would run twice, a reference be pulled twice)."""
+    received: list[bytes] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(10)
+
+        def serve() -> None:
+            with contextlib.suppress(OSError):
+                for _ in range(2):
+                    conn, _ = listener.accept()
+                    with conn:
+                        received.append(conn.recv(65536))
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                        conn.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )  # close with a reset
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        with xdt.Client(url, timeout=10) as client:
+            client._local.used_at = time.monotonic()
+            with pytest.raises(xdt.PeerGone, match="went away mid-answer"):
+                client.invoke("charge", b"order-42")
+        time.sleep(0.3)
+    assert len(received) == 1 and received[0].endswith(b"order-42")
+
+
+def test_a_connection_idle_long_is_made_anew(platform: RunningPlatform) -> None:
+    with xdt.Client(platform.url, timeout=30) as client:
+        assert client.invoke("upper", b"a") == b"A"
+        first = client._local.connection.sock
+        assert client.invoke("upper", b"b") == b"B" and client._local.connection.sock is first
+        client._local.used_at -= xdt_client.IDLE_REUSE + 1  # as if idle that long
+        assert client.invoke("upper", b"c") == b"C"
+        assert client._local.connection.sock is not first

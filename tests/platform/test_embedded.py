@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from patterns import describe, make
 
 from _support.platform import RunningPlatform, alive, child_named, fast_autoscaler
 from xdt import PullClient
@@ -619,3 +620,32 @@ def test_a_crash_looping_function_is_marked_and_its_waiting_requests_told_why(
     assert function["crash_looping"], function["instances"]
     last = function["last_error"]
     assert last is not None and "its configuration is broken" in last["message"]
+
+
+def _ipv6_loopback() -> str | None:
+    """Why there is no IPv6 loopback here, or None if there is one."""
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError as exc:
+        return f"no IPv6 loopback here: {exc}"
+    return None
+
+
+@pytest.mark.skipif(_ipv6_loopback() is not None, reason=str(_ipv6_loopback()))
+def test_the_platform_serves_on_ipv6_addresses(start_platform: Start) -> None:
+    """host: '::1' once gave a URL of 'http://::1:PORT' that every sidecar failed to parse."""
+    platform = start_platform(
+        {
+            "platform": {"host": "::1", "instance_host": "::1"},
+            "functions": [
+                {"name": "one-to-one", "handler": "patterns:one_to_one"},
+                {"name": "digest", "handler": "patterns:digest"},
+                {"name": "produce", "handler": "patterns:produce"},
+            ],
+        }
+    )
+    assert platform.url.startswith("http://[::1]:")
+    order = {"size": 1 << 20, "seed": 1}  # over the xdt threshold: pulled between sidecars
+    status, _, body = platform.invoke("one-to-one", json.dumps(order).encode())
+    described = describe(make(1 << 20, seed=1))
+    assert status == 200 and json.loads(body) == [described, described]

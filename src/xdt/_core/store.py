@@ -35,7 +35,7 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -117,6 +117,7 @@ class StoreStats:
 
     bytes_held: int = 0
     objects: int = 0
+    bytes_reserved: int = 0  # of the quota: live objects, and puts and rooms in progress
     puts: int = 0
     pulls: int = 0
     expiries: int = 0
@@ -251,7 +252,7 @@ class ObjectStore:
     ) -> None:
         self.config = config
         self.clock = LoopClock() if clock is None else clock
-        self._counters = StoreStats()  # every field but `objects`, which is derived
+        self._counters = StoreStats()  # every field but the derived `objects`, `bytes_reserved`
         self.pool = BufferPool(config.pool, name="xdt-object")
         self._objects: dict[bytes, StoredObject] = {}
         self._gone: collections.OrderedDict[bytes, tuple[str, float]] = collections.OrderedDict()
@@ -322,14 +323,20 @@ class ObjectStore:
             raise ValueError("pulls must be >= 1, or None for unlimited pulls until expiry")
         if not 0 < ttl <= self.config.max_ttl:
             raise ValueError(f"ttl must be > 0 and <= {self.config.max_ttl:g} seconds")
-        if size > self.config.quota_bytes:
-            self._counters.quota_timeouts += 1
-            raise QuotaExceeded(
-                f"an object of {format_size(size)} can never fit this store's quota of "
-                f"{format_size(self.config.quota_bytes)}; raise the quota or split the object"
-            )
         await self._reserve(size, self.config.put_timeout if timeout is None else timeout)
         return ttl
+
+    @contextlib.asynccontextmanager
+    async def room(self, size: int, *, timeout: float | None = None) -> AsyncIterator[None]:
+        """Hold ``size`` bytes of the quota while the block runs, for memory the store answers
+        for without holding it as an object (a download the gateway streams): waits for room
+        as a put does, then :class:`~xdt.QuotaExceeded`."""
+        self._check_open()
+        await self._reserve(size, self.config.put_timeout if timeout is None else timeout)
+        try:
+            yield
+        finally:
+            self._unreserve(None, size)
 
     async def put(
         self,
@@ -433,7 +440,9 @@ class ObjectStore:
     @property
     def stats(self) -> StoreStats:
         """A snapshot of the store's counters."""
-        return dataclasses.replace(self._counters, objects=len(self._objects))
+        return dataclasses.replace(
+            self._counters, objects=len(self._objects), bytes_reserved=self._reserved
+        )
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -519,6 +528,12 @@ class ObjectStore:
         )
 
     async def _reserve(self, size: int, timeout: float) -> None:
+        if size > self.config.quota_bytes:
+            self._counters.quota_timeouts += 1
+            raise QuotaExceeded(
+                f"{format_size(size)} can never fit this store's quota of "
+                f"{format_size(self.config.quota_bytes)}; raise the quota or split the object"
+            )
         if not self._quota_waiters and self._reserved + size <= self.config.quota_bytes:
             self._reserved += size
             return

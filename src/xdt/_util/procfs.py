@@ -1,11 +1,10 @@
-"""Reading ``/proc``: processes, their ids and parents, their memory, and TCP sockets' owners.
+"""Reading ``/proc``: processes, their ids and parents, their memory, and listening sockets.
 
 Every reader tolerates a process that exits while it looks (that process is skipped).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ __all__ = [
     "pids",
     "started_at",
     "tcp_listeners",
-    "tcp_owner",
 ]
 
 
@@ -153,44 +151,3 @@ def tcp_listeners(port: int) -> list[int]:
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
                 uids.append(int(fields[7]))
     return uids
-
-
-_Host = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _host(address: _Host) -> _Host:
-    """IPv4 as itself, also when mapped into IPv6 (a dual-stack listener's view of it)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _endpoint(field: str) -> tuple[_Host, int]:
-    """``0100007F:1F90`` → (127.0.0.1, 8080): the kernel writes each 32-bit word of the
-    address in host byte order (little-endian here), the port in hex."""
-    host, port = field.split(":")
-    raw = bytes.fromhex(host)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return _host(ipaddress.ip_address(words)), int(port, 16)
-
-
-def tcp_owner(peer: tuple[str, int], us: tuple[str, int]) -> int | None:
-    """The uid that owns the TCP socket connected from ``peer`` to ``us`` when that socket is
-    on this host (in this network namespace), else None: the client is elsewhere, or gone.
-    The kernel's record, which the client cannot forge (``/proc/net/tcp*``)."""
-    want = ((_host(ipaddress.ip_address(peer[0])), peer[1]),
-            (_host(ipaddress.ip_address(us[0])), us[1]))  # fmt: skip
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as rows:
-                lines = rows.read().splitlines()[1:]
-        except OSError:
-            continue
-        ports = f":{peer[1]:04X}", f":{us[1]:04X}"
-        for line in lines:
-            fields = line.split()  # sl local rem st queues tr retrnsmt uid timeout inode
-            if not (fields[1].endswith(ports[0]) and fields[2].endswith(ports[1])):
-                continue  # the cheap test first: a busy gateway has thousands of rows
-            if (_endpoint(fields[1]), _endpoint(fields[2])) == want:
-                return int(fields[7])
-    return None

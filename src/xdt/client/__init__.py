@@ -29,10 +29,13 @@ The URL is ``url``, else ``$XDT_URL``, else ``http://127.0.0.1:8080``.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
+import stat
 import threading
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -44,6 +47,7 @@ from .._http.contract import REQUEST_ID_HEADER
 from .._http.errors import error_from_answer
 from .._http.headers import BY_REFERENCE, TRANSFER_HEADER
 from .._util.names import is_function_name
+from ..modes.inline import decode_inline, is_inline
 
 if TYPE_CHECKING:
     import aiohttp
@@ -62,6 +66,7 @@ __all__ = [
 DEFAULT_TIMEOUT = 310.0  # seconds: a little over a function's default timeout (300 s)
 UPLOAD_ABOVE = 6 << 20  # the platform's default inline limit
 _BLOCK = 1 << 20  # a file is sent in pieces this big
+IDLE_REUSE = 30.0  # seconds: a connection idle longer is made anew (the gateway's idle: 60 s)
 
 Body = bytes | bytearray | memoryview | BinaryIO
 """What a client sends: bytes, or a binary file open for reading (sent from where it stands,
@@ -85,27 +90,61 @@ class Answer:
         return next((v for k, v in self.headers.items() if k.lower() == "x-request-id"), None)
 
 
+class _File:
+    """A file sent as exactly the bytes it held, from where it stood, when the call began:
+    one that grows meanwhile must not send more than its Content-Length said (the surplus
+    would be read as the connection's next request), nor one that shrinks fewer."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        try:
+            info = os.fstat(file.fileno())
+            start = file.tell()
+        except (OSError, AttributeError, ValueError) as exc:
+            raise ValueError(
+                "a file to send must be a regular file open for reading in binary mode"
+            ) from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("a file to send must be a regular file (a pipe has no size)")
+        self.file, self.start, self.size = file, start, max(0, info.st_size - start)
+        self._left = self.size
+
+    def rewind(self) -> None:
+        self.file.seek(self.start)
+        self._left = self.size
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left == 0:
+            return b""
+        piece = self.file.read(self._left if size < 0 else min(size, self._left))
+        if not piece:
+            raise ValueError(
+                f"the file ended {self._left} bytes short of the {self.size} it held when the "
+                "call began: it shrank while it was sent"
+            )
+        self._left -= len(piece)
+        return piece
+
+
 @dataclass(frozen=True)
 class _Call:
     """One request to the gateway, ready to send: what every client method comes down to."""
 
     method: str
     target: str  # path and query
-    body: Body
+    body: bytes | bytearray | memoryview | _File
     headers: dict[str, str]
     function: str | None  # what errors name
 
 
-def body_size(body: Body) -> int:
-    """How many bytes ``body`` sends."""
+def _sendable(body: Body) -> bytes | bytearray | memoryview | _File:
+    return body if isinstance(body, bytes | bytearray | memoryview) else _File(body)
+
+
+def body_size(body: Body | _File) -> int:
+    """How many bytes ``body`` sends (a file: from where it stands to its end, now)."""
     if isinstance(body, bytes | bytearray | memoryview):
         return memoryview(body).nbytes
-    try:
-        return os.fstat(body.fileno()).st_size - body.tell()
-    except (OSError, AttributeError, ValueError) as exc:
-        raise ValueError(
-            "a file to send must be a regular file open for reading in binary mode"
-        ) from exc
+    return (body if isinstance(body, _File) else _File(body)).size
 
 
 def _invoke_call(
@@ -128,8 +167,9 @@ def _invoke_call(
     if reference is not None:
         sent[TRANSFER_HEADER] = BY_REFERENCE
         body = reference.encode()
-    sent["Content-Length"] = str(body_size(body))
-    return _Call(method, f"/invoke/{function}{path}", body, sent, function)
+    sendable = _sendable(body)
+    sent["Content-Length"] = str(body_size(sendable))
+    return _Call(method, f"/invoke/{function}{path}", sendable, sent, function)
 
 
 def _put_call(
@@ -142,8 +182,12 @@ def _put_call(
         query["tenant"] = tenant
     if ttl is not None:
         query["ttl"] = repr(float(ttl))
-    headers = {"Content-Type": "application/octet-stream", "Content-Length": str(body_size(body))}
-    return _Call("POST", f"/objects?{urllib.parse.urlencode(query)}", body, headers, function)
+    sendable = _sendable(body)
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Length": str(body_size(sendable)),
+    }
+    return _Call("POST", f"/objects?{urllib.parse.urlencode(query)}", sendable, headers, function)
 
 
 def _reference_call(operation: str, reference: str) -> _Call:
@@ -254,30 +298,31 @@ class Client:
         return self._send(_put_call(data, function, tenant, pulls, ttl), timeout).body.decode()
 
     def get(self, reference: str, *, timeout: float | None = None) -> bytes:
-        """The bytes behind ``reference`` (one of its pulls)."""
+        """The bytes behind ``reference`` (one of its pulls; an inline one is its bytes)."""
+        if is_inline(reference):
+            return decode_inline(reference)
         return self._send(_reference_call("get", reference), timeout).body
 
     def release(self, reference: str, *, timeout: float | None = None) -> bool:
         """Free the object now; whether the gateway held it (elsewhere, it expires)."""
+        if is_inline(reference):
+            return False  # held nowhere
         answer = self._send(_reference_call("release", reference), timeout)
         return bool(json.loads(answer.body)["released"])
 
     def _send(self, call: _Call, timeout: float | None) -> Answer:
         wait = self.timeout if timeout is None else timeout
-        file = None if isinstance(call.body, bytes | bytearray | memoryview) else call.body
-        start = file.tell() if file is not None else 0
-        for attempt in range(2):  # a kept-alive connection the server closed: once more
-            connection = self._connection()
+        for attempt in range(2):
+            connection, reused = self._connection()
             connection.timeout = wait
             if connection.sock is not None:
                 connection.sock.settimeout(wait)
-            reused = connection.sock is not None
-            sent = False
+            if isinstance(call.body, _File) and attempt:
+                call.body.rewind()
+            sending = True
             try:
-                if attempt and file is not None:
-                    file.seek(start)  # sent again from where it stood
                 connection.request(call.method, call.target, body=call.body, headers=call.headers)
-                sent = True
+                sending = False
                 response = connection.getresponse()
                 body = response.read()
             except TimeoutError:
@@ -285,16 +330,23 @@ class Client:
                 raise _timed_out(call, wait) from None
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
-                stale = isinstance(
-                    exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
-                )
-                if reused and attempt == 0 and stale:
+                # Sent again only if it never got out whole: a kept-alive connection the
+                # server had closed. Once sent, the function may have run (or a pull been
+                # spent): never twice. Connections idle long are not reused (see _connection).
+                if reused and attempt == 0 and sending:
                     continue
-                raise _unreachable(self.url, exc, call, answering=sent) from None
+                raise _unreachable(self.url, exc, call, answering=not sending) from None
+            except ValueError:  # the file changed size mid-call: the connection is unusable
+                connection.close()
+                raise
+            self._local.used_at = time.monotonic()
             return _checked(call, Answer(response.status, dict(response.getheaders()), body))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, and whether it was used before. One idle for
+        :data:`IDLE_REUSE` is closed and made anew: the gateway closes idle connections after
+        60 s, and a request sent as it does may or may not have reached it."""
         connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = http.client.HTTPConnection(
@@ -303,7 +355,9 @@ class Client:
             self._local.connection = connection
             with self._lock:
                 self._all.append(connection)
-        return connection
+        elif time.monotonic() - getattr(self._local, "used_at", 0.0) > IDLE_REUSE:
+            connection.close()
+        return connection, connection.sock is not None
 
     def close(self) -> None:
         with self._lock:
@@ -324,13 +378,19 @@ class Client:
         self.close()
 
 
-def _pieces(body: Body) -> Body | AsyncIterator[memoryview]:
+def _pieces(
+    body: bytes | bytearray | memoryview | _File,
+) -> bytes | bytearray | memoryview | AsyncIterator[bytes | memoryview]:
     """A big body as pieces that the event loop sends one at a time (aiohttp would write
-    bytes whole, holding the loop); a file as it is (aiohttp reads it on a thread)."""
-    if not isinstance(body, bytes | bytearray | memoryview) or body_size(body) <= _BLOCK:
+    bytes whole, holding the loop); a file read a piece at a time on a thread."""
+    if isinstance(body, bytes | bytearray | memoryview) and body_size(body) <= _BLOCK:
         return body
 
-    async def pieces() -> AsyncIterator[memoryview]:
+    async def pieces() -> AsyncIterator[bytes | memoryview]:
+        if isinstance(body, _File):
+            while piece := await asyncio.to_thread(body.read, _BLOCK):
+                yield piece
+            return
         view = memoryview(body).cast("B")
         for start in range(0, view.nbytes, _BLOCK):
             yield view[start : start + _BLOCK]
@@ -405,9 +465,13 @@ class AsyncClient:
         return answer.body.decode()
 
     async def get(self, reference: str, *, timeout: float | None = None) -> bytes:
+        if is_inline(reference):
+            return decode_inline(reference)
         return (await self._send(_reference_call("get", reference), timeout)).body
 
     async def release(self, reference: str, *, timeout: float | None = None) -> bool:
+        if is_inline(reference):
+            return False
         answer = await self._send(_reference_call("release", reference), timeout)
         return bool(json.loads(answer.body)["released"])
 

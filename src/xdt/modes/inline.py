@@ -15,13 +15,25 @@ from .._core.errors import PayloadTooLarge, ReferenceMalformed
 from .._core.refs import Reference, TransferMode
 from .base import Data, StorageCounts, plain, size_of
 
-__all__ = ["INLINE_PREFIX", "InlinePath", "is_inline"]
+__all__ = ["INLINE_PREFIX", "InlinePath", "decode_inline", "is_inline"]
 
 INLINE_PREFIX = "inline:"
 
 
 def is_inline(token: str) -> bool:
     return token.startswith(INLINE_PREFIX)
+
+
+def decode_inline(token: str) -> bytes:
+    """The bytes an inline reference is (:class:`~xdt.ReferenceMalformed` if it is not one):
+    whoever holds one holds them, with no one to ask."""
+    try:
+        text = token.removeprefix(INLINE_PREFIX).encode("ascii")
+        # validate: a character outside base64url, or after the padding, is refused, never
+        # silently dropped.
+        return base64.b64decode(text, altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise ReferenceMalformed("not an inline reference: bad base64url") from None
 
 
 class InlinePath:
@@ -45,13 +57,7 @@ class InlinePath:
         return INLINE_PREFIX + base64.urlsafe_b64encode(plain(data)).decode()
 
     async def get(self, token: str, ref: Reference | None) -> bytes:
-        try:
-            text = token.removeprefix(INLINE_PREFIX).encode("ascii")
-            # validate: a character outside base64url, or after the padding, is refused,
-            # never silently dropped.
-            return base64.b64decode(text, altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            raise ReferenceMalformed("not an inline reference: bad base64url") from None
+        return decode_inline(token)
 
     async def release(self, token: str, ref: Reference | None) -> bool:
         return False  # nothing is held anywhere

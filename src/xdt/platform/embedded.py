@@ -37,6 +37,7 @@ from .._core.refs import KEYRING_ENV, KeyRing, TransferMode
 from .._http.headers import HOP_HEADER
 from .._http.listen import Limits, make_runner, port_of, serve_tcp
 from .._http.metrics import Metric, render
+from .._util.names import http_url
 from .._util.polling import until
 from .._util.procfs import started_at
 from .autoscaler import sample_size
@@ -178,7 +179,7 @@ class Platform:
             self._runner, settings.host, settings.port, GATEWAY_LIMITS, what="the gateway",
             reuse_address=True, start_serving=False,
         )  # fmt: skip
-        self.url = f"http://{settings.host}:{port_of(self._listener)}"
+        self.url = http_url(settings.host, port_of(self._listener))
         self.stores = EmbeddedStores(self.spec, on_event=self._store_event)
         store_settings = await self.stores.start()
         embedded_s3 = settings.s3_endpoint_url is None and TransferMode.S3 in self.spec.modes()

@@ -53,7 +53,6 @@ from .._http.headers import (
 )
 from .._http.metrics import CONTENT_TYPE
 from .._http.server import chunks_of, error_response, read_body, stream_answer
-from ..sidecar.payloads import close
 
 if TYPE_CHECKING:
     from .embedded import Platform
@@ -62,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["create_app"]
 
 INLINE_LIMIT = "platform.inline_limit"  # what a 413 names: the setting to raise
+MAX_REFERENCE = 4 << 10  # a sealed reference is under 800 characters
 
 
 def _forwarded(
@@ -171,7 +171,7 @@ def create_app(platform: Platform) -> web.Application:
 
     async def put_object(request: web.Request) -> web.Response:
         try:
-            objects().check_caller(request)
+            await objects().check_caller(request)
             token = await objects().upload(request)
         except XdtError as exc:
             return error_response(exc)
@@ -179,23 +179,24 @@ def create_app(platform: Platform) -> web.Application:
 
     async def reference_in(request: web.Request) -> str:
         """The reference a caller outside sends as the body (a function is refused)."""
-        objects().check_caller(request)
-        return _reference_text(await request.read())
+        await objects().check_caller(request)
+        body = await read_body(request, MAX_REFERENCE, limit_name="the size of a reference")
+        return _reference_text(body)
 
     async def get_object(request: web.Request) -> web.StreamResponse:
         try:
-            payload = await objects().get(await reference_in(request))
+            token = await reference_in(request)
+            async with objects().download(token) as payload:
+                view = payload.view() if isinstance(payload, Buffer) else memoryview(payload)
+                chunks = chunks_of(view)
+                try:
+                    headers = {"Content-Type": "application/octet-stream"}
+                    return await stream_answer(request, 200, headers, chunks, view.nbytes)
+                finally:  # every view of a memfd's mapping let go before it is closed
+                    await chunks.aclose()
+                    view.release()
         except XdtError as exc:
             return error_response(exc)
-        view = payload.view() if isinstance(payload, Buffer) else memoryview(payload)
-        chunks = chunks_of(view)
-        try:
-            headers = {"Content-Type": "application/octet-stream"}
-            return await stream_answer(request, 200, headers, chunks, view.nbytes)
-        finally:  # every view of a memfd's mapping let go before it is closed
-            await chunks.aclose()
-            view.release()
-            close(payload)
 
     async def release_object(request: web.Request) -> web.Response:
         try:

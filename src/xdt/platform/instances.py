@@ -49,6 +49,7 @@ from .._core.refs import KEYRING_ENV, KeyRing
 from .._http.client import ConnectionPool
 from .._http.headers import HOP_HEADER
 from .._util.logs import StampedLines
+from .._util.names import http_url
 from .._util.polling import until
 from .._util.process import die_with_parent, free_port, isolated_child, limit_memory, terminate
 from .._util.tasks import TaskSet
@@ -283,9 +284,9 @@ class InstanceManager:
             + (64 << 10),
             stream_over=1 << 20,
         )  # fmt: skip
-        instance.ingress_url = f"http://{host}:{ports['ingress']}"
+        instance.ingress_url = http_url(host, ports["ingress"])
         # The secret path is the TCP egress's only credential: any local process can connect.
-        instance.egress_url = f"http://{host}:{ports['egress']}{ports['egress_path']}"
+        instance.egress_url = http_url(host, ports["egress"]) + str(ports["egress_path"])
         instance.objects_address = ports["objects"]
 
     async def _start_function(self, instance: Instance) -> None:

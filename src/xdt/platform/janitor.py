@@ -25,7 +25,9 @@ from .spec import Spec
 __all__ = ["Janitor"]
 
 _log = logging.getLogger(__name__)
-_MARGIN = 2.0  # seconds past the TTL: clocks of the sender and of S3 differ a little
+# Seconds past the TTL, and past its death: the clocks of the sender and of S3 differ a little,
+# and a PUT it sent just before it died is stored (and stamped) by S3 just after.
+_MARGIN = 2.0
 
 
 class Janitor:
@@ -66,7 +68,8 @@ class Janitor:
         function, died = pending
         try:
             count = await asyncio.to_thread(
-                remove_left_by, self.stores, instance, written_before=died,
+                remove_left_by, self.stores, instance,
+                written_before=died + datetime.timedelta(seconds=_MARGIN),
                 credentials=self.credentials,
             )  # fmt: skip
         except Exception as exc:  # S3 down: say so; the lifecycle rule is the backstop

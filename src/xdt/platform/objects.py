@@ -22,15 +22,17 @@ Who may: callers outside the platform — the operator, scripts, remote clients.
 (:class:`~xdt.Forbidden`): a function puts and gets through its sidecar's egress, which acts
 for its tenant only; here it could read another tenant's reference. Isolated, a function runs
 under a uid of its own, and the gateway tells its connections by the uid that owns them
-(:func:`xdt._util.procfs.tcp_owner`, the kernel's record). Unisolated, functions run as the
-operator, and are as trusted.
+(:func:`xdt._util.tcpowner.tcp_owner`, the kernel's record); a local connection whose owner
+cannot be told is refused too. Unisolated, functions run as the operator, and are as trusted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import dataclasses
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -40,12 +42,13 @@ from .._core.errors import BadRequest, Forbidden, FunctionNotFound
 from .._core.refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
 from .._core.store import ObjectStore, StoreConfig
 from .._http.server import read_body_into
-from .._util.procfs import tcp_owner
+from .._util.tcpowner import is_local_address, tcp_owner
 from ..modes import DataPath, PathMaker, StoreSettings
 from ..modes.base import Payload
 from ..modes.inline import is_inline
 from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
 from ..sidecar.egress import PutTerms
+from ..sidecar.payloads import close
 from .spec import Spec
 from .status import ObjectsStatus
 
@@ -116,6 +119,7 @@ class GatewayObjects:
         return {
             "objects": stats.objects,
             "bytes_held": stats.bytes_held,
+            "bytes_reserved": stats.bytes_reserved,
             "address": self.server.address,
             "uploads": self.counts["uploads"],
             "downloads": self.counts["downloads"],
@@ -125,18 +129,32 @@ class GatewayObjects:
 
     # -- who asks ----------------------------------------------------------------------------
 
-    def check_caller(self, request: web.Request) -> None:
-        """:class:`~xdt.Forbidden` when the caller is a function process of this platform."""
+    async def check_caller(self, request: web.Request) -> None:
+        """:class:`~xdt.Forbidden` unless the caller is outside every function: a process of
+        another uid whose socket is live, or a client on another host. A local connection
+        whose owner cannot be told (closed already, or not found) is refused too: a function
+        that sends its request and closes at once would leave a socket of no one's (uid 0)."""
         if not self.function_uids:
             return
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        us = request.transport.get_extra_info("sockname") if request.transport else None
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        us = transport.get_extra_info("sockname") if transport is not None else None
         if peer is None or us is None:
-            return
-        owner = tcp_owner(peer[:2], us[:2])
-        if owner is not None and owner in self.function_uids:
-            self.counts["refused"] += 1
-            raise Forbidden(FUNCTIONS_USE_THEIR_EGRESS)
+            raise self._refused("its connection is already gone")
+        # Off the loop: where netlink is refused the lookup scans a table a client can grow.
+        owner = await asyncio.to_thread(tcp_owner, peer[:2], us[:2])
+        if owner is None:
+            if not await asyncio.to_thread(is_local_address, peer[0]):
+                return  # a client on another host: no function of ours
+            raise self._refused("who holds its connection cannot be told")
+        if not owner.live:
+            raise self._refused(f"its connection is closed ({owner.state})")
+        if owner.uid in self.function_uids:
+            raise self._refused()
+
+    def _refused(self, why: str | None = None) -> Forbidden:
+        self.counts["refused"] += 1
+        return Forbidden(FUNCTIONS_USE_THEIR_EGRESS + (f" ({why})" if why else ""))
 
     def tenant_for(self, query: Mapping[str, str]) -> str:
         """The tenant an upload is for: its ``function``'s, or the ``tenant`` it names (one of
@@ -182,13 +200,20 @@ class GatewayObjects:
         self.counts["uploads"] += 1
         return self.server.seal(allocation.publish())
 
-    async def get(self, token: str) -> Payload:
-        """The bytes behind any reference of this platform (one of its pulls): bytes, or a
-        memfd the caller closes."""
+    @contextlib.asynccontextmanager
+    async def download(self, token: str) -> AsyncIterator[Payload]:
+        """The bytes behind any reference of this platform (one of its pulls), for the block:
+        bytes, or a memfd closed after it. Until then they hold their size of the quota —
+        downloads are memory too, whichever mode they come from — and a download waits for
+        room as an upload does."""
         path, ref = self._route(token)
-        payload = await path.get(token, ref)
-        self.counts["downloads"] += 1
-        return payload
+        async with self.store.room(ref.size if ref is not None else len(token)):
+            payload = await path.get(token, ref)
+            try:
+                self.counts["downloads"] += 1
+                yield payload
+            finally:
+                close(payload)
 
     async def release(self, token: str) -> bool:
         path, ref = self._route(token)

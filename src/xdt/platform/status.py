@@ -99,6 +99,7 @@ class ObjectsStatus(TypedDict):
 
     objects: int  # held now
     bytes_held: int
+    bytes_reserved: int  # of object_quota: held, and uploads and downloads in progress
     address: str  # where receivers' sidecars pull them from
     uploads: int
     downloads: int

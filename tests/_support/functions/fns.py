@@ -314,3 +314,24 @@ def use_gateway_objects(body: bytes) -> bytes:
         except urllib.error.HTTPError as refused:
             tried[name] = [refused.code, refused.headers.get("X-Xdt-Error")]
     return json.dumps(tried).encode()
+
+
+def corked_gateway_objects(body: bytes) -> bytes:
+    """The same, sent so that its socket is closed before the gateway looks at who holds it:
+    the request and the close in one segment (TCP_CORK), the reference padded so that it is
+    taken at once. A closed socket is reported as root's: it must not pass for the operator."""
+    import socket
+
+    order = json.loads(body)
+    host, port = order["url"].removeprefix("http://").split(":")
+    token = order["token"].encode() + b" " * 1000
+    for path, data in [("/objects/release", token), ("/objects?tenant=a", b"x" * 1000)] * 3:
+        raw = socket.create_connection((host, int(port)), timeout=5)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        raw.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        raw.close()
+        time.sleep(0.05)
+    return b"sent"
