@@ -188,7 +188,13 @@ def test_a_request_that_was_sent_is_never_sent_again() -> None:
                 for _ in range(2):
                     conn, _ = listener.accept()
                     with conn:
-                        received.append(conn.recv(65536))
+                        request = b""
+                        while not request.endswith(b"order-42"):  # the whole request first
+                            piece = conn.recv(65536)
+                            if not piece:
+                                break
+                            request += piece
+                        received.append(request)
                         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
                         conn.setsockopt(
                             socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)

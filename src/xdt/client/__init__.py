@@ -69,8 +69,8 @@ _BLOCK = 1 << 20  # a file is sent in pieces this big
 IDLE_REUSE = 30.0  # seconds: a connection idle longer is made anew (the gateway's idle: 60 s)
 
 Body = bytes | bytearray | memoryview | BinaryIO
-"""What a client sends: bytes, or a binary file open for reading (sent from where it stands,
-to its end)."""
+"""What a client sends: bytes, or a regular file open for reading in binary mode (sent from
+where it stands: the bytes it holds when the call begins)."""
 
 
 def default_url() -> str:
@@ -87,7 +87,8 @@ class Answer:
 
     @property
     def request_id(self) -> str | None:
-        return next((v for k, v in self.headers.items() if k.lower() == "x-request-id"), None)
+        wanted = REQUEST_ID_HEADER.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
 
 
 class _File:
@@ -136,8 +137,13 @@ class _Call:
     function: str | None  # what errors name
 
 
-def _sendable(body: Body) -> bytes | bytearray | memoryview | _File:
-    return body if isinstance(body, bytes | bytearray | memoryview) else _File(body)
+def _call(
+    method: str, target: str, body: Body, headers: Mapping[str, str], function: str | None
+) -> _Call:
+    """The call, its body ready to send and its Content-Length said."""
+    sendable = body if isinstance(body, bytes | bytearray | memoryview) else _File(body)
+    length = {"Content-Length": str(body_size(sendable))}
+    return _Call(method, target, sendable, {**headers, **length}, function)
 
 
 def body_size(body: Body | _File) -> int:
@@ -167,9 +173,7 @@ def _invoke_call(
     if reference is not None:
         sent[TRANSFER_HEADER] = BY_REFERENCE
         body = reference.encode()
-    sendable = _sendable(body)
-    sent["Content-Length"] = str(body_size(sendable))
-    return _Call(method, f"/invoke/{function}{path}", sendable, sent, function)
+    return _call(method, f"/invoke/{function}{path}", body, sent, function)
 
 
 def _put_call(
@@ -182,18 +186,13 @@ def _put_call(
         query["tenant"] = tenant
     if ttl is not None:
         query["ttl"] = repr(float(ttl))
-    sendable = _sendable(body)
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "Content-Length": str(body_size(sendable)),
-    }
-    return _Call("POST", f"/objects?{urllib.parse.urlencode(query)}", sendable, headers, function)
+    headers = {"Content-Type": "application/octet-stream"}
+    return _call("POST", f"/objects?{urllib.parse.urlencode(query)}", body, headers, function)
 
 
 def _reference_call(operation: str, reference: str) -> _Call:
-    body = reference.encode()
-    headers = {"Content-Type": "text/plain", "Content-Length": str(len(body))}
-    return _Call("POST", f"/objects/{operation}", body, headers, None)
+    headers = {"Content-Type": "text/plain"}
+    return _call("POST", f"/objects/{operation}", reference.encode(), headers, None)
 
 
 def _timed_out(call: _Call, wait: float) -> InvocationTimeout:
@@ -204,6 +203,7 @@ def _timed_out(call: _Call, wait: float) -> InvocationTimeout:
 
 
 def _unreachable(url: str, exc: Exception, call: _Call, *, answering: bool) -> PeerGone:
+    """``answering``: a platform was connected to, and went away."""
     if answering:
         return PeerGone(
             f"the platform at {url} went away mid-answer ({type(exc).__name__}: {exc})",
@@ -329,13 +329,14 @@ class Client:
                 connection.close()
                 raise _timed_out(call, wait) from None
             except (OSError, http.client.HTTPException) as exc:
+                connected = connection.sock is not None
                 connection.close()
                 # Sent again only if it never got out whole: a kept-alive connection the
                 # server had closed. Once sent, the function may have run (or a pull been
                 # spent): never twice. Connections idle long are not reused (see _connection).
                 if reused and attempt == 0 and sending:
                     continue
-                raise _unreachable(self.url, exc, call, answering=not sending) from None
+                raise _unreachable(self.url, exc, call, answering=connected) from None
             except ValueError:  # the file changed size mid-call: the connection is unusable
                 connection.close()
                 raise

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._core.errors import SourceUnavailable
-from .._core.refs import KeyRing, TransferMode
+from .._core.refs import KeyRing, Reference, TransferMode
 from .._core.store import ObjectStore
 from ..pull import ObjectServer, PullClient
 from .base import (
@@ -22,7 +22,7 @@ from .base import (
     StoreSettings,
     TransferSettings,
 )
-from .inline import InlinePath
+from .inline import InlinePath, is_inline
 from .memory import MemoryPath
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_TRANSFER_SETTINGS",
     "MODES",
     "DataPath",
+    "DataPaths",
     "PathMaker",
     "StoreSettings",
     "TransferSettings",
@@ -71,3 +72,35 @@ class PathMaker:
         from .s3 import S3Path
 
         return S3Path(self.stores, self.keyring, self.sender, credentials=self.credentials)
+
+
+class DataPaths:
+    """One holder's data paths (a sidecar's, the gateway's), each made on first use — the
+    Redis or S3 client is loaded only when a mode, or a reference handed in, needs it — and
+    the path a reference names."""
+
+    def __init__(self, maker: PathMaker) -> None:
+        self.maker = maker
+        self._made: dict[TransferMode, DataPath] = {}
+
+    def __getitem__(self, mode: TransferMode) -> DataPath:
+        path = self._made.get(mode)
+        if path is None:
+            path = self._made[mode] = self.maker.make(mode)
+        return path
+
+    def made(self) -> list[DataPath]:
+        """The paths made so far."""
+        return list(self._made.values())
+
+    def route(self, token: str, *, tenant: str | None) -> tuple[DataPath, Reference | None]:
+        """The path behind ``token``, and its reference opened for ``tenant`` (None: for the
+        platform itself, any tenant's); an inline one has none: it is its bytes."""
+        if is_inline(token):
+            return self[TransferMode.INLINE], None
+        ref = self.maker.keyring.open(token, tenant=tenant)
+        return self[ref.mode], ref
+
+    async def close(self) -> None:
+        for path in self._made.values():
+            await path.close()

@@ -37,7 +37,7 @@ from .._core.errors import ObjectNotFound, SourceUnavailable
 from .._core.refs import KeyRing, Reference, TransferMode
 from .base import Data, StorageCounts, StoreSettings, checked, plain, stored_reference
 
-__all__ = ["MULTIPART_THRESHOLD", "S3Path", "remove_left_by"]
+__all__ = ["MULTIPART_THRESHOLD", "S3Path", "remove_left_by", "s3_client"]
 
 MULTIPART_THRESHOLD = 16 << 20
 MAX_STAY = 24 * 3600.0  # the object store's max_ttl
@@ -46,6 +46,20 @@ BUDGET_SUFFIX = ".pulls"
 _BUDGET_ATTEMPTS = 16  # conditional writes lost to concurrent pulls before giving up
 _MISSING = ("NoSuchKey", "404")
 _LOST_RACE = ("PreconditionFailed", "412")  # another reader took it first
+
+
+def s3_client(
+    settings: StoreSettings, credentials: Mapping[str, str] | None = None, **options: Any
+) -> Any:
+    """A boto3 S3 client for the endpoint and region of ``settings``. ``credentials``:
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, if not the environment's."""
+    import boto3  # only processes that use this mode load it
+
+    keys = {name.lower(): value for name, value in (credentials or {}).items()}
+    return boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
+        **keys, **options,
+    )  # fmt: skip
 
 
 class S3Path:
@@ -59,7 +73,6 @@ class S3Path:
         *,
         credentials: Mapping[str, str] | None = None,
     ) -> None:
-        import boto3  # only sidecars that use this mode load it
         import botocore.config
         import botocore.exceptions
         from boto3.s3.transfer import TransferConfig
@@ -67,13 +80,10 @@ class S3Path:
         self.bucket = settings.s3_bucket
         self.keyring = keyring
         self.sender = sender  # this sidecar's prefix: its sweeper lists only its own objects
-        extra = {k.lower(): v for k, v in (credentials or {}).items()}  # else the environment's
-        self._client: Any = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
+        self._client: Any = s3_client(
+            settings,
+            credentials,
             config=botocore.config.Config(max_pool_connections=64, retries={"max_attempts": 2}),
-            **extra,
         )
         self._transfer = TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD
@@ -292,12 +302,7 @@ def remove_left_by(
     older keys go, so that a later sender of the same name (another run sharing the bucket)
     keeps its own. ``credentials``: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, if not the
     environment's."""
-    import boto3
-
-    extra = {k.lower(): v for k, v in (credentials or {}).items()}
-    client = boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, **extra
-    )
+    client = s3_client(settings, credentials)
     try:
         removed = 0
         pages = client.get_paginator("list_objects_v2").paginate(

@@ -44,6 +44,7 @@ __all__ = ["Deployment"]
 
 START_RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)  # after an instance failed to start
 _MAX_DELIVERIES = 40  # forwards refused at connect before giving up (~8 s of backoff)
+_ACTIVE = (State.STARTING, State.READY, State.RESTARTING)  # instances that count as serving
 
 
 MAX_ERROR_MESSAGE = 4000  # characters of a last error kept for /status
@@ -297,9 +298,7 @@ class Deployment:
 
     def reconcile(self) -> None:
         """Start or drain instances until the active ones match ``desired``."""
-        active = [
-            i for i in self.instances if i.state in (State.STARTING, State.READY, State.RESTARTING)
-        ]
+        active = self._active()
         missing = self.desired - len(active)
         if missing > 0 and self._retry is None:
             for _ in range(missing):
@@ -312,36 +311,42 @@ class Deployment:
             # equals the youngest (it holds the least).
             starting = [i for i in active if i.state is State.STARTING]
             for instance in sorted(starting, key=lambda i: -i.started_at)[:-missing]:
-                task = self._starting.pop(instance, None)
-                if task is not None:
-                    task.cancel()
+                self._give_up_start(instance)
                 missing += 1
             ready = [i for i in active if i.state is State.READY]
             ready.sort(key=lambda i: (self._in_flight(i), -i.started_at))
             for instance in ready[: max(0, -missing)]:
-                tracker = self.throttler.remove(instance)
-                self.manager.begin_drain(instance)
-                self._draining[instance] = tracker
-                self._spawn(self._drain(instance, tracker))
+                self._begin_drain(instance)
 
     def roll(self, reason: str) -> None:
         """Replace every instance with a fresh one (new code): the old ones drain as at scale
         down — in-flight requests finish, their objects stay until pulled — while new ones
         start; requests meanwhile go to what still serves, or wait in the activator."""
-        old = [
-            i for i in self.instances if i.state in (State.STARTING, State.READY, State.RESTARTING)
-        ]
+        old = self._active()
         for instance in old:
-            task = self._starting.pop(instance, None)
-            if task is not None:
-                task.cancel()
-                continue
-            tracker = self.throttler.remove(instance)
-            self.manager.begin_drain(instance)
-            self._draining[instance] = tracker
-            self._spawn(self._drain(instance, tracker))
+            if not self._give_up_start(instance):
+                self._begin_drain(instance)
         self.record(Event(Kind.ROLLED, f"{reason}: {len(old)} instance(s) replaced"))
         self.reconcile()
+
+    def _active(self) -> list[Instance]:
+        """The instances serving or about to: what ``desired`` counts."""
+        return [i for i in self.instances if i.state in _ACTIVE]
+
+    def _give_up_start(self, instance: Instance) -> bool:
+        """Cancel the start of an instance still starting; whether it was."""
+        task = self._starting.pop(instance, None)
+        if task is not None:
+            task.cancel()
+        return task is not None
+
+    def _begin_drain(self, instance: Instance) -> None:
+        """No new requests for ``instance``; it stops once its in-flight requests are done
+        and its objects pulled or expired (:meth:`_drain`)."""
+        tracker = self.throttler.remove(instance)
+        self.manager.begin_drain(instance)
+        self._draining[instance] = tracker
+        self._spawn(self._drain(instance, tracker))
 
     def on_instance_event(self, instance: Instance, event: Event) -> None:
         self._log(event, instance)

@@ -334,23 +334,22 @@ class Platform:
         spec file itself is said, not applied: it takes a restart."""
         spec_file = self.spec.path
 
-        def versions() -> dict[str, str]:
+        def look() -> tuple[dict[str, str], bytes | None]:
+            """Each function's code version, and the spec file's text (one pass, off the loop)."""
             by_folder: dict[Path, str] = {}  # functions that share a folder share its hash
             for f in self.spec.functions:
                 if f.folder not in by_folder:
                     by_folder[f.folder] = code_version(f, spec_file)
-            return {f.name: by_folder[f.folder] for f in self.spec.functions}
-
-        def spec_text() -> bytes | None:
             try:
-                return spec_file.read_bytes() if spec_file is not None else None
+                text = spec_file.read_bytes() if spec_file is not None else None
             except OSError:
-                return None
+                text = None
+            return {f.name: by_folder[f.folder] for f in self.spec.functions}, text
 
-        seen, spec_seen = await asyncio.to_thread(versions), await asyncio.to_thread(spec_text)
+        seen, spec_seen = await asyncio.to_thread(look)
         while True:
             await asyncio.sleep(interval)
-            now, spec_now = await asyncio.to_thread(versions), await asyncio.to_thread(spec_text)
+            now, spec_now = await asyncio.to_thread(look)
             for function in self.spec.functions:
                 if now[function.name] != seen[function.name]:
                     await self.roll(function.name, f"its code changed to {now[function.name]}")

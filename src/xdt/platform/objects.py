@@ -39,13 +39,12 @@ from aiohttp import web
 
 from .._core.buffers import DEFAULT_POOL_LIMITS
 from .._core.errors import BadRequest, Forbidden, FunctionNotFound
-from .._core.refs import DEFAULT_TENANT, KeyRing, Reference, TransferMode
+from .._core.refs import DEFAULT_TENANT, KeyRing
 from .._core.store import ObjectStore, StoreConfig
 from .._http.server import read_body_into
 from .._util.tcpowner import is_local_address, tcp_owner
-from ..modes import DataPath, PathMaker, StoreSettings
+from ..modes import DataPaths, PathMaker, StoreSettings
 from ..modes.base import Payload
-from ..modes.inline import is_inline
 from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
 from ..sidecar.egress import PutTerms
 from ..sidecar.payloads import close
@@ -90,7 +89,7 @@ class GatewayObjects:
             self.store, keyring, ServerConfig(host=settings.instance_host, local_dir=local)
         )
         self.client = PullClient(keyring, ClientConfig(local_dir=local, pool=warm))
-        self._maker = PathMaker(
+        self._paths = DataPaths(PathMaker(
             keyring=keyring,
             sender=SENDER,
             stores=stores,
@@ -99,8 +98,7 @@ class GatewayObjects:
             server=self.server,
             client=self.client,
             credentials=credentials,
-        )
-        self._paths: dict[TransferMode, DataPath] = {}
+        ))  # fmt: skip
         # What callers did, for /metrics: uploads, downloads, releases, refused.
         self.counts: collections.Counter[str] = collections.Counter()
 
@@ -108,8 +106,7 @@ class GatewayObjects:
         await self.server.start()
 
     async def close(self) -> None:
-        for path in self._paths.values():
-            await path.close()
+        await self._paths.close()
         await self.client.close()
         await self.server.close()
         self.store.close()
@@ -206,7 +203,8 @@ class GatewayObjects:
         bytes, or a memfd closed after it. Until then they hold their size of the quota —
         downloads are memory too, whichever mode they come from — and a download waits for
         room as an upload does."""
-        path, ref = self._route(token)
+        # Any tenant's: the caller is outside them all (a function is refused before this).
+        path, ref = self._paths.route(token, tenant=None)
         async with self.store.room(ref.size if ref is not None else len(token)):
             payload = await path.get(token, ref)
             try:
@@ -216,18 +214,7 @@ class GatewayObjects:
                 close(payload)
 
     async def release(self, token: str) -> bool:
-        path, ref = self._route(token)
+        path, ref = self._paths.route(token, tenant=None)
         released = await path.release(token, ref)
         self.counts["releases"] += released
         return released
-
-    def _route(self, token: str) -> tuple[DataPath, Reference | None]:
-        ref: Reference | None = None
-        mode = TransferMode.INLINE
-        if not is_inline(token):
-            ref = self.keyring.open(token)  # any tenant's: the caller is outside them all
-            mode = ref.mode
-        path = self._paths.get(mode)
-        if path is None:
-            path = self._paths[mode] = self._maker.make(mode)
-        return path, ref

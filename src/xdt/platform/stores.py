@@ -221,16 +221,11 @@ class EmbeddedStores:
         return process
 
     def _ensure_bucket(self) -> None:
-        import boto3
         import botocore.exceptions
 
-        credentials = {k.lower(): v for k, v in embedded_credentials().items()}
-        client = boto3.client(
-            "s3",
-            endpoint_url=self.settings.s3_endpoint_url,
-            region_name=self.settings.s3_region,
-            **(credentials if self.moto_started else {}),
-        )
+        from ..modes.s3 import s3_client
+
+        client = s3_client(self.settings, embedded_credentials() if self.moto_started else None)
         where = self.settings.s3_endpoint_url or "AWS S3"
         try:
             client.head_bucket(Bucket=self.settings.s3_bucket)

@@ -22,10 +22,9 @@ import collections
 
 from .._core.buffers import Buffer
 from .._core.errors import PayloadTooLarge, ReferenceMalformed
-from .._core.refs import KeyRing, Reference, TransferMode
-from ..modes import DataPath, PathMaker, TransferSettings
+from .._core.refs import KeyRing, TransferMode
+from ..modes import DataPaths, PathMaker, TransferSettings
 from ..modes.base import Data, Payload, plain, size_of
-from ..modes.inline import is_inline
 from .usage import Usage
 
 __all__ = ["Payloads", "close"]
@@ -46,8 +45,7 @@ class Payloads:
     ) -> None:
         self.settings = settings
         self.function, self.tenant = function, tenant
-        self._maker = paths
-        self._paths: dict[TransferMode, DataPath] = {}
+        self._paths = DataPaths(paths)
         # Payload bytes by how they travelled: "inline" in the invocation, else the mode label
         # of the path that stored them (sent) or that they were fetched from (received).
         self.sent: collections.Counter[str] = collections.Counter()
@@ -63,7 +61,7 @@ class Payloads:
 
     @property
     def keyring(self) -> KeyRing:
-        return self._maker.keyring
+        return self._paths.maker.keyring
 
     # -- the invocation path -----------------------------------------------------------------
 
@@ -117,14 +115,14 @@ class Payloads:
             mode = TransferMode.INLINE
         ttl = ttl or self.settings.object_ttl
         size = size_of(data)
-        token = await self._path(mode).put(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
+        token = await self._paths[mode].put(data, tenant=self.tenant, pulls=pulls, ttl=ttl)
         if mode is not TransferMode.INLINE:  # an inline one moves inside a body, counted there
             self.sent[mode.label] += size
         return token
 
     async def get(self, token: str) -> Payload:
         """The payload behind a reference: checked bytes, or a sealed memfd the caller owns."""
-        path, ref = self._route(token)
+        path, ref = self._paths.route(token, tenant=self.tenant)
         payload = await path.get(token, ref)
         if path.mode is not TransferMode.INLINE:  # it came inside a body, counted there
             self.received[path.mode.label] += size_of(payload)
@@ -133,7 +131,7 @@ class Payloads:
     def usage(self) -> Usage:
         """The bytes moved and the storage requests made (see :mod:`.usage`)."""
         usage = Usage(sent_bytes=self.sent.copy(), received_bytes=self.received.copy())
-        for path in self._paths.values():
+        for path in self._paths.made():
             if path.mode is TransferMode.ELASTICACHE:
                 usage.redis_commands += path.counts.requests.total()
             elif path.mode is TransferMode.S3:
@@ -142,26 +140,13 @@ class Payloads:
         return usage
 
     async def release(self, token: str) -> bool:
-        path, ref = self._route(token)
+        path, ref = self._paths.route(token, tenant=self.tenant)
         return await path.release(token, ref)
 
     async def unclaimed(self) -> int:
         """Objects this sidecar put that no receiver has taken yet and that go with it: what
         draining waits for."""
-        return sum([await path.unclaimed() for path in self._paths.values()])
+        return sum([await path.unclaimed() for path in self._paths.made()])
 
     async def close(self) -> None:
-        for path in self._paths.values():
-            await path.close()
-
-    def _route(self, token: str) -> tuple[DataPath, Reference | None]:
-        if is_inline(token):
-            return self._path(TransferMode.INLINE), None
-        ref = self.keyring.open(token, tenant=self.tenant)
-        return self._path(ref.mode), ref
-
-    def _path(self, mode: TransferMode) -> DataPath:
-        path = self._paths.get(mode)
-        if path is None:
-            path = self._paths[mode] = self._maker.make(mode)
-        return path
+        await self._paths.close()
