@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xdt._util.units import format_duration, format_size, parse_duration, parse_size
+from xdt._util.units import format_duration, format_size, parse_duration, parse_rate, parse_size
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -218,3 +218,24 @@ def test_format_duration(seconds: float, text: str) -> None:
 def test_whole_milliseconds_parse(milliseconds: int) -> None:
     assert parse_duration(f"{milliseconds}ms") == pytest.approx(milliseconds / 1000)
     assert parse_duration(f"{milliseconds} s") == milliseconds
+
+
+@pytest.mark.parametrize(
+    ("text", "bits"),
+    [
+        ("10gbit", 10**10),
+        ("500mbit", 5 * 10**8),
+        ("2.5Gbit/s", 25 * 10**8),
+        ("64kbit", 64000),
+        (" 1 Gbitps ", 10**9),
+        ("8bit", 8),
+    ],
+)
+def test_parse_rate(text: str, bits: int) -> None:
+    assert parse_rate(text) == bits
+
+
+@pytest.mark.parametrize("text", ["10", "10gb", "fast", "0gbit", "-1mbit", "1 GiB"])
+def test_parse_rate_refuses_what_is_not_a_rate(text: str) -> None:
+    with pytest.raises(ValueError, match="not a rate"):
+        parse_rate(text)

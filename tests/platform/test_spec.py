@@ -13,6 +13,7 @@ import yaml
 from xdt import SpecError
 from xdt._core.refs import DEFAULT_TENANT, TransferMode
 from xdt.platform.autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
+from xdt.platform.hosts import Link
 from xdt.platform.spec import (
     DEFAULT_PLATFORM_SPEC,
     FunctionSpec,
@@ -386,7 +387,7 @@ BAD: list[tuple[str, Any, str, str]] = [
         "function-unknown-key-no-near-match",
         minimal(zzz=1),
         "functions[0]",
-        r"unknown key 'zzz' \(known: command, concurrency, env, handler, initial_scale, "
+        r"unknown key 'zzz' \(known: command, concurrency, env, handler, host, initial_scale, "
         r"max_scale, memory, memory_limit, min_scale, name, ready_timeout, tenant, timeout, "
         r"transfer\)",
     ),
@@ -750,6 +751,41 @@ BAD: list[tuple[str, Any, str, str]] = [
         "platform.isolation",
         r"'strict' is not an isolation setting: auto .* on .* or off",
     ),
+    ("hosts-too-many", with_platform(hosts=101), "platform.hosts", r"from 0 to 100, got 101"),
+    ("hosts-not-a-number", with_platform(hosts="3"), "platform.hosts", r"whole number"),
+    (
+        "store-host-without-hosts",
+        with_platform(store_host=True),
+        "platform.store_host",
+        r"needs platform.hosts",
+    ),
+    ("link-without-hosts", with_platform(link={"rate": "1gbit"}), "platform.link", r"needs"),
+    (
+        "link-rate-bad",
+        with_platform(hosts=2, link={"rate": "fast"}),
+        "platform.link.rate",
+        r"not a rate: 'fast' \(write e.g. 10gbit",
+    ),
+    (
+        "link-unknown-key",
+        with_platform(hosts=2, link={"latency": "1ms"}),
+        "platform.link",
+        r"unknown key 'latency'",
+    ),
+    (
+        "host-without-hosts",
+        minimal(host=2),
+        "functions[resize].host",
+        r"2 is not a host: platform.hosts is not set",
+    ),
+    (
+        "host-beyond-hosts",
+        {**with_platform(hosts=2), "functions": [{"name": "f", "handler": "m:f", "host": [1, 3]}]},
+        "functions[f].host",
+        r"3 is not a host: platform.hosts makes hosts 1 to 2",
+    ),
+    ("host-zero", minimal(host=0), "functions[resize].host", r"at least 1"),
+    ("host-empty-list", minimal(host=[]), "functions[resize].host", r"name a host"),
 ]
 
 
@@ -764,6 +800,27 @@ def test_bad_spec_names_the_field_and_the_problem(document: Any, where: str, wro
     assert message.startswith(f"{where}: "), message
     assert re.search(wrong, message), message
     assert document == original  # the document is not modified
+
+
+def test_hosts_pins_and_links_parse() -> None:
+    spec = parse(
+        {
+            "platform": {
+                "hosts": 3,
+                "store_host": True,
+                "link": {"rate": "2.5Gbit/s", "delay": "1ms"},
+            },
+            "functions": [
+                {"name": "a", "handler": "m:f", "host": 2},
+                {"name": "b", "handler": "m:f", "host": [1, 3]},
+                {"name": "c", "handler": "m:f"},
+            ],
+        }
+    )
+    assert (spec.platform.hosts, spec.platform.store_host) == (3, True)
+    assert spec.platform.link == Link(rate=2_500_000_000, delay=0.001)
+    assert [f.host for f in spec.functions] == [(2,), (1, 3), ()]
+    assert (DEFAULT_PLATFORM_SPEC.hosts, DEFAULT_PLATFORM_SPEC.link) == (0, None)
 
 
 @pytest.mark.parametrize("key", ["inline_limit", "object_quota"])

@@ -27,6 +27,7 @@ do about it, and never carries a secret. The tree::
     ├── PlatformError                 the platform could not start or keep running one of its parts
     │   ├── StoreStartError           an embedded Redis or S3 server
     │   ├── InstanceStartError        an instance (its sidecar or function process)
+    │   ├── HostsError                the test hosts (network namespaces) of platform.hosts
     │   └── HandlerLoadError          a Python handler that cannot be imported
     ├── InternalError                 a bug in xdt: the message says where; please report it
     └── InvocationError               an invocation did not get the function's answer (.status)
@@ -59,6 +60,7 @@ __all__ = [
     "FunctionFailed",
     "FunctionNotFound",
     "HandlerLoadError",
+    "HostsError",
     "InstanceFailed",
     "InstanceStartError",
     "InternalError",
@@ -266,6 +268,13 @@ class InstanceStartError(PlatformError):
     """An instance (its sidecar or its function process) could not be started."""
 
     code = "instance_start_error"
+
+
+class HostsError(PlatformError):
+    """The test hosts of ``platform.hosts`` (network namespaces, veth links, a bridge) could
+    not be made: not root, ``ip`` or ``tc`` missing, or the kernel refused."""
+
+    code = "hosts_error"
 
 
 class HandlerLoadError(PlatformError):

@@ -9,8 +9,11 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 
 __all__ = [
+    "become",
+    "chain",
     "die_with_parent",
     "free_port",
     "isolated_child",
@@ -46,6 +49,17 @@ def die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def chain(*steps: Callable[[], None]) -> Callable[[], None]:
+    """One ``preexec_fn`` that runs ``steps`` in order (e.g. enter a host's network
+    namespace, then :func:`die_with_parent`)."""
+
+    def run() -> None:
+        for step in steps:
+            step()
+
+    return run
+
+
 def signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal a child's whole process group (each leads its own, ``start_new_session``)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -62,6 +76,15 @@ def free_port() -> int:
 
 
 _PR_SET_NO_NEW_PRIVS = 38
+
+
+def become(uid: int, gid: int) -> None:
+    """In a child between fork and exec: drop to ``uid``:``gid`` with no supplementary
+    groups — what subprocess's ``user``/``group``/``extra_groups`` do, as a step of a
+    ``preexec_fn`` for when something must run as root first."""
+    os.setgroups([])
+    os.setregid(gid, gid)
+    os.setreuid(uid, uid)
 
 
 def isolated_child() -> None:

@@ -6,7 +6,7 @@ import math
 import re
 from decimal import Decimal
 
-__all__ = ["format_duration", "format_size", "parse_duration", "parse_size"]
+__all__ = ["format_duration", "format_size", "parse_duration", "parse_rate", "parse_size"]
 
 _UNITS = {
     "": 1,
@@ -65,6 +65,22 @@ def parse_duration(text: str | float) -> float:
             f"not a duration: {text!r} (write a number with an optional unit: ms, s, m, h)"
         )
     return float(match.group(1)) * _DURATION_UNITS[match.group(2) or ""]
+
+
+_RATE_UNITS = {"bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]?bit)(?:/s|ps)?\s*", re.IGNORECASE)
+
+
+def parse_rate(text: str) -> int:
+    """Parse a link rate as ``tc`` writes it — ``"10gbit"``, ``"500mbit"``, ``"2.5Gbit/s"`` —
+    into bits per second (decimal units, as network rates are). Raises :class:`ValueError`."""
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not a rate: {text!r} (write e.g. 10gbit, 500mbit)")
+    bits = int(float(match.group(1)) * _RATE_UNITS[match.group(2).lower()])
+    if bits <= 0:
+        raise ValueError(f"not a rate: {text!r} (more than 0)")
+    return bits
 
 
 def format_duration(seconds: float) -> str:

@@ -33,6 +33,7 @@ reports the peaks with the case:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -44,7 +45,9 @@ from pathlib import Path
 
 from .._util.units import format_size
 from ..modes import DEFAULT_TRANSFER_SETTINGS, MODES
+from ..platform.hosts import Link
 from ..testing import LaunchedPlatform
+from ._link import LinkSampler
 from ._memory import MemorySampler
 from .targets import Outcome, keyed, load_targets
 
@@ -153,11 +156,27 @@ class MicroCase:
     peak_pss_bytes: int  # shared pages (memfds mapped by several processes) split between them
     peak_memory_bytes: int  # the footprint (see the module docstring)
     idle_memory_bytes: int  # the footprint at rest before the case
+    hosts: int = 0  # test hosts the platform ran on (--hosts); 0: one host
+    link_bits: int | None = None  # their links' shaped rate, bits per second
+    # Across hosts: the fastest host 1 (driver, consumer) or 2 (sinks) took bytes in over
+    # its link, over any 100 ms of the case: whether a gather fills the receiver's link.
+    peak_receive_bits: float | None = None
 
     @property
     def key(self) -> tuple[object, ...]:
-        """As :attr:`xdt.bench.targets.Address.key` names it."""
-        return ("micro", self.mode, self.pattern, self.size_bytes)
+        """As :attr:`xdt.bench.targets.Address.key` names it. Cases across test hosts have
+        keys of their own: the one-host targets do not judge them."""
+        base = ("micro", self.mode, self.pattern, self.size_bytes)
+        return base if not self.hosts else (*base, f"{self.hosts} hosts")
+
+    @property
+    def link_share(self) -> float | None:
+        """The receiver's payload bits per second over its link's shaped rate (None
+        unshaped): how close a cross-host case comes to line rate. Times are end to end —
+        the call, the pull, the answer — so this is a floor of what the pull itself reached."""
+        if not self.link_bits:
+            return None
+        return self.gb_per_s * 8e9 / self.link_bits
 
     @property
     def case_memory_bytes(self) -> int:
@@ -171,18 +190,41 @@ class MicroCase:
         return moved / self.median_s / 1e9
 
     def record(self) -> dict[str, object]:
-        return {**asdict(self), "gb_per_s": round(self.gb_per_s, 4)}
+        share = self.link_share
+        return {
+            **asdict(self),
+            "gb_per_s": round(self.gb_per_s, 4),
+            "link_share": None if share is None else round(share, 4),
+        }
 
 
-def _spec(mode: str) -> str:
+def _spec(mode: str, hosts: int = 0, link: Link | None = None) -> str:
+    """One instance of each function. Across test hosts: the driver and the consumer on
+    host 1, the sinks on host 2, the producers one on each other host (gather pulls from
+    them all: 4 producers with --hosts 5), the stores on a host of their own: every byte of
+    every mode crosses a link."""
+    scale = {name: 1 for name in ("driver", "sink", "sink_view", "produce", "consume")}
+    pins = {"driver": "1", "consume": "1", "sink": "2", "sink_view": "2"}
+    if hosts >= 3:
+        pins["produce"] = "[" + ", ".join(str(n) for n in range(2, hosts + 1)) + "]"
+        scale["produce"] = hosts - 1
     functions = "\n".join(
         f"  - {{name: {name.replace('_', '-')}, handler: micro_functions:{name}, "
-        "min_scale: 1, max_scale: 1}"
-        for name in ("driver", "sink", "sink_view", "produce", "consume")
+        f"min_scale: {count}, max_scale: {count}"
+        + (f", host: {pins.get(name, '2')}" if hosts else "")
+        + "}"
+        for name, count in scale.items()
     )
+    placed = ""
+    if hosts:
+        placed = f"  hosts: {hosts}\n  store_host: true\n"
+        if link is not None and (link.rate or link.delay):
+            shaped = [f"rate: {link.rate}bit"] if link.rate else []
+            shaped += [f"delay: {link.delay * 1e3:g}ms"] if link.delay else []
+            placed += f"  link: {{{', '.join(shaped)}}}\n"
     return (
         f"platform:\n  transfer: {mode}\n  object_quota: 4GiB\n  inline_limit: {INLINE_LIMIT}\n"
-        f"functions:\n{functions}\n"
+        f"{placed}functions:\n{functions}\n"
     )
 
 
@@ -195,14 +237,19 @@ def run_micro_bench(
     on_case: Callable[[MicroCase], None] = lambda case: None,
     on_start: Callable[[str], None] = lambda what: None,
     on_failure: Callable[[str], None] = lambda what: None,
+    hosts: int = 0,
+    link: Link | None = None,
+    on_platform: Callable[[LaunchedPlatform], None] = lambda platform: None,
 ) -> list[MicroCase]:
+    """Every case; ``hosts`` > 0 runs each platform across that many test hosts (2 at
+    least) with every ``link`` shaped. ``on_platform`` sees each platform once it is ready."""
     cases: list[MicroCase] = []
     with tempfile.TemporaryDirectory(prefix="xdt-micro-") as folder:
         root = Path(folder)
         root.chmod(0o755)  # isolated functions (their own uids) read their code from here
         (root / "micro_functions.py").write_text(_FUNCTIONS)
         for mode in modes:
-            (root / "xdt.yaml").write_text(_spec(mode))
+            (root / "xdt.yaml").write_text(_spec(mode, hosts, link))
             for size in sizes:
                 if mode == "inline" and size > INLINE_LIMIT:
                     continue  # over the limit by definition: refused, not measured
@@ -214,12 +261,16 @@ def run_micro_bench(
                     platform = LaunchedPlatform(root / "xdt.yaml", root / f"up-{mode}.log")
                     try:
                         platform.wait_ready()
+                        on_platform(platform)
                         for pattern in family:
                             try:
                                 case = _measure(platform, mode, pattern, size, runs)
                             except CaseFailed as failure:
                                 on_failure(f"{mode} {failure}")
                                 continue
+                            if hosts:
+                                rate = link.rate if link is not None else None
+                                case = dataclasses.replace(case, hosts=hosts, link_bits=rate)
                             cases.append(case)
                             on_case(case)
                     finally:
@@ -260,7 +311,10 @@ def _measure(
     times: list[float] = []
     if size < SMALL_CASE:
         runs = max(runs, SMALL_RUNS)
-    with sampler:  # from the warm-up on: the buffers a case warms are part of what it costs
+    hosts = platform.status()["hosts"]
+    receiver = "h1" if pattern == "gather" else "h2"  # the consumer is on 1, the sinks on 2
+    link = LinkSampler(hosts, receiver) if hosts is not None else contextlib.nullcontext()
+    with sampler, link:  # from the warm-up on: the buffers a case warms are part of its cost
         _call(url, order)  # warm: caches the payloads, connections and buffer pools
         for _ in range(runs):
             elapsed, *answers = _call(url, order).decode().split()
@@ -270,6 +324,7 @@ def _measure(
     return MicroCase(
         mode, pattern, size, statistics.median(times), min(times), max(times), runs,
         sampler.peak_rss, sampler.peak_pss, sampler.peak_memory, idle,
+        peak_receive_bits=link.peak_bits if isinstance(link, LinkSampler) else None,
     )  # fmt: skip
 
 

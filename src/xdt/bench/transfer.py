@@ -18,11 +18,17 @@ byte once (an XXH3 pass, the same in every path) → give the buffer back. Paths
 The producer is a child process (``python -m xdt.bench.transfer``) holding one object per size
 with unlimited pulls, serving the raw baseline (a thread), the aio yardstick (its event loop)
 and an :class:`~xdt.ObjectServer`.
+
+Across test hosts (``hosts=True``, :mod:`xdt.platform.hosts`; root) the producer runs on host 2
+and the consumer on host 1: every path but ``memcpy`` crosses both hosts' links and the bridge,
+shaped by ``link``; ``xdt-local`` has no meaning there and is left out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import os
 import socket
@@ -41,10 +47,13 @@ from .._core.refs import KEYRING_ENV, KeyRing
 from .._core.store import ObjectStore, StoreConfig
 from .._util.loops import run
 from .._util.tasks import TaskSet
+from ..platform.hosts import HostNetwork, Link, inside
 from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
 from .targets import Outcome, keyed, load_targets
 
 __all__ = ["PATHS", "Case", "default_runs", "run_transfer_bench"]
+
+_HOST_ENV = "XDT_BENCH_HOST"  # where the producer listens: 127.0.0.1, or its test host's address
 
 PATHS = ("memcpy", "raw-tcp", "aio-tcp", "xdt-tcp", "xdt-local")
 DEFAULT_SIZES = (1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20)
@@ -61,10 +70,20 @@ class Case:
     runs: int
     loop: str
 
+    link: str | None = None  # across test hosts: their links ("10 Gbit/s", "unshaped")
+    link_bits: int | None = None  # the shaped rate, bits per second
+
     @property
     def key(self) -> tuple[object, ...]:
-        """As :attr:`xdt.bench.targets.Address.key` names it."""
-        return ("transfer", self.path, self.size_bytes)
+        """As :attr:`xdt.bench.targets.Address.key` names it; cases across test hosts have
+        keys of their own (the one-host targets do not judge them)."""
+        base = ("transfer", self.path, self.size_bytes)
+        return base if self.link is None else (*base, "across hosts")
+
+    @property
+    def link_share(self) -> float | None:
+        """Bits per second over the shaped rate: how close the path comes to line rate."""
+        return self.size_bytes * 8 / self.median_s / self.link_bits if self.link_bits else None
 
     @property
     def gbps(self) -> float:
@@ -73,6 +92,8 @@ class Case:
     def record(self, baseline: Case | None) -> dict[str, object]:
         record: dict[str, object] = asdict(self)
         record["gb_per_s"] = round(self.gbps, 4)
+        if self.link_share is not None:
+            record["link_share"] = round(self.link_share, 4)
         if baseline is not None:
             record["speed_vs_raw_tcp"] = round(baseline.median_s / self.median_s, 4)
         return record
@@ -145,20 +166,21 @@ async def _answer_aio(
 
 async def _produce(sizes: list[int]) -> None:
     keyring = KeyRing.from_env()
+    host = os.environ.get(_HOST_ENV, "127.0.0.1")
     payloads = {size: _payload(size) for size in sizes}
-    raw = socket.create_server(("127.0.0.1", 0))
+    raw = socket.create_server((host, 0))
     threading.Thread(target=_serve_raw, args=(raw, payloads), daemon=True).start()
-    aio = socket.create_server(("127.0.0.1", 0))
+    aio = socket.create_server((host, 0))
     aio.setblocking(False)
     serving_aio = asyncio.ensure_future(_serve_aio(aio, payloads))
     store = ObjectStore(StoreConfig(quota_bytes=sum(sizes) + (1 << 20), max_ttl=86400.0))
-    async with ObjectServer(store, keyring, ServerConfig()) as server:
+    async with ObjectServer(store, keyring, ServerConfig(host=host)) as server:
         refs = {}
         for size in sizes:
             obj = await store.put(payloads[size], pulls=None, ttl=86400.0)
             refs[str(size)] = server.seal(obj)
         ports = {"raw": raw.getsockname()[1], "aio": aio.getsockname()[1]}
-        print(json.dumps({"ports": ports, "refs": refs}), flush=True)
+        print(json.dumps({"host": host, "ports": ports, "refs": refs}), flush=True)
         # Serve until the consumer closes our stdin.
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     serving_aio.cancel()
@@ -182,8 +204,8 @@ async def _measure(once: Once, runs: int) -> list[float]:
     return samples
 
 
-def _connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
+def _connect(host: str, port: int) -> socket.socket:
+    sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -253,16 +275,45 @@ def run_transfer_bench(
     paths: Sequence[str] = PATHS,
     loop: str = "asyncio",
     on_case: Callable[[Case], None] | None = None,
+    hosts: bool = False,
+    link: Link | None = None,
 ) -> list[Case]:
-    """Start a producer, measure every (size, path), stop the producer; returns the cases."""
+    """Start a producer, measure every (size, path), stop the producer; returns the cases.
+    ``hosts``: the producer on one test host, the consumer on another, ``link`` shaping
+    their links (raises :class:`~xdt.HostsError` where test hosts cannot be made)."""
+    if not hosts:
+        return _run(sizes, runs, paths, loop, on_case)
+    network = HostNetwork(2, link=link)
+    network.start()
+    try:
+        across = [p for p in paths if p != "xdt-local"]
+        cases = _run(sizes, runs, across, loop, on_case, network)
+    finally:
+        network.close()
+    rate = link.rate if link is not None else None
+    described = (link or Link()).describe()
+    return [dataclasses.replace(c, link=described, link_bits=rate) for c in cases]
+
+
+def _run(
+    sizes: Sequence[int],
+    runs: int | None,
+    paths: Sequence[str],
+    loop: str,
+    on_case: Callable[[Case], None] | None,
+    network: HostNetwork | None = None,
+) -> list[Case]:
     keyring = KeyRing.generate()
     env = {**os.environ, KEYRING_ENV: keyring.to_text(), "XDT_BENCH_LOOP": loop}
+    if network is not None:
+        env[_HOST_ENV] = network.host(2).address
     producer = subprocess.Popen(
         [sys.executable, "-m", "xdt.bench.transfer", *map(str, sizes)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
         text=True,
+        preexec_fn=network.host(2).enter() if network is not None else None,
     )
     try:
         assert producer.stdout is not None
@@ -270,7 +321,11 @@ def run_transfer_bench(
         if not line:
             raise RuntimeError("the benchmark producer process failed to start (see its stderr)")
         hello = json.loads(line)
-        return run(_consume(keyring, hello, sizes, runs, paths, loop, on_case), loop)
+        consume = functools.partial(_consume, keyring, hello, sizes, runs, paths, loop, on_case)
+        if network is None:
+            return run(consume(), loop)
+        with inside(network.host(1).netns):  # this thread's sockets: host 1's
+            return run(consume(), loop)
     finally:
         if producer.stdin is not None:
             producer.stdin.close()
@@ -279,6 +334,8 @@ def run_transfer_bench(
         except subprocess.TimeoutExpired:
             producer.kill()
             producer.wait()
+        if producer.stdout is not None:
+            producer.stdout.close()
 
 
 async def _consume(
@@ -290,8 +347,8 @@ async def _consume(
     loop: str,
     on_case: Callable[[Case], None] | None,
 ) -> list[Case]:
-    refs, ports = hello["refs"], hello["ports"]
-    assert isinstance(refs, dict) and isinstance(ports, dict)
+    refs, ports, host = hello["refs"], hello["ports"], hello["host"]
+    assert isinstance(refs, dict) and isinstance(ports, dict) and isinstance(host, str)
     cases = []
     async with (
         PullClient(keyring, ClientConfig(local=False)) as tcp,
@@ -303,7 +360,7 @@ async def _consume(
                 if path == "memcpy":
                     samples = await _measure(_memcpy_once(size), count)
                 elif path in ("raw-tcp", "aio-tcp"):
-                    with _connect(ports[path[:3]]) as sock:
+                    with _connect(host, ports[path[:3]]) as sock:
                         make = _raw_once if path == "raw-tcp" else _aio_once
                         samples = await _measure(make(sock, size), count)
                 else:

@@ -6,20 +6,25 @@ import argparse
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .._core.errors import HostsError
 from .._util import thp
 from .._util.loops import LOOPS
-from .._util.units import format_duration, format_size, parse_size
+from .._util.units import format_duration, format_size, parse_duration, parse_rate, parse_size
 from ..bench.targets import keyed, load_targets
+from ..platform.hosts import Link, format_rate
 from .check import add_parser as add_check
 from .check import print_outcomes, provenance
 from .evaluation import add_parsers as add_evaluation
+
+if TYPE_CHECKING:
+    from ..testing import LaunchedPlatform
 
 __all__ = ["add_parser"]
 
@@ -43,6 +48,15 @@ def add_parser(commands: Any) -> None:
         "--markdown", type=Path, default=None, help="write the table as Markdown, with its commit"
     )
     transfer.add_argument("--loop", choices=LOOPS, default="asyncio", help="event loop to use")
+    transfer.add_argument(
+        "--hosts", action="store_true",
+        help="producer and consumer on two test hosts (network namespaces; root): every path "
+        "but memcpy crosses their links",
+    )  # fmt: skip
+    transfer.add_argument(
+        "--link", type=_link, default=None,
+        help="with --hosts: shape both links, e.g. 10gbit or 10gbit,0.1ms",
+    )  # fmt: skip
 
     platform = benches.add_parser(
         "platform",
@@ -80,6 +94,15 @@ def add_parser(commands: Any) -> None:
     micro.add_argument("--patterns", default=None, help="comma-separated patterns (default all)")
     micro.add_argument("--json", type=Path, default=None, help="write one record per case")
     micro.add_argument("--plot", type=Path, default=None, help="write a PNG: time vs size")
+    micro.add_argument(
+        "--hosts", type=int, default=0,
+        help="run across this many test hosts (network namespaces; root): driver on host 1, "
+        "sinks on host 2, producers spread over the others, stores on a host of their own",
+    )  # fmt: skip
+    micro.add_argument(
+        "--link", type=_link, default=None,
+        help="with --hosts: shape every link, e.g. 10gbit or 10gbit,0.1ms (rate, delay)",
+    )  # fmt: skip
 
     soak = benches.add_parser(
         "soak",
@@ -103,6 +126,17 @@ def add_parser(commands: Any) -> None:
     micro.set_defaults(run=_bench_micro)
 
 
+def _link(text: str) -> Link:
+    rate, _, delay = text.partition(",")
+    try:
+        return Link(
+            rate=parse_rate(rate) if rate.strip() else None,
+            delay=parse_duration(delay) if delay.strip() else None,
+        )
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [parse_size(part) for part in text.split(",") if part.strip()]
@@ -120,10 +154,17 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
     if args.runs is not None and args.runs < 1:
         console.print("[red]error:[/red] --runs must be at least 1")
         return 2
-    total = len(sizes) * len(PATHS)
+    if args.link is not None and not args.hosts:
+        console.print("[red]error:[/red] --link shapes the links of test hosts: add --hosts")
+        return 2
+    paths = [p for p in PATHS if not (args.hosts and p == "xdt-local")]
+    total = len(sizes) * len(paths)
+    placed = (
+        f"; across 2 test hosts, links {(args.link or Link()).describe()}" if args.hosts else ""
+    )
     console.print(
-        f"xdt bench transfer: {len(sizes)} sizes × {len(PATHS)} paths, loop {args.loop}, "
-        f"runs per case {args.runs or 'adaptive'}; {thp.describe()}"
+        f"xdt bench transfer: {len(sizes)} sizes × {len(paths)} paths, loop {args.loop}, "
+        f"runs per case {args.runs or 'adaptive'}; {thp.describe()}{placed}"
     )
     with Progress(
         TextColumn("{task.description}"),
@@ -140,11 +181,20 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
                 task, advance=1, description=f"{case.path} {format_size(case.size_bytes)}"
             )
 
-        cases = run_transfer_bench(sizes, runs=args.runs, loop=args.loop, on_case=done)
+        try:
+            cases = run_transfer_bench(
+                sizes, runs=args.runs, loop=args.loop, on_case=done,
+                hosts=args.hosts, link=args.link,
+            )  # fmt: skip
+        except HostsError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            return 1
 
     baseline = {c.size_bytes: c for c in cases if c.path == "raw-tcp"}
     table = Table(title="one object, producer process → consumer process (median of runs)")
-    for column in ("path", "size", "median", "min", "max", "GB/s", "speed vs raw-tcp", "runs"):
+    shaped = args.link is not None and args.link.rate
+    for column in ("path", "size", "median", "min", "max", "GB/s", "speed vs raw-tcp", "runs",
+                   *(["of the link"] if shaped else [])):  # fmt: skip
         table.add_column(column, justify="left" if column == "path" else "right")
     for case in cases:
         raw = baseline.get(case.size_bytes)
@@ -158,6 +208,7 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
             f"{case.gbps:.2f}",
             speed,
             str(case.runs),
+            *([f"{case.link_share:.0%}" if case.link_share is not None else "-"] if shaped else []),
         )
     console.print(table)
     console.print("speed vs raw-tcp = raw-tcp median / this median (above 1: faster than raw-tcp)")
@@ -167,29 +218,37 @@ def _bench_transfer(args: argparse.Namespace, console: Console) -> int:
         args.json.write_text(json.dumps(records, indent=2) + "\n")
         console.print(f"wrote {len(records)} records to {args.json}")
     if args.markdown is not None:
-        args.markdown.write_text(_transfer_markdown(cases, sizes))
+        args.markdown.write_text(_transfer_markdown(cases, sizes, paths, args))
         console.print(f"wrote {args.markdown}")
     return 0
 
 
-def _transfer_markdown(cases: list[Any], sizes: list[int]) -> str:
-    """One row per size, one column per path, then the speed of the xdt paths vs raw-tcp."""
-    from ..bench.transfer import PATHS
-
+def _transfer_markdown(
+    cases: list[Any], sizes: list[int], paths: list[str], args: argparse.Namespace
+) -> str:
+    """One row per size, one column per path, then the speed of the xdt paths vs raw-tcp
+    (and across shaped hosts, xdt-tcp's share of the link)."""
     by = {(c.path, c.size_bytes): c for c in cases}
     command = "xdt bench transfer --sizes " + ",".join(
         format_size(s).replace(" ", "") for s in sizes
     )
+    if args.hosts:
+        command += " --hosts" + (f" --link {args.link.as_text()}" if args.link is not None else "")
+    versus = [p for p in ("xdt-tcp", "xdt-local") if p in paths]
+    shaped = args.link is not None and args.link.rate
+    extra = [f"{p} vs raw" for p in versus] + (["xdt-tcp of the link"] if shaped else [])
     lines = [
         f"Measured with {provenance(command)}:",
         "",
-        "| size | " + " | ".join(PATHS) + " | xdt-tcp vs raw | xdt-local vs raw |",
-        "|---:|" + "---:|" * (len(PATHS) + 2),
+        "| size | " + " | ".join([*paths, *extra]) + " |",
+        "|---:|" + "---:|" * (len(paths) + len(extra)),
     ]
     for size in sizes:
-        row = [format_size(size)] + [format_duration(by[(p, size)].median_s) for p in PATHS]
+        row = [format_size(size)] + [format_duration(by[(p, size)].median_s) for p in paths]
         raw = by[("raw-tcp", size)].median_s
-        row += [f"{raw / by[(p, size)].median_s:.2f}×" for p in ("xdt-tcp", "xdt-local")]
+        row += [f"{raw / by[(p, size)].median_s:.2f}×" for p in versus]
+        if shaped:
+            row.append(f"{by[('xdt-tcp', size)].link_share:.0%}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -257,6 +316,7 @@ def _bench_platform(args: argparse.Namespace, console: Console) -> int:
 
 
 def _bench_micro(args: argparse.Namespace, console: Console) -> int:
+    from ..bench._link import iperf3_rate
     from ..bench.micro import (
         DEFAULT_SIZES,
         INLINE_LIMIT,
@@ -280,14 +340,30 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
         return 2
     sizes = args.sizes or list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
     runs = args.runs or (3 if args.quick else 5)
+    if args.link is not None and args.hosts < 2:
+        console.print("[red]error:[/red] --link shapes the links of test hosts: add --hosts 3")
+        return 2
+    if args.hosts == 1:
+        console.print("[red]error:[/red] --hosts needs 2 at least (the sinks are on host 2)")
+        return 2
     failures: list[str] = []
     total = sum(
         1 for m in modes for _ in patterns for s in sizes if m != "inline" or s <= INLINE_LIMIT
     )
+    placed = ""
+    if args.hosts:
+        placed = f"; across {args.hosts} test hosts, links {(args.link or Link()).describe()}"
     console.print(
         f"xdt bench micro: {len(modes)} modes × {len(patterns)} patterns × {len(sizes)} sizes "
-        f"({total} cases), {runs} runs each; {thp.describe()}"
+        f"({total} cases), {runs} runs each; {thp.describe()}{placed}"
     )
+    baseline: list[str] = []
+
+    def measure_link(platform: LaunchedPlatform) -> None:
+        hosts = platform.status()["hosts"]
+        if hosts is not None and not baseline:  # once: every platform has the same links
+            baseline.append(iperf3_rate(hosts))
+
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
@@ -307,7 +383,7 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
         cases = run_micro_bench(
             modes=modes, patterns=patterns, sizes=sizes, runs=runs, on_case=done,
             on_start=lambda what: progress.update(task, description=what),
-            on_failure=failed,
+            on_failure=failed, hosts=args.hosts, link=args.link, on_platform=measure_link,
         )  # fmt: skip
     for pattern in patterns:
         table = Table(
@@ -332,10 +408,17 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
                     None,
                 )
                 if case is not None:
+                    share = case.link_share
                     row.append(
                         f"{format_duration(case.median_s)} ({case.gb_per_s:.2f}; "
                         f"{format_size(case.peak_rss_bytes)}; "
-                        f"+{format_size(case.case_memory_bytes)})"
+                        f"+{format_size(case.case_memory_bytes)}"
+                        + (f"; link {share:.0%}" if share is not None else "")
+                        + (
+                            f"; peak in {format_rate(case.peak_receive_bits)})"
+                            if case.peak_receive_bits
+                            else ")"
+                        )
                     )
                 else:
                     row.append(
@@ -343,6 +426,13 @@ def _bench_micro(args: argparse.Namespace, console: Console) -> int:
                     )
             table.add_row(*row)
         console.print(table)
+    if args.hosts:
+        console.print(
+            "link: the receiver's payload bits per second over the shaped rate, end to end "
+            "(call, pull, answer); peak in: the fastest the receiver's link carried bytes in "
+            "over any 100 ms of the case; iperf3 host 1 → host 2, one stream: "
+            + (baseline[0] if baseline else "not measured")
+        )
     for failure in failures:
         console.print(f"[red]failed:[/red] {escape(failure)}")
     print_outcomes(console, describe_targets(cases))

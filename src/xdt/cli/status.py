@@ -17,7 +17,7 @@ from .._util import thp
 from .._util.units import format_duration, format_size
 from ..platform.status import PlatformStatus
 from ._options import add_url_option, get_json
-from .up import isolation_summary, stores_summary
+from .up import hosts_summary, isolation_summary, stores_summary
 
 __all__ = ["add_parser", "run"]
 
@@ -63,6 +63,9 @@ def render_status(status: PlatformStatus, console: Console) -> None:
     console.print(stores_summary(status["stores"]), soft_wrap=True)
     for down in status["stores_down"]:
         console.print(f"[red]store down: {escape(down)}[/red]", soft_wrap=True)
+    hosts = hosts_summary(status.get("hosts"))
+    if hosts is not None:
+        console.print(hosts, soft_wrap=True)
     objects = status.get("objects")
     if objects is not None:
         console.print(
@@ -72,8 +75,9 @@ def render_status(status: PlatformStatus, console: Console) -> None:
             soft_wrap=True,
         )
     instances = Table(title="instances", title_justify="left", box=SIMPLE_HEAD, padding=(0, 1))
-    for column in ("instance", "state", "busy", "objs", "held", "restarts", "uptime",
-                   "pids", "code"):  # fmt: skip
+    hosted = status.get("hosts") is not None
+    for column in ("instance", *(["host"] if hosted else []), "state", "busy", "objs", "held",
+                   "restarts", "uptime", "pids", "code"):  # fmt: skip
         instances.add_column(column)
     for f in status["functions"].values():
         for i in f["instances"]:
@@ -81,7 +85,8 @@ def render_status(status: PlatformStatus, console: Console) -> None:
             if i["id"] in f["crash_looping"]:
                 state = f"[red]{state}, crash-looping[/red]"
             instances.add_row(
-                i["id"], state, str(i["in_flight"]), str(i["objects"]),
+                i["id"], *([i.get("host") or "-"] if hosted else []), state,
+                str(i["in_flight"]), str(i["objects"]),
                 format_size(i["bytes_held"]), str(i["restarts"]),
                 format_duration(i["uptime_s"]), f"{i['sidecar_pid']}/{i['function_pid']}",
                 i["code_version"] or "-",

@@ -22,8 +22,9 @@ from ..platform.embedded import SHUTDOWN_GRACE
 from ..platform.events import Event
 from ..platform.isolation import isolation_wanted
 from ..platform.spec import exposed_secrets
+from ..platform.status import HostsStatus
 
-__all__ = ["add_parser", "isolation_summary", "run"]
+__all__ = ["add_parser", "hosts_summary", "isolation_summary", "run"]
 
 
 def add_parser(commands: Any) -> None:
@@ -49,6 +50,17 @@ def stores_summary(started: list[str]) -> str:
     if not started:
         return "stores: none started by xdt (no function needs one, or the spec names its own)"
     return "stores: " + "; ".join(started) + " (embedded: started and stopped with the platform)"
+
+
+def hosts_summary(hosts: HostsStatus | None) -> str | None:
+    """One line on the test hosts (platform.hosts), None without them."""
+    if hosts is None:
+        return None
+    listed = ", ".join(f"{name} {address}" for name, address in hosts["hosts"].items())
+    return (
+        f"hosts: {listed} (network namespaces on {hosts['network']}; links {hosts['link']}; "
+        f"this machine {hosts['machine']})"
+    )
 
 
 def isolation_summary(isolated: bool, sandboxed: bool) -> str:
@@ -141,6 +153,9 @@ async def _up(spec: Spec, console: Console, *, watch: bool = False) -> None:
         console.print(f"isolation: {isolation_summary(isolated, platform.sandboxed)}")
         console.print(thp.describe())
         console.print(stores_summary(platform.stores.started if platform.stores else []))
+        hosts = hosts_summary(platform.status()["hosts"])
+        if hosts is not None:
+            console.print(hosts, soft_wrap=True)
         console.print(
             f"logs: {platform.logs_dir}/<instance>.log; `xdt logs -f` follows them all",
             soft_wrap=True,

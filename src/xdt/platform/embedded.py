@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -45,6 +46,7 @@ from .codeversion import code_version
 from .deployment import Deployment
 from .events import Event, Kind
 from .gateway import create_app
+from .hosts import HostNetwork
 from .instances import Instance, InstanceManager, State, check_import
 from .isolation import (
     Identity,
@@ -58,7 +60,7 @@ from .objects import GatewayObjects
 from .preflight import check_functions
 from .sandbox import available, sandbox_wanted
 from .spec import Spec
-from .status import PlatformStatus, UsageReport
+from .status import HostsStatus, PlatformStatus, UsageReport
 from .stores import EmbeddedStores, embedded_credentials
 
 __all__ = ["Platform"]
@@ -105,6 +107,7 @@ class Platform:
         self.keyring = keyring or _keyring_for(spec)
         self.on_event = on_event
         self.url = ""
+        self.inner_url = ""  # where instances call the gateway: url, or with hosts their side
         self.deployments: dict[str, Deployment] = {}
         self.started_at = time.monotonic()
         self._run_dir: Path | None = None
@@ -125,6 +128,8 @@ class Platform:
         self.identities: dict[str, Identity] | None = None  # None: not isolated
         self.sandboxed = False  # isolated functions in bubblewrap (xdt.platform.sandbox)
         self.objects: GatewayObjects | None = None  # callers' uploads and downloads
+        self.hosts: HostNetwork | None = None  # platform.hosts: the test hosts
+        self._inner_listener: asyncio.Server | None = None  # the gateway, for the hosts
 
     async def __aenter__(self) -> Platform:
         await self.start()
@@ -157,6 +162,9 @@ class Platform:
                 identity = self.identities[function.name]
                 check_reachable(function, identity, sandboxed=self.sandboxed)
         self.cleaned = remove_stale_run_folders()
+        if settings.hosts:
+            self.hosts = HostNetwork(settings.hosts, settings.store_host, settings.link)
+            await asyncio.to_thread(self.hosts.start)
         # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
         self._run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
         (self._run_dir / OWNER_FILE).write_text(json.dumps(_owner(os.getpid())))
@@ -180,25 +188,38 @@ class Platform:
             reuse_address=True, start_serving=False,
         )  # fmt: skip
         self.url = http_url(settings.host, port_of(self._listener))
-        self.stores = EmbeddedStores(self.spec, on_event=self._store_event)
+        # What instances call other functions through: this URL, or with test hosts the
+        # gateway on the machine's address on their network (their 127.0.0.1 is their own).
+        self.inner_url = inner_url = self.url
+        if self.hosts is not None:
+            self._inner_listener = await serve_tcp(
+                self._runner, self.hosts.machine_address, 0, GATEWAY_LIMITS,
+                what="the gateway (test hosts' side)", start_serving=False,
+            )  # fmt: skip
+            inner_url = http_url(self.hosts.machine_address, port_of(self._inner_listener))
+            self.inner_url = inner_url
+        self.stores = EmbeddedStores(self.spec, on_event=self._store_event, **self._store_place())
         store_settings = await self.stores.start()
         embedded_s3 = settings.s3_endpoint_url is None and TransferMode.S3 in self.spec.modes()
         manager = InstanceManager(
             self.spec,
             self.keyring,
             self._run_dir,
-            self.url,
+            inner_url,
             self._session,
             self._instance_event,
             stores=store_settings,
             sidecar_env=embedded_credentials() if embedded_s3 else None,
             identities=self.identities,
             sandboxed=self.sandboxed,
+            hosts=self.hosts,
         )
         self.objects = GatewayObjects(
             self.spec, self.keyring, manager.objects_dir, store_settings,
             function_uids=[i.uid for i in (self.identities or {}).values()],
             credentials=embedded_credentials() if embedded_s3 else None,
+            host=self.hosts.machine_address if self.hosts else None,
+            hosts_network=self.hosts.network if self.hosts else None,
         )  # fmt: skip
         await self.objects.start()
         self._janitor = Janitor(
@@ -213,8 +234,19 @@ class Platform:
         for deployment in self.deployments.values():
             deployment.reconcile()
         self._loops = [asyncio.create_task(self._autoscale(settings.autoscaler.bucket_size))]
+        if self._inner_listener is not None:
+            await self._inner_listener.start_serving()
         await self._listener.start_serving()
         self.accepting = True
+
+    def _store_place(self) -> dict[str, Any]:
+        """Where the embedded stores run: this machine's loopback; with test hosts, the
+        machine's address on their network, or the store host (platform.store_host)."""
+        if self.hosts is None:
+            return {}
+        if self.hosts.store is not None:
+            return {"host": self.hosts.store.address, "enter": self.hosts.store.enter()}
+        return {"host": self.hosts.machine_address}
 
     @property
     def in_flight(self) -> int:
@@ -245,6 +277,8 @@ class Platform:
             await self.stores.close()
         if self._listener is not None:
             self._listener.close()
+        if self._inner_listener is not None:
+            self._inner_listener.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -262,6 +296,8 @@ class Platform:
             else:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
+        if self.hosts is not None:
+            await asyncio.to_thread(self.hosts.close)  # every process in them has stopped
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -405,8 +441,16 @@ class Platform:
             "sandbox": self.sandboxed,
             "logs": str(self.logs_dir) if self.logs_dir is not None else "",
             "objects": self.objects.status() if self.objects is not None else None,
+            "hosts": self.hosts.describe(self.inner_url)
+            if self.hosts and self.hosts.index is not None
+            else None,
             "functions": {name: d.status() for name, d in self.deployments.items()},
         }
+
+    def _hosts_status(self) -> HostsStatus | None:
+        if self.hosts is None or self.hosts.index is None:
+            return None
+        return self.hosts.describe(self.inner_url)
 
     async def usage(self) -> UsageReport:
         """What each function used since the platform started, with its billed memory,

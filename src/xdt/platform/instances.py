@@ -51,13 +51,22 @@ from .._http.headers import HOP_HEADER
 from .._util.logs import StampedLines
 from .._util.names import http_url
 from .._util.polling import until
-from .._util.process import die_with_parent, free_port, isolated_child, limit_memory, terminate
+from .._util.process import (
+    become,
+    chain,
+    die_with_parent,
+    free_port,
+    isolated_child,
+    limit_memory,
+    terminate,
+)
 from .._util.tasks import TaskSet
 from ..modes import StoreSettings
 from ..sidecar.config import Faces, Launch, RunsAs, SidecarConfig
 from ..sidecar.usage import Usage
 from .codeversion import code_version
 from .events import Event, Kind
+from .hosts import Host, HostNetwork
 from .isolation import Identity, command_root, make_private_folder, remove_private_folder
 from .sandbox import Sandbox
 from .spec import FunctionSpec, Spec
@@ -118,6 +127,8 @@ class Instance:
     usage: Usage = field(default_factory=Usage)  # as its sidecar last reported it
     usage_asked: float = 0.0  # when that reading was asked for
     output: asyncio.Task[None] | None = None  # a command's output, stamped into its log
+    host: Host | None = None  # its test host (platform.hosts); None: this machine's network
+    left_host: bool = False  # counted off its host's instances (placement)
 
     @property
     def serving(self) -> bool:
@@ -140,6 +151,7 @@ class Instance:
             "in_flight": in_flight,
             "crashes": self.crashes,
             "code_version": self.code_version,
+            "host": self.host.name if self.host else None,
         }
 
 
@@ -159,8 +171,10 @@ class InstanceManager:
         sidecar_env: dict[str, str] | None = None,
         identities: Mapping[str, Identity] | None = None,
         sandboxed: bool = False,
+        hosts: HostNetwork | None = None,
     ) -> None:
         self.spec = spec
+        self.hosts = hosts  # None: every instance on this machine's own network
         self.platform = spec.platform
         self.identities = identities  # None: functions run under our uid (no isolation)
         self.sandboxed = sandboxed  # isolated functions in bubblewrap (.sandbox)
@@ -177,6 +191,10 @@ class InstanceManager:
         # look in), so none can be taken or reached by a function.
         self.objects_dir = run_dir / "objects"
         self.objects_dir.mkdir(mode=0o700, exist_ok=True)
+        # With test hosts, a folder of them per host: a receiver finds its source's socket
+        # (the same-host path) only when both are on one host.
+        for host in hosts.hosts if hosts else ():
+            (self.objects_dir / host.name).mkdir(mode=0o700, exist_ok=True)
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -185,7 +203,8 @@ class InstanceManager:
         instance_id = f"{function.name}-{next(self._counter)}"
         identity = self.identities[function.name] if self.identities is not None else None
         log = self.run_dir / "logs" / f"{instance_id}.log"
-        return Instance(instance_id, function, log, identity=identity)
+        host = self.hosts.place(function.name, function.host) if self.hosts else None
+        return Instance(instance_id, function, log, identity=identity, host=host)
 
     async def start(self, instance: Instance) -> None:
         """Start the processes and wait until READY. Raises :class:`InstanceStartError`."""
@@ -227,6 +246,7 @@ class InstanceManager:
             instance.function_port = free_port()
             instance.upstream = f"http:{instance.function_port}"
         identity = instance.identity
+        host = instance.host
         config = SidecarConfig(
             function=function.name,
             instance=instance.id,
@@ -239,14 +259,15 @@ class InstanceManager:
             transfer=self.spec.transfer_of(function),
             stores=self.stores,
             faces=Faces(
-                host=self.platform.instance_host,
+                host=host.address if host else self.platform.instance_host,
                 ingress_socket=ingress_socket,
                 egress_socket=instance.egress_socket,
-                objects_dir=str(self.objects_dir),
+                objects_dir=str(self.objects_dir / host.name if host else self.objects_dir),
             ),
             runs_as=RunsAs(identity.uid, identity.gid) if identity else None,
             keep_warm=self.platform.keep_warm,
             error_detail=self.platform.error_detail,
+            pull_timeout=self.platform.pull_timeout,
         )
         # The configuration (whose Redis URL may hold a password) and the key ring go over a
         # pipe: not on the command line, which every local user can read in
@@ -258,7 +279,7 @@ class InstanceManager:
             instance.sidecar = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xdt.sidecar", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=chain(host.enter(), die_with_parent) if host else die_with_parent,
             )  # fmt: skip
         assert instance.sidecar.stdin is not None
         instance.sidecar.stdin.write(launch.to_json().encode())
@@ -275,18 +296,18 @@ class InstanceManager:
                 + _tail(instance.log_path)
             )
         ports = json.loads(line)
-        host = self.platform.instance_host
+        address = host.address if host else self.platform.instance_host
         instance.pool = ConnectionPool(
-            host, ports["ingress"], unix_path=ingress_socket,
+            address, ports["ingress"], unix_path=ingress_socket,
             # An answer is at most what the function may hand its sidecar, plus an error's
             # room; one over a MiB is passed on to the caller chunk by chunk, never held.
             max_answer=max(self.spec.platform.inline_limit, self.spec.platform.object_quota)
             + (64 << 10),
             stream_over=1 << 20,
         )  # fmt: skip
-        instance.ingress_url = http_url(host, ports["ingress"])
+        instance.ingress_url = http_url(address, ports["ingress"])
         # The secret path is the TCP egress's only credential: any local process can connect.
-        instance.egress_url = http_url(host, ports["egress"]) + str(ports["egress_path"])
+        instance.egress_url = http_url(address, ports["egress"]) + str(ports["egress_path"])
         instance.objects_address = ports["objects"]
 
     async def _start_function(self, instance: Instance) -> None:
@@ -314,6 +335,7 @@ class InstanceManager:
         argv, options = confine(
             function, argv, env, instance.identity, instance.private,
             sandboxed=self.sandboxed, sockets=[Path(instance.egress_socket)],
+            enter=instance.host.enter() if instance.host else None,
         )  # fmt: skip
         if function.memory_limit is not None:
             options["preexec_fn"] = functools.partial(
@@ -512,6 +534,9 @@ class InstanceManager:
         await self._kill_process(instance.sidecar)
         if instance.private is not None:
             remove_private_folder(instance.private)
+        if instance.host is not None and self.hosts is not None and not instance.left_host:
+            instance.left_host = True
+            self.hosts.leave(instance.function.name, instance.host)
 
     @staticmethod
     async def _kill_process(process: asyncio.subprocess.Process | None) -> None:
@@ -547,19 +572,27 @@ def confine(
     *,
     sandboxed: bool,
     sockets: list[Path],
+    enter: Callable[[], None] | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """How to run ``argv`` as ``function``'s process: under its own uid with ``private`` as
-    its home (isolated), in its sandbox (sandboxed); ``env`` is adjusted to match. The
-    (argv, subprocess options)."""
-    options: dict[str, Any] = {"preexec_fn": die_with_parent}
+    its home (isolated), in its sandbox (sandboxed), on its test host (``enter``, a preexec
+    step into the host's network namespace); ``env`` is adjusted to match. The (argv,
+    subprocess options)."""
+    first = [enter] if enter is not None else []
+    options: dict[str, Any] = {"preexec_fn": chain(*first, die_with_parent)}
     if identity is None or private is None:
         return argv, options
     for name in ("USER", "LOGNAME", "MAIL"):  # the platform's, not this uid's
         env.pop(name, None)
     env.update(HOME=str(private / "home"), TMPDIR=str(private / "tmp"))
     if not sandboxed:
-        return argv, {"user": identity.uid, "group": identity.gid, "extra_groups": [],
-                      "umask": 0o077, "preexec_fn": isolated_child}  # fmt: skip
+        if enter is None:
+            return argv, {"user": identity.uid, "group": identity.gid, "extra_groups": [],
+                          "umask": 0o077, "preexec_fn": isolated_child}  # fmt: skip
+        # Entering a namespace takes root, and subprocess switches uid before preexec_fn:
+        # here the switch comes after the entry, in the same step.
+        switch = functools.partial(become, identity.uid, identity.gid)
+        return argv, {"umask": 0o077, "preexec_fn": chain(enter, switch, isolated_child)}
     # bwrap runs as root to make the sandbox; setpriv inside drops to the uid.
     extra = []
     if function.command is not None:
@@ -569,7 +602,10 @@ def confine(
     sandbox = Sandbox.for_function(
         *identity, folder=function.folder, private=private, sockets=sockets, extra=extra
     )
-    return sandbox.argv(argv, cwd=function.folder), {"umask": 0o077, "preexec_fn": die_with_parent}
+    return sandbox.argv(argv, cwd=function.folder), {
+        "umask": 0o077,
+        "preexec_fn": chain(*first, die_with_parent),
+    }
 
 
 IMPORT_CHECK_TIMEOUT = 60.0  # a handler's module that takes longer to import is refused

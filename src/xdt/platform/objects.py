@@ -32,6 +32,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import ipaddress
 from collections.abc import AsyncIterator, Collection, Mapping
 from pathlib import Path
 
@@ -73,8 +74,13 @@ class GatewayObjects:
         *,
         function_uids: Collection[int] = (),
         credentials: Mapping[str, str] | None = None,
+        host: str | None = None,
+        hosts_network: ipaddress.IPv4Network | None = None,
     ) -> None:
         settings = spec.platform
+        # With test hosts (xdt.platform.hosts) the server binds the machine's address on
+        # their network, and any connection from that network is a function's host's.
+        self.hosts_network = hosts_network
         self.spec = spec
         self.keyring = keyring
         self.function_uids = frozenset(function_uids)
@@ -86,7 +92,7 @@ class GatewayObjects:
         )
         local = str(objects_dir)
         self.server = ObjectServer(
-            self.store, keyring, ServerConfig(host=settings.instance_host, local_dir=local)
+            self.store, keyring, ServerConfig(host=host or settings.instance_host, local_dir=local)
         )
         self.client = PullClient(keyring, ClientConfig(local_dir=local, pool=warm))
         self._paths = DataPaths(PathMaker(
@@ -131,11 +137,13 @@ class GatewayObjects:
         another uid whose socket is live, or a client on another host. A local connection
         whose owner cannot be told (closed already, or not found) is refused too: a function
         that sends its request and closes at once would leave a socket of no one's (uid 0)."""
-        if not self.function_uids:
-            return
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         us = transport.get_extra_info("sockname") if transport is not None else None
+        if self._from_a_host(peer):
+            raise self._refused("it comes from a test host, where functions run")
+        if not self.function_uids:
+            return
         if peer is None or us is None:
             raise self._refused("its connection is already gone")
         # Off the loop: where netlink is refused the lookup scans a table a client can grow.
@@ -148,6 +156,11 @@ class GatewayObjects:
             raise self._refused(f"its connection is closed ({owner.state})")
         if owner.uid in self.function_uids:
             raise self._refused()
+
+    def _from_a_host(self, peer: tuple[str, int] | None) -> bool:
+        if self.hosts_network is None or peer is None:
+            return False
+        return ipaddress.ip_address(peer[0].partition("%")[0]) in self.hosts_network
 
     def _refused(self, why: str | None = None) -> Forbidden:
         self.counts["refused"] += 1

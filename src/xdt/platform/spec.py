@@ -38,7 +38,7 @@ from .._core.refs import DEFAULT_TENANT, TransferMode
 from .._core.store import DEFAULT_STORE_CONFIG
 from .._util.heap import IDLE_SECONDS
 from .._util.names import is_function_name
-from .._util.units import format_size, parse_duration, parse_size
+from .._util.units import format_size, parse_duration, parse_rate, parse_size
 from ..modes import (
     DEFAULT_STORE_SETTINGS,
     DEFAULT_TRANSFER_SETTINGS,
@@ -47,6 +47,7 @@ from ..modes import (
     TransferSettings,
 )
 from .autoscaler import DEFAULT_AUTOSCALER_CONFIG, AutoscalerConfig
+from .hosts import MAX_HOSTS, Link
 
 __all__ = [
     "DEFAULT_PLATFORM_SPEC",
@@ -93,6 +94,8 @@ class FunctionSpec:
     # writes (rlimits, see xdt._util.process.limit_memory). None: no limit.
     memory_limit: int | None = None
     folder: Path = Path()  # where handler modules are found and commands run
+    # With platform.hosts: the hosts (1-based) its instances may be placed on; () = any.
+    host: tuple[int, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -132,6 +135,13 @@ class PlatformSpec:
     # What an answer's error JSON says of a function's failure: "full" (with its traceback,
     # like Lambda's stackTrace) or "message" (its text only: for production). Logs keep both.
     error_detail: str = "full"
+    # A pull (xdt mode) that makes no progress this long fails with SourceUnavailable: a
+    # source whose host or link went away mid-pull, where no connection reset ever comes.
+    pull_timeout: float = 30.0
+    # -- test hosts (xdt.platform.hosts): 0 = every instance on this machine's own network --
+    hosts: int = 0  # network namespaces to place instances on, joined by a bridge
+    store_host: bool = False  # the embedded Redis and S3 on a host of their own
+    link: Link | None = None  # every host's link shaped (rate, delay); None: unshaped veth
 
     @property
     def stores(self) -> StoreSettings:
@@ -244,6 +254,12 @@ def parse_spec(document: Any, *, folder: Path, path: Path | None = None) -> Spec
         if function.name in seen:
             raise SpecError(f"functions[{i}].name: {function.name!r} is named twice")
         seen.add(function.name)
+        beyond = [n for n in function.host if n > platform.hosts]
+        if beyond:
+            raise SpecError(
+                f"functions[{function.name}].host: {beyond[0]} is not a host: platform.hosts "
+                + (f"makes hosts 1 to {platform.hosts}" if platform.hosts else "is not set")
+            )
     return Spec(platform=platform, functions=functions, path=path)
 
 
@@ -271,7 +287,7 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _mode(value, where)
         elif key in ("xdt_threshold", "storage_threshold"):
             values[key] = _size(value, where, low=0)
-        elif key in ("object_ttl", "keep_warm"):
+        elif key in ("object_ttl", "keep_warm", "pull_timeout"):
             values[key] = _positive_duration(value, where)
         elif key in ("redis_url", "s3_endpoint_url", "s3_bucket", "s3_region"):
             values[key] = _string(value, where)
@@ -281,7 +297,35 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
             values[key] = _sandbox(value, where)
         elif key == "error_detail":
             values[key] = _choice(value, where, ERROR_DETAILS)
+        elif key == "hosts":
+            values[key] = _integer(value, where, low=0, high=MAX_HOSTS)
+        elif key == "store_host":
+            values[key] = _boolean(value, where)
+        elif key == "link":
+            values[key] = _link(value, where)
+    if not values.get("hosts") and (values.get("store_host") or values.get("link")):
+        extra = "store_host" if values.get("store_host") else "link"
+        raise SpecError(f"platform.{extra}: needs platform.hosts (the test hosts it is about)")
     return PlatformSpec(**values)
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{where}: write true or false, not {value!r}")
+    return value
+
+
+def _link(raw: Any, where: str) -> Link:
+    given = _mapping(raw if raw is not None else {}, where, {"rate", "delay"})
+    rate = delay = None
+    if given.get("rate") is not None:
+        try:
+            rate = parse_rate(given["rate"])
+        except ValueError as exc:
+            raise SpecError(f"{where}.rate: {exc}") from None
+    if given.get("delay") is not None:
+        delay = _duration(given["delay"], f"{where}.delay")
+    return Link(rate=rate, delay=delay)
 
 
 ERROR_DETAILS = {
@@ -399,6 +443,11 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
             values[key] = _size(value, at, low=MIN_BILLED_MEMORY, high=MAX_BILLED_MEMORY)
         elif key == "memory_limit":
             values[key] = _size(value, at, low=MIN_FUNCTION_MEMORY)
+        elif key == "host":
+            numbers = value if isinstance(value, list) else [value]
+            if not numbers:
+                raise SpecError(f"{at}: name a host (1, 2, …) or a list of them")
+            values[key] = tuple(_integer(n, at, low=1) for n in numbers)
         elif key == "env":
             env = _mapping(value, at, None)
             for name, text in env.items():

@@ -13,6 +13,7 @@ __all__ = [
     "ErrorRecord",
     "EventRecord",
     "FunctionStatus",
+    "HostsStatus",
     "InstanceStatus",
     "ObjectsStatus",
     "PlatformStatus",
@@ -66,6 +67,7 @@ class InstanceStatus(TypedDict):
     in_flight: int
     crashes: int  # the function process's crashes in a row (crash-looping from 2)
     code_version: str  # a hash of its function's files when it started ("" until known)
+    host: str | None  # its test host ("h2") with platform.hosts; None: this machine
 
 
 class FunctionStatus(TypedDict):
@@ -107,6 +109,16 @@ class ObjectsStatus(TypedDict):
     refused: int  # asked by a function process (it has its sidecar's egress)
 
 
+class HostsStatus(TypedDict):
+    """The test hosts of ``platform.hosts`` (see :mod:`.hosts`)."""
+
+    network: str  # their /24 of 198.18.0.0/15
+    machine: str  # this machine's address on it: the gateway, the embedded stores
+    gateway: str  # the URL the hosts reach the gateway at (where their sidecars send calls)
+    hosts: dict[str, str]  # name ("h1", "store") -> address
+    link: str  # "10 Gbit/s", or "unshaped"
+
+
 class PlatformStatus(TypedDict):
     url: str
     uptime_s: float
@@ -116,6 +128,7 @@ class PlatformStatus(TypedDict):
     sandbox: bool  # isolated functions run in bubblewrap
     logs: str  # the folder of the instance logs (`xdt logs` reads it)
     objects: ObjectsStatus | None  # None until started
+    hosts: HostsStatus | None  # platform.hosts: the test hosts; None without
     functions: dict[str, FunctionStatus]
 
 

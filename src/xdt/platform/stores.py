@@ -34,8 +34,9 @@ from dataclasses import dataclass
 
 from .._core.errors import StoreStartError
 from .._core.refs import TransferMode
+from .._util.names import http_url
 from .._util.polling import until
-from .._util.process import die_with_parent, free_port, terminate
+from .._util.process import chain, die_with_parent, free_port, terminate
 from .._util.procfs import tcp_listeners
 from .._util.tasks import TaskSet
 from ..modes import StoreSettings
@@ -70,8 +71,19 @@ class EmbeddedStores:
     """Starts what the spec needs and keeps it running; :attr:`settings` says where
     everything is. ``on_event(server name, event)`` hears of exits, restarts and failures."""
 
-    def __init__(self, spec: Spec, on_event: Callable[[str, Event], None] | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        on_event: Callable[[str, Event], None] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        enter: Callable[[], None] | None = None,
+    ) -> None:
         self.spec = spec
+        # Where the servers listen; with test hosts, the machine's address on their network
+        # or the store host's, whose namespace ``enter`` (a preexec step) moves them into.
+        self.host = host
+        self.enter = enter
         self.settings = spec.platform.stores
         self.servers: list[StoreServer] = []
         self.on_event = on_event
@@ -170,17 +182,18 @@ class EmbeddedStores:
         port = free_port()
         password = secrets.token_urlsafe(24)
         config = (
-            f'port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave ""\nappendonly no\n'
+            f'port {port}\nbind {self.host}\nprotected-mode yes\nsave ""\nappendonly no\n'
             f"loglevel warning\nrequirepass {password}\n"
         )
+        host = self.host
         server = StoreServer(
-            f"redis-server at 127.0.0.1:{port}", port,
+            f"redis-server at {http_url(host, port).removeprefix('http://')}", port,
             (binary, "-"),  # "-": the configuration is on stdin
-            config, lambda: _redis_answers(port, password),
+            config, lambda: _redis_answers(host, port, password),
         )  # fmt: skip
         await self._start(server)
         self.servers.append(server)
-        return f"redis://:{password}@127.0.0.1:{port}/0"
+        return f"redis://:{password}@{http_url(host, port).removeprefix('http://')}/0"
 
     async def _start_moto(self) -> str:
         try:
@@ -191,10 +204,10 @@ class EmbeddedStores:
                 "installed: pip install 'xdt[s3-emulator]', or set platform.s3_endpoint_url"
             ) from None
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = http_url(self.host, port)
         server = StoreServer(
             f"moto S3 emulator at {url}", port,
-            (sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)),
+            (sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(port)),
             None, lambda: _http_answers(url),
         )  # fmt: skip
         await self._start(server)
@@ -212,7 +225,7 @@ class EmbeddedStores:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=chain(*filter(None, [self.enter]), die_with_parent),
         )
         if config is not None:
             assert process.stdin is not None
@@ -255,10 +268,10 @@ async def _wait_for(check: Callable[[], bool], what: str) -> None:
         raise StoreStartError(f"{what} did not start within {START_TIMEOUT:g} s")
 
 
-def _redis_answers(port: int, password: str) -> bool:
+def _redis_answers(host: str, port: int, password: str) -> bool:
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1)
+    client = redis.Redis(host=host, port=port, password=password, socket_timeout=1)
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):

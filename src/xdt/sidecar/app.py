@@ -81,7 +81,9 @@ class Sidecar:
         self.store = ObjectStore(StoreConfig(quota_bytes=config.object_quota, pool=warm))
         objects_dir = config.faces.objects_dir
         self.pulls = PullClient(
-            keyring, ClientConfig(local_dir=objects_dir, pool=warm), tenant=config.tenant
+            keyring,
+            ClientConfig(local_dir=objects_dir, pool=warm, io_timeout=config.pull_timeout),
+            tenant=config.tenant,
         )
         # Mappings of lent memfds keep the lender's memory alive as long as warm buffers do.
         # (The channel's loans are per process: one sidecar is one process.)

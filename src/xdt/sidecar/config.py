@@ -66,6 +66,7 @@ class SidecarConfig:
     keep_warm: float = IDLE_SECONDS  # idle this long, warm buffers and heap go back
     # "full": a function's traceback goes in its error answers, too; "message": the log only.
     error_detail: str = "full"
+    pull_timeout: float = 30.0  # a pull that makes no progress this long: SourceUnavailable
 
     @property
     def max_body(self) -> int:
