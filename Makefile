@@ -1,7 +1,8 @@
 # Two commands on a fresh machine: `make demo` (the main job) and `make test` (the tests).
-# Each installs what it needs: a .venv with the package and its dev extras, and the Debian
+# Each installs what it needs: a .venv with the package and its dev extras, the Debian
 # packages listed in DEBIAN_PACKAGES (redis-server, for the elasticache transfer mode; bubblewrap, the
-# functions' sandbox).
+# functions' sandbox; iproute2, the test hosts' namespaces and links; iperf3, their benchmarks'
+# baseline), and for the tests Knative's and Kubernetes' schemas (npm, in tools/knative-schema).
 
 # As root, the venv's Python must be one that any user can run: functions run under uids of
 # their own (see tools/pick-python). Say PYTHON=... to choose another.
@@ -12,9 +13,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Named after the Python it was built from: another Python builds the venv afresh.
 STAMP := $(VENV)/.installed-$(subst /,_,$(PYTHON))
-DEBIAN_PACKAGES := redis-server bubblewrap
+DEBIAN_PACKAGES := redis-server bubblewrap iproute2 iperf3
+SCHEMAS := tools/knative-schema/node_modules/.installed
 
-.PHONY: demo test lint typecheck unit bench system-deps clean
+.PHONY: demo test lint typecheck unit bench system-deps knative-schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(if $(wildcard $(STAMP)),,--clear) $(VENV)
@@ -26,6 +28,13 @@ system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
+# The rendered Knative manifests are validated offline against the published schemas.
+knative-schema: $(SCHEMAS)
+$(SCHEMAS): tools/knative-schema/package-lock.json
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --prefix tools/knative-schema --no-audit --no-fund --silent
+	touch $@
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -33,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) system-deps
+unit: $(STAMP) system-deps $(SCHEMAS)
 	$(BIN)/pytest
 
 test: lint typecheck unit
@@ -48,4 +57,4 @@ bench: $(STAMP) system-deps
 	$(BIN)/xdt bench all --out bench-results
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache tools/knative-schema/node_modules

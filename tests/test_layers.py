@@ -23,7 +23,7 @@ LAYERS = [
     {"modes"},
     {"sidecar", "runtime", "sdk", "client"},
     {"platform"},
-    {"testing", "apps"},  # xdt up as a child process; the workflows (on the public SDK)
+    {"testing", "apps", "knative"},  # xdt up as a child process; the workflows; Knative
     {"bench"},
     {"cli"},
 ]

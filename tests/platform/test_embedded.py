@@ -612,6 +612,12 @@ def test_a_crash_looping_function_is_marked_and_its_waiting_requests_told_why(
     (platform.code / "fragile.broken").write_text("")  # from now on it cannot start
     status, _, _ = platform.invoke("fragile", b"die")
     assert status == 502
+    # Once the platform has seen the crash (a request that reaches the sidecar before then
+    # finds no function to take it: "not accepting connections", as on any platform).
+    platform.wait_for(
+        lambda s: any(i["crashes"] for i in s["functions"]["fragile"]["instances"]),
+        what="the crash seen",
+    )
     status, headers, body = platform.invoke("fragile", b"hi", timeout=60)
     message = json.loads(body)["message"]
     assert status == 502 and headers[ERROR_HEADER] == "instance_failed", message

@@ -273,6 +273,12 @@ def test_pulls_cross_the_link_between_hosts_and_stay_off_it_within_one(
     hosts = platform.status()["hosts"]
     assert hosts is not None
     index, size = _index(hosts), 16 << 20
+    shown = subprocess.run(
+        [sys.executable, "-m", "xdt", "status", "--url", platform.url], capture_output=True,
+        text=True, timeout=60, env={**os.environ, "COLUMNS": "300"}, check=True,
+    ).stdout  # fmt: skip
+    assert f"hosts: h1 {hosts['hosts']['h1']}, h2 " in shown  # where each host is
+    assert re.search(r"far-\d+\s+h3\s+ready", shown)  # and where each instance is
     for function, crosses in (("far", True), ("near", False)):
         reference = _put(platform, size, seed=3)
         before = _received_from(index, "h2")

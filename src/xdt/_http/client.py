@@ -122,7 +122,10 @@ class ConnectionPool:
         # idle timeout (60 s, xdt._http.listen), so the server never closes one as we send.
         self.idle_timeout = idle_timeout
         self._idle: list[tuple[float, _Connection]] = []  # (idle since, connection)
-        self._host_header = f"{host}:{port}".encode()
+        # As browsers write it: a name-based router (Knative's ingress) matches the host alone
+        # on the default port.
+        named = f"[{host}]" if ":" in host else host
+        self._host_header = (named if port == 80 else f"{named}:{port}").encode()
 
     async def post(
         self,

@@ -21,18 +21,30 @@ WINDOW = 0.1  # the peak rate is over any 100 ms: long enough to hold many packe
 
 class LinkSampler(Sampler):
     """The peak rate at which host ``name`` received over its link (bits per second, over
-    any :data:`WINDOW`), from the machine's end's byte counter, sampled every 10 ms."""
+    any :data:`WINDOW`; over the whole case when it was shorter), from the machine's end's
+    byte counter, sampled every 10 ms."""
 
     def __init__(self, hosts: HostsStatus, name: str, interval: float = 0.01) -> None:
         super().__init__(interval)
         self._counter = f"/sys/class/net/{veth_of(hosts, name)}/statistics/tx_bytes"
         self._samples: collections.deque[tuple[float, int]] = collections.deque()
+        self._first: tuple[float, int] | None = None
         self.peak_bits = 0.0
+
+    def __exit__(self, *exc_info: object) -> None:
+        super().__exit__(*exc_info)
+        self.sample()  # the case's last bytes
+        if not self.peak_bits and self._first is not None and self._samples:
+            (began, before), (ended, after) = self._first, self._samples[-1]
+            if ended > began:
+                self.peak_bits = (after - before) * 8 / (ended - began)
 
     def sample(self) -> None:
         with open(self._counter) as counter:
             now, sent = time.monotonic(), int(counter.read())
         self._samples.append((now, sent))
+        if self._first is None:
+            self._first = (now, sent)
         while len(self._samples) > 1 and now - self._samples[1][0] >= WINDOW:
             self._samples.popleft()  # keep the newest sample at least a window old
         then, before = self._samples[0]

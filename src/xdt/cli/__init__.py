@@ -8,6 +8,7 @@
     xdt logs [-f] [FUNCTION]                    every instance's log lines, merged by time
     xdt demo [-f xdt.yaml]                      the platform on an example, driven and explained
     xdt keygen [--out FILE] [--rotate FILE]     make (or rotate) the platform key ring
+    xdt knative render -f xdt.yaml --registry R [-o DIR]   the spec as Knative manifests
     xdt bench transfer [--sizes 1KiB,256MiB] [--runs N] [--json PATH] [--loop asyncio|uvloop]
 """
 
@@ -23,13 +24,13 @@ from rich.markup import escape
 
 from .. import __version__
 from .._core.errors import ConfigError, XdtError
-from . import bench, demo, invoke, keygen, logs, status, up
+from . import bench, demo, invoke, keygen, knative, logs, status, up
 from ._options import CommandError
 
 __all__ = ["main"]
 
 # One module per command, each with add_parser(commands) and a run(args, console) it sets.
-COMMANDS = (up, invoke, status, logs, demo, keygen, bench)
+COMMANDS = (up, invoke, status, logs, demo, keygen, knative, bench)
 
 
 def _parser() -> argparse.ArgumentParser:

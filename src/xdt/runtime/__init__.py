@@ -38,7 +38,9 @@ import contextlib
 import contextvars
 import importlib
 import inspect
+import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -54,6 +56,7 @@ from .._http.contract import CURRENT_TRACE, Request, Response, Trace, current_re
 from .._util.heap import give_back, give_back_when_idle, keep_warm
 from .._util.logs import stamp_output
 from .._util.loops import set_serving_loop
+from .._util.polling import until
 from .._util.tasks import TaskSet
 from ..channel import Channel, Kind, Message
 
@@ -126,11 +129,18 @@ def load_handler(target: str, folder: Path) -> Handler:
 
 
 async def serve(
-    handler: Handler, socket_path: str, *, threads: int = 64, peer_uid: int | None = None
+    handler: Handler,
+    socket_path: str,
+    *,
+    threads: int = 64,
+    peer_uid: int | None = None,
+    socket_group: int | None = None,
 ) -> None:
     """Serve ``handler`` on a Unix socket until cancelled, to peers of uid ``peer_uid`` (by
     default our own). A sync handler runs on a pool of ``threads`` (the function's
-    concurrency), not the loop's small default pool."""
+    concurrency), not the loop's small default pool. ``socket_group``: the socket is that
+    group's too (mode 0660), for a sidecar that is neither root nor our uid (a Knative pod's
+    containers share a group); the peer's uid is still checked."""
     peers = PeerCheck({os.getuid() if peer_uid is None else peer_uid}, "runtime socket")
     executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="handler")
     call = _caller(handler, executor)
@@ -193,7 +203,10 @@ async def serve(
         finally:
             channel.close()
 
-    listener = bind_unix(socket_path)
+    if socket_group is None:
+        listener = bind_unix(socket_path)
+    else:
+        listener = bind_unix(socket_path, mode=0o660, group=socket_group)
     idle = asyncio.create_task(give_back_when_idle(activity.idle_since, trim=give_back_idle_memory))
     try:
         while True:
@@ -315,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="import the handler, then exit")
     parser.add_argument("--threads", type=int, default=64, help="sync handlers at once")
     parser.add_argument("--peer-uid", type=int, help="the uid that may connect (default: ours)")
+    parser.add_argument(
+        "--socket-group", type=int, help="make the socket this group's too (a Knative pod)"
+    )
+    parser.add_argument(
+        "--outlive", metavar="SOCKET",
+        help="on SIGTERM, serve on until SOCKET (the sidecar's egress) refuses connections: "
+        "a Knative pod's containers get SIGTERM together, and the sidecar drains through us",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     instance = os.environ.get("XDT_INSTANCE")
     if instance:  # under the platform: stdout and stderr are the instance log
@@ -329,6 +350,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.socket is None:
         parser.error("--socket is needed to serve")
     keep_warm()  # each request's payload becomes a fresh bytes object: reuse its pages
+    serving = serve(
+        handler, args.socket, threads=args.threads, peer_uid=args.peer_uid,
+        socket_group=args.socket_group,
+    )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(handler, args.socket, threads=args.threads, peer_uid=args.peer_uid))
+        asyncio.run(serving if args.outlive is None else _outliving(serving, args.outlive))
     return 0
+
+
+async def _outliving(serving: Awaitable[None], sidecar: str) -> None:
+    """Serve; on SIGTERM, go on serving until ``sidecar``'s socket refuses connections."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(serving)
+    term = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, term.set)
+    waiting = asyncio.ensure_future(term.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if term.is_set():
+        print("xdt runtime: SIGTERM; serving until the sidecar has drained", file=sys.stderr)
+        # Kubernetes ends the wait with SIGKILL when the grace period is over.
+        await until(_gone(sidecar), timeout=math.inf, interval=0.2)
+    waiting.cancel()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _gone(path: str) -> Callable[[], Awaitable[bool]]:
+    async def gone() -> bool:
+        """Whether nothing accepts connections on the Unix socket ``path`` any more."""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), timeout=2)
+        except (OSError, TimeoutError):
+            return True
+        writer.close()
+        return False
+
+    return gone

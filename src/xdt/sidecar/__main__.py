@@ -4,6 +4,9 @@ Its :class:`~.config.Launch` — the configuration and the key ring — arrives 
 document on stdin, which the platform then closes: nothing of it is on the command line or in
 the environment, where other local users could read it. Once every face listens the sidecar
 prints one JSON line with its ports (the handshake the instance manager reads).
+
+``--knative``: the serving container of a Knative pod (:mod:`.knative`): its launch comes from
+the pod's environment and the key ring's Secret, and SIGTERM drains before it exits.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import os
 import signal
 import sys
 
+from .._core.errors import ConfigError
 from .._http.contract import current_request_id
 from .._util.heap import keep_warm
 from .._util.logs import RateLimitedLog, rate_limit_loop_errors, stamp_output
 from .._util.process import raise_fd_limit
 from .app import Sidecar
 from .config import Launch
+from .knative import drained, launch_from_env
 
 _PR_SET_DUMPABLE = 4
 
@@ -36,6 +41,19 @@ async def _run(launch: Launch) -> None:
     print(json.dumps(sidecar.ports()), flush=True)
     try:
         await stop.wait()
+        knative = launch.config.knative
+        if knative is not None:  # Knative's SIGTERM: drain first (the pod's grace period)
+            sidecar.ingress.drain()
+            print(f"xdt sidecar: draining (at most {knative.grace:g} s)", file=sys.stderr)
+            done = await drained(
+                lambda: sidecar.stats.concurrency,
+                lambda: sidecar.store.stats.objects,
+                knative.grace,
+            )
+            print(
+                "xdt sidecar: drained" if done else "xdt sidecar: the grace period is over",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
     finally:
         await sidecar.close()
 
@@ -51,7 +69,17 @@ def main() -> int:
     os.umask(0o077)  # whatever we create (our sockets) is ours alone unless we say otherwise
     keep_warm(arenas=SIDECAR_ARENAS)
     raise_fd_limit()
-    launch = Launch.from_json(sys.stdin.read())
+    if sys.argv[1:] == ["--knative"]:
+        try:
+            launch = launch_from_env(os.environ)
+        except ConfigError as exc:
+            print(f"xdt sidecar: {exc}", file=sys.stderr)
+            return 2
+    elif sys.argv[1:]:
+        print("usage: python -m xdt.sidecar [--knative]", file=sys.stderr)
+        return 2
+    else:
+        launch = Launch.from_json(sys.stdin.read())
     # Its stderr is the instance log: stamped like the function's lines, named apart.
     stamp_output(f"{launch.config.instance}/sidecar", current_request_id, names=("stderr",))
     asyncio.run(_run(launch))

@@ -20,7 +20,6 @@ import asyncio
 import dataclasses
 import os
 import secrets
-import urllib.parse
 
 from aiohttp import web
 
@@ -29,13 +28,13 @@ from .._core.loans import LOANS
 from .._core.peercred import PeerCheck
 from .._core.refs import KeyRing
 from .._core.store import ObjectStore, StoreConfig
-from .._http.client import ConnectionPool
 from .._http.listen import Limits, make_runner, port_of, serve_tcp, serve_unix
 from .._util.concurrency import RequestStats
 from .._util.heap import give_back, give_back_when_idle
 from .._util.tasks import TaskSet
 from ..modes import PathMaker
 from ..pull import ClientConfig, ObjectServer, PullClient, ServerConfig
+from .calls import Calls
 from .config import SidecarConfig
 from .egress import Egress
 from .guard import behind_secret
@@ -67,9 +66,10 @@ def _make_upstream(config: SidecarConfig, store: ObjectStore, pulls: PullClient)
             peer_uid=function_uid,
         )
     if kind == "http":
-        return HttpUpstream(
-            int(where), function=config.function, host=config.faces.host, peer_uid=function_uid
-        )
+        # Bound to every address (a Knative pod's sidecar), it still reaches its function on
+        # the pod's loopback.
+        host = config.faces.host if config.faces.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return HttpUpstream(int(where), function=config.function, host=host, peer_uid=function_uid)
     raise ValueError(f"upstream {config.upstream!r} is neither unix:PATH nor http:PORT")
 
 
@@ -88,9 +88,15 @@ class Sidecar:
         # Mappings of lent memfds keep the lender's memory alive as long as warm buffers do.
         # (The channel's loans are per process: one sidecar is one process.)
         self.pulls.loans.idle_seconds = LOANS.idle_seconds = config.keep_warm
+        faces = config.faces
         self.objects = ObjectServer(
-            self.store, keyring, ServerConfig(host=config.faces.host, local_dir=objects_dir)
-        )
+            self.store,
+            keyring,
+            ServerConfig(
+                host=faces.host, port=faces.objects_port, advertise=faces.advertise,
+                local_dir=objects_dir,
+            ),
+        )  # fmt: skip
         self.upstream = _make_upstream(config, self.store, self.pulls)
         paths = PathMaker(
             keyring=keyring,
@@ -112,21 +118,19 @@ class Sidecar:
         )  # fmt: skip
         own = os.getuid()  # the platform's: it started us
         function_uid = config.runs_as.uid if config.runs_as else own
-        activator = urllib.parse.urlsplit(config.activator_url)
         self.egress = Egress(
             config,
             self.payloads,
-            ConnectionPool(
-                activator.hostname or "127.0.0.1",
-                activator.port or 80,
-                # An answer is inline (the inline limit at most) or a reference; an error's
-                # JSON is small.
+            # An answer is inline (the inline limit at most) or a reference; an error's JSON
+            # is small.
+            Calls(
+                config,
+                hop=keyring.hop_secret(),
                 max_answer=config.transfer.inline_limit + _ERROR_ROOM,
             ),
             lend=self.pulls.pool,
             check=PeerCheck({own, function_uid}, "egress socket"),
             max_ttl=self.store.config.max_ttl,
-            hop=keyring.hop_secret(),
         )
         self._ingress_check = PeerCheck({own}, "ingress socket")
         self.egress_secret = secrets.token_urlsafe(18)  # 144 bits: the TCP egress's path prefix
@@ -141,11 +145,15 @@ class Sidecar:
 
     async def start(self) -> None:
         await self.objects.start()
+        faces = self.config.faces
         self.ingress_port = await self._serve(
-            self.ingress.app(), INGRESS_LIMITS, "ingress", self.config.faces.ingress_socket
+            self.ingress.app(), INGRESS_LIMITS, "ingress", faces.ingress_socket, faces.ingress_port
         )
-        egress = behind_secret(self.egress.app(), self.egress_secret, limit=self.config.max_body)
-        self.egress_port = await self._serve(egress, EGRESS_LIMITS, "egress")
+        if faces.egress_tcp:
+            egress = behind_secret(
+                self.egress.app(), self.egress_secret, limit=self.config.max_body
+            )
+            self.egress_port = await self._serve(egress, EGRESS_LIMITS, "egress")
         if self.config.faces.egress_socket is not None:
             served = self._tasks.spawn(self.egress.serve_socket(self.config.faces.egress_socket))
             served.set_name("egress socket")
@@ -168,7 +176,7 @@ class Sidecar:
             listener.close()
         for runner in self._runners:
             await runner.cleanup()
-        self.egress.activator.close()
+        self.egress.calls.close()
         await self.payloads.close()
         await self.upstream.close()
         await self.pulls.close()
@@ -185,7 +193,12 @@ class Sidecar:
         }
 
     async def _serve(
-        self, app: web.Application, limits: Limits, face: str, unix_path: str | None = None
+        self,
+        app: web.Application,
+        limits: Limits,
+        face: str,
+        unix_path: str | None = None,
+        port: int = 0,
     ) -> int:
         runner = make_runner(app, limits)
         await runner.setup()
@@ -195,7 +208,7 @@ class Sidecar:
             self._listeners.append(
                 await serve_unix(runner, unix_path, limits, check=self._ingress_check, what=what)
             )
-        listener = await serve_tcp(runner, self.config.faces.host, 0, limits, what=what)
+        listener = await serve_tcp(runner, self.config.faces.host, port, limits, what=what)
         self._listeners.append(listener)
         return port_of(listener)
 

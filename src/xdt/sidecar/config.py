@@ -22,7 +22,7 @@ from .._core.refs import KeyRing
 from .._util.heap import IDLE_SECONDS
 from ..modes import StoreSettings, TransferSettings
 
-__all__ = ["Faces", "Launch", "RunsAs", "SidecarConfig"]
+__all__ = ["Faces", "KnativeMode", "Launch", "RunsAs", "SidecarConfig"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,26 @@ class Faces:
     # The folder of every sidecar's same-host object socket: the platform's, private (0700),
     # so no function can reach, take or predict one. None: the abstract namespace.
     objects_dir: str | None = None
+    ingress_port: int = 0  # 0: any free port (the platform reads which); Knative: $PORT
+    objects_port: int = 0
+    # host:port sealed into references when it is not where the server binds (Knative: the
+    # pod's IP, while the server binds every address of the pod).
+    advertise: str | None = None
+    egress_tcp: bool = True  # the TCP egress (behind a secret path) besides the socket
+
+
+@dataclass(frozen=True)
+class KnativeMode:
+    """Set when the sidecar is the serving container of a Knative pod
+    (:mod:`xdt.sidecar.knative`): Knative's queue-proxy and activator are in front, so any
+    method and path is an invocation; calls go to each function's own service URL; SIGTERM
+    drains."""
+
+    # Where a call to function F goes: ``{function}`` and ``{namespace}`` are filled in, e.g.
+    # "http://{function}.{namespace}.svc.cluster.local" (Knative's cluster-local URL).
+    call_url: str
+    namespace: str = "default"
+    grace: float = 300.0  # after SIGTERM, the longest wait for in-flight requests and objects
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class SidecarConfig:
     # "full": a function's traceback goes in its error answers, too; "message": the log only.
     error_detail: str = "full"
     pull_timeout: float = 30.0  # a pull that makes no progress this long: SourceUnavailable
+    knative: KnativeMode | None = None  # None: the embedded platform's instance
 
     @property
     def max_body(self) -> int:

@@ -45,14 +45,12 @@ from .._core.errors import (
     to_wire,
 )
 from .._core.peercred import PeerCheck, bind_unix
-from .._http.client import ConnectionPool
 from .._http.contract import REQUEST_ID_HEADER, Trace
 from .._http.errors import error_from_answer
 from .._http.headers import (
     ACCEPT_HEADER,
     ANSWER_HEADERS,
     BY_REFERENCE,
-    HOP_HEADER,
     TRANSFER_HEADER,
 )
 from .._http.server import error_response, read_body
@@ -61,6 +59,7 @@ from .._util.names import is_function_name
 from .._util.tasks import TaskSet
 from ..channel import Channel, Kind, Message
 from ..modes.base import Payload
+from .calls import Calls
 from .config import SidecarConfig
 from .payloads import Payloads, close
 
@@ -107,24 +106,22 @@ def _number(value: object) -> TypeGuard[int | float]:
 
 
 class Egress:
-    """``activator``: the keep-alive connections to the gateway; ``lend``: the pool big
+    """``calls``: where the function's calls go (:mod:`.calls`); ``lend``: the pool big
     payloads are lent to the function from; ``check``: who may use the socket face."""
 
     def __init__(
         self,
         config: SidecarConfig,
         payloads: Payloads,
-        activator: ConnectionPool,
+        calls: Calls,
         *,
         lend: BufferPool,
         check: PeerCheck,
         max_ttl: float,
-        hop: str,
     ) -> None:
         self.config = config
-        self.hop = hop  # marks our calls through the gateway as the platform's own
         self.payloads = payloads
-        self.activator = activator
+        self.calls = calls
         self.lend = lend
         self.check = check
         self.max_ttl = max_ttl
@@ -152,7 +149,7 @@ class Egress:
                 f"{target!r} is not a function name (lower-case letters, digits and '-')",
                 function=target,
             )
-        headers = {ACCEPT_HEADER: BY_REFERENCE, HOP_HEADER: self.hop}
+        headers = {ACCEPT_HEADER: BY_REFERENCE}
         if trace is not None:
             headers.update(trace.headers())
         if forwarded:
@@ -165,7 +162,7 @@ class Egress:
             headers[TRANSFER_HEADER] = BY_REFERENCE
         try:
             async with asyncio.timeout(self.config.timeout):
-                answer = await self.activator.post(f"/invoke/{target}", body, headers)
+                answer = await self.calls.post(target, body, headers)
         except (PeerGone, ProtocolError) as exc:
             raise InstanceFailed(f"the activator failed the call: {exc}", function=target) from None
         except TimeoutError:

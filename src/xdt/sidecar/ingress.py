@@ -12,6 +12,11 @@
 - ``GET /xdt/usage`` — what this instance used, for the bill (:mod:`.usage`);
 - ``GET /metrics`` — Prometheus text.
 
+On Knative (``config.knative``) Knative's queue-proxy is in front and its routing is the
+gateway: any method and path but ``/xdt/…`` is an invocation, taken as it came (the function
+sees that method and path), without a hop; the metrics are at ``/xdt/metrics``; and once
+:meth:`Ingress.drain` began (SIGTERM) new invocations get 503 and the probe fails.
+
 Any local process can reach the TCP port, so all but the probe and the metrics serve only the
 platform's own hops (``X-Xdt-Hop``): anyone else gets 403 — it can neither invoke around the
 gateway's caps and queue, nor reset the autoscaler's report. An answer is written within the
@@ -68,7 +73,8 @@ from .usage import KeepAliveClock, Usage, billed_ms
 
 __all__ = ["Ingress"]
 
-_OPEN_PATHS = frozenset({"/xdt/ready", "/metrics"})  # what anyone may ask
+_OPEN_PATHS = frozenset({"/xdt/ready", "/metrics", "/xdt/metrics"})  # what anyone may ask
+_ADMIN = "/xdt/"  # on Knative: the sidecar's own paths; every other one is the function's
 
 
 class Ingress:
@@ -105,6 +111,11 @@ class Ingress:
         self.billed_ms = 0
         self.keep_alive = KeepAliveClock()
         store.on_holding = self.keep_alive.holding
+        self.draining = False  # SIGTERM on Knative: no new invocations, the probe fails
+
+    def drain(self) -> None:
+        """Take no new invocation (503) and fail the readiness probe; those in flight go on."""
+        self.draining = True
 
     def usage(self) -> Usage:
         """Everything this instance used since it started (see :mod:`.usage`)."""
@@ -118,21 +129,26 @@ class Ingress:
             client_max_size=self.config.transfer.inline_limit + 1,
             middlewares=[self._platform_hops_only],
         )
-        app.router.add_post("/invoke", self.invoke)
         app.router.add_get("/xdt/ready", self.ready)
         app.router.add_get("/xdt/stats", self.report)
         app.router.add_get("/xdt/held", self.held)
         app.router.add_get("/xdt/usage", self.report_usage)
-        app.router.add_get("/metrics", self.metrics)
+        if self.config.knative is None:
+            app.router.add_post("/invoke", self.invoke)
+            app.router.add_get("/metrics", self.metrics)
+        else:
+            app.router.add_get("/xdt/metrics", self.metrics)
+            app.router.add_route("*", "/{path:.*}", self.invoke)  # after /xdt/…: any other
         return app
 
     @web.middleware
     async def _platform_hops_only(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path not in _OPEN_PATHS and not self.keyring.is_hop(
-            request.headers.get(HOP_HEADER)
-        ):
+        open_path = request.path in _OPEN_PATHS or (
+            self.config.knative is not None and not request.path.startswith(_ADMIN)
+        )
+        if not open_path and not self.keyring.is_hop(request.headers.get(HOP_HEADER)):
             message = (
                 "a sidecar's ingress serves only the platform: invoke functions through the "
                 "gateway, POST /invoke/<function>"
@@ -146,8 +162,14 @@ class Ingress:
         answer_by_reference = request.headers.get(ACCEPT_HEADER) == BY_REFERENCE
         trace = Trace.from_headers(request.headers)
         CURRENT_TRACE.set(trace)  # this request's task: its log lines carry the id
+        if self.draining:
+            refused = Overloaded(
+                f"this instance of {function!r} is shutting down: send the request again",
+                function=function,
+            )
+            return error_response(refused, function=function, request_id=trace.request_id)
         try:
-            call = _call_of(request, trace)
+            call = _call_of(request, trace, direct=self.config.knative is not None)
             # Counted once the body is here: a request that declares a body and never sends
             # it is no demand (200 of them scaled a function from 1 to 3), and it times out.
             body = await read_body(request, self.config.transfer.inline_limit, function=function)
@@ -222,6 +244,8 @@ class Ingress:
     async def ready(self, request: web.Request) -> web.Response:
         """Ready when the function answers and every face of the sidecar serves: an instance
         whose egress stopped is not one to send work to."""
+        if self.draining:
+            return web.Response(status=503, text="not ready: shutting down")
         down = self.faces_down()
         if down:
             return web.Response(status=503, text=f"not ready: down: {', '.join(down)}")
@@ -282,10 +306,14 @@ class Ingress:
         return web.Response(text=render(families), headers={"Content-Type": CONTENT_TYPE})
 
 
-def _call_of(request: web.Request, trace: Trace) -> Request:
+def _call_of(request: web.Request, trace: Trace, *, direct: bool = False) -> Request:
     """The caller's request as the function gets it (body apart): the method and path the
-    gateway took it with, the headers that pass, the request id and trace context."""
-    path, _, query = (request.headers.get(PATH_HEADER) or "/").partition("?")
+    gateway took it with (``direct``, on Knative: the request's own, unless a caller's
+    sidecar names them), the headers that pass, the request id and trace context."""
+    named = request.headers.get(PATH_HEADER)
+    if named is None and direct:
+        named = request.path_qs
+    path, _, query = (named or "/").partition("?")
     own = (REQUEST_ID_HEADER.lower(), TRACEPARENT_HEADER)
     pairs = [(k.lower(), v) for k, v in passing(request.headers.items()) if k.lower() not in own]
     pairs += [(k.lower(), v) for k, v in trace.headers().items()]
@@ -296,5 +324,5 @@ def _call_of(request: web.Request, trace: Trace) -> Request:
     headers: dict[str, str] = {}
     for name, value in pairs:
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    method = request.headers.get(METHOD_HEADER) or "POST"
+    method = request.headers.get(METHOD_HEADER) or (request.method if direct else "POST")
     return Request(b"", method, path if path.startswith("/") else "/", query, headers)
