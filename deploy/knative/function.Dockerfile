@@ -1,7 +1,9 @@
 # A Python function's container: the xdt runtime with the function's folder (its handler's
-# module, and a requirements.txt if it has one). One image per function, named after it:
+# module, and a requirements.txt if it has one). One image per function, named after it, built
+# from the repository's root (for xdt itself) with the function's folder, wherever it is, as the
+# build context named "function" (BuildKit, docker 23 and later):
 #
-#   docker build -f deploy/knative/function.Dockerfile --build-arg FUNCTION_DIR=examples/wordcount \
+#   docker build -f deploy/knative/function.Dockerfile --build-context function=examples/wordcount \
 #       -t REGISTRY/wordcount:TAG .
 #   docker push REGISTRY/wordcount:TAG
 #
@@ -11,8 +13,7 @@ FROM python:3.11-slim
 COPY pyproject.toml README.md /src/xdt/
 COPY src /src/xdt/src
 RUN pip install --no-cache-dir /src/xdt && rm -rf /src/xdt
-ARG FUNCTION_DIR=.
-COPY ${FUNCTION_DIR} /function
+COPY --from=function . /function
 RUN if [ -f /function/requirements.txt ]; then pip install --no-cache-dir -r /function/requirements.txt; fi
 USER 10002:10000
 WORKDIR /function

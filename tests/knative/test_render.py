@@ -137,7 +137,8 @@ def test_the_sidecar_serves_in_front_and_is_told_the_spec() -> None:
     assert config.knative is not None and config.knative.namespace == "prod"
     assert config.upstream == f"unix:{RUNTIME_SOCKET}"
     env = _env(sidecar)
-    assert env["XDT_POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # No downward API: Knative refuses fieldRef unless kubernetes.podspec-fieldref is on.
+    assert "fieldRef" not in json.dumps(_documents())
     assert env["XDT_REDIS_URL"] == {"secretKeyRef": {"name": "xdt-stores", "key": "redis-url"}}
     assert function["args"][:2] == ["--handler", "app:cache"]
     assert _env(function)["XDT_EGRESS_SOCKET"] == EGRESS_SOCKET
@@ -181,6 +182,23 @@ def test_the_network_policy_lets_only_the_specs_pods_reach_the_object_port() -> 
     assert OBJECTS_PORT not in QUEUE_PROXY_PORTS
 
 
+def test_the_function_container_finds_no_token_and_is_held_to_its_memory_limit() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["functions"][0]["memory_limit"] = "256MiB"
+    driver = _service(_documents(spec), "driver")
+    assert driver["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    function = _containers(driver)["function"]
+    assert function["resources"] == {"limits": {"memory": str(256 << 20)}}
+
+
+def test_an_s3_endpoint_with_credentials_in_it_is_refused() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["platform"]["s3_endpoint_url"] = "http://key:S3SECRETPW@minio.example:9000"
+    with pytest.raises(SpecError, match="s3_endpoint_url holds credentials") as refused:
+        _documents(spec)
+    assert "S3SECRETPW" not in str(refused.value)
+
+
 def test_a_timeout_too_short_for_objects_to_drain_is_refused() -> None:
     spec = copy.deepcopy(SPEC)
     spec["functions"][0]["timeout"] = "30s"
@@ -194,6 +212,12 @@ def test_what_needs_the_clusters_attention_is_said() -> None:
     said = warnings(parse_spec(spec, folder=Path("/srv/app")))
     assert any("max-revision-timeout-seconds" in w for w in said)
     assert any("functions[driver].env" in w and "plain text" in w for w in said)
+    spec["platform"]["autoscaler"]["scale_to_zero_grace"] = "5s"
+    spec["platform"]["hosts"] = 2
+    spec["functions"][0]["host"] = 2
+    said = warnings(parse_spec(spec, folder=Path("/srv/app")))
+    assert any("scale_to_zero_grace are the cluster's own" in w for w in said), said
+    assert any("host: of driver" in w for w in said), said
 
 
 def test_the_command_writes_one_file_per_object(tmp_path: Path, capsys: Any) -> None:
@@ -208,7 +232,11 @@ def test_the_command_writes_one_file_per_object(tmp_path: Path, capsys: Any) -> 
         "xdt-objects.networkpolicy.yaml",
     ]  # fmt: skip
     service = yaml.safe_load((out / "driver.service.yaml").read_text())
-    assert _containers(service)["sidecar"]["image"] == "registry.example/team/xdt-sidecar:latest"
+    images = {name: c["image"] for name, c in _containers(service).items()}
+    assert images == {"sidecar": "registry.example/team/xdt-sidecar:latest",
+                      "function": "registry.example/team/xdt-functions:latest"}  # fmt: skip
+    legacy = yaml.safe_load((out / "legacy.service.yaml").read_text())
+    assert _containers(legacy)["function"]["image"] == "registry.example/team/legacy:latest"
     assert "&id" not in (out / "xdt-objects.networkpolicy.yaml").read_text()  # no YAML aliases
     capsys.readouterr()  # what the first run said
     assert main(["knative", "render", "-f", str(spec), "--registry", "r"]) == 0

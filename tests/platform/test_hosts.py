@@ -172,6 +172,30 @@ def test_a_dead_platforms_hosts_are_cleaned_at_the_next_start() -> None:
     assert _left_of(index) == []
 
 
+def test_a_claim_without_an_owner_is_stale_and_hosts_speak_ipv4_only() -> None:
+    # A platform killed between making its claim and writing it leaves an empty file.
+    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    empty = STATE_DIR / "511.json"
+    empty.touch()
+    try:
+        assert 511 in remove_stale_hosts()
+        assert not empty.exists()
+    finally:
+        empty.unlink(missing_ok=True)
+    network = HostNetwork(1)
+    network.start()
+    try:
+        # No IPv6, so no link-local address to reach past the hosts' /24 with.
+        inside = subprocess.run(
+            ["ip", "netns", "exec", network.host(1).netns, "ip", "-6", "addr"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert inside.strip() == ""
+        assert _ip("-6", "addr", "show", "dev", network.bridge).strip() == ""
+    finally:
+        network.close()
+
+
 def test_a_delay_without_netem_is_a_clear_error_or_works() -> None:
     network = HostNetwork(1, link=Link(delay=0.001))
     try:

@@ -785,6 +785,8 @@ BAD: list[tuple[str, Any, str, str]] = [
         r"3 is not a host: platform.hosts makes hosts 1 to 2",
     ),
     ("host-zero", minimal(host=0), "functions[resize].host", r"at least 1"),
+    ("host-h0", minimal(host="h0"), "functions[resize].host", r"at least 1"),
+    ("host-name", minimal(host="store"), "functions[resize].host", r"write h2 or 2 for host 2"),
     ("host-empty-list", minimal(host=[]), "functions[resize].host", r"name a host"),
 ]
 
@@ -812,7 +814,7 @@ def test_hosts_pins_and_links_parse() -> None:
             },
             "functions": [
                 {"name": "a", "handler": "m:f", "host": 2},
-                {"name": "b", "handler": "m:f", "host": [1, 3]},
+                {"name": "b", "handler": "m:f", "host": ["h1", 3]},
                 {"name": "c", "handler": "m:f"},
             ],
         }

@@ -12,12 +12,12 @@ import pytest
 from aiohttp import web
 
 from xdt import KeyRing
-from xdt._http.headers import HOP_HEADER
+from xdt._http.headers import CALL_HEADER, HOP_HEADER
 from xdt.modes import StoreSettings, TransferSettings
 from xdt.sidecar.calls import Calls
 from xdt.sidecar.config import KnativeMode, SidecarConfig
 
-Seen = list[tuple[str, str, str | None]]  # (path, Host, hop)
+Seen = list[tuple[str, str, str | None, str | None]]  # (path, Host, hop, call proof)
 
 
 @contextlib.asynccontextmanager
@@ -25,7 +25,10 @@ async def _server(port: int = 0) -> AsyncIterator[tuple[int, Seen]]:
     seen: Seen = []
 
     async def answer(request: web.Request) -> web.Response:
-        seen.append((request.path, request.headers["Host"], request.headers.get(HOP_HEADER)))
+        headers = request.headers
+        seen.append(
+            (request.path, headers["Host"], headers.get(HOP_HEADER), headers.get(CALL_HEADER))
+        )
         return web.Response(body=b"ok")
 
     app = web.Application()
@@ -52,30 +55,44 @@ def _config(activator_url: str = "", knative: KnativeMode | None = None) -> Side
 async def test_on_the_embedded_platform_calls_go_to_the_gateway_as_the_platforms_hop() -> None:
     keyring = KeyRing.generate()
     async with _server() as (port, seen):
-        calls = Calls(
-            _config(f"http://127.0.0.1:{port}"), hop=keyring.hop_secret(), max_answer=1024
-        )
+        calls = Calls(_config(f"http://127.0.0.1:{port}"), keyring, max_answer=1024)
         answer = await calls.post("sink", b"hi", {})
         calls.close()
     assert answer.status == 200
-    assert seen == [("/invoke/sink", f"127.0.0.1:{port}", keyring.hop_secret())]
+    assert seen == [("/invoke/sink", f"127.0.0.1:{port}", keyring.hop_secret(), None)]
 
 
-async def test_on_knative_calls_go_to_each_functions_url_without_the_hop_secret() -> None:
-    knative = KnativeMode(
-        call_url="http://{function}.{namespace}.svc.cluster.local", namespace="prod"
-    )
-    calls = Calls(_config(knative=knative), hop="secret", max_answer=1024)
+async def test_on_knative_calls_go_to_each_functions_url_with_a_proof_not_the_hop() -> None:
+    keyring = KeyRing.generate()
+    knative = KnativeMode("http://{function}.{namespace}.svc.cluster.local", namespace="prod")
+    calls = Calls(_config(knative=knative), keyring, max_answer=1024)
     assert calls.url_of("sink") == "http://sink.prod.svc.cluster.local"
     async with _server() as (port, seen):
-        calls = Calls(
-            _config(knative=KnativeMode(call_url=f"http://127.0.0.1:{port}")),
-            hop="secret", max_answer=1024,
-        )  # fmt: skip
+        local = KnativeMode(call_url=f"http://127.0.0.1:{port}")
+        calls = Calls(_config(knative=local), keyring, max_answer=1024)
         await calls.post("sink", b"hi", {})
         await calls.post("other", b"hi", {})
         calls.close()
-    assert seen == [("/", f"127.0.0.1:{port}", None)] * 2
+    assert [seen_ for seen_ in seen if seen_[:3] == ("/", f"127.0.0.1:{port}", None)] == seen
+    sink_proof, other_proof = seen[0][3], seen[1][3]
+    assert keyring.proves_call(sink_proof, "sink")
+    assert not keyring.proves_call(sink_proof, "other")  # for that function only
+    assert keyring.proves_call(other_proof, "other")
+    assert not KeyRing.generate().proves_call(sink_proof, "sink")  # this platform's only
+
+
+def test_a_call_proof_is_good_for_a_minute_and_cannot_be_forged() -> None:
+    keyring = KeyRing.generate()
+    proof = keyring.call_proof("sink", now=1_000_000)
+    assert keyring.proves_call(proof, "sink", now=1_000_059)
+    assert not keyring.proves_call(proof, "sink", now=1_000_061)  # a replay, too late
+    assert not keyring.proves_call(proof, "sink", now=999_939)
+    when, _, mac = proof.partition(".")
+    assert not keyring.proves_call(f"{int(when) + 1}.{mac}", "sink", now=1_000_000)
+    for forged in (None, "", "x", "1.", ".abc", "99999999999999.abc", f"{when}.{mac}x"):
+        assert not keyring.proves_call(forged, "sink", now=1_000_000)
+    rotated = keyring.rotated()  # a ring being rotated in agrees with the old one
+    assert rotated.proves_call(proof, "sink", now=1_000_000)
 
 
 async def test_the_host_header_names_the_host_alone_on_the_default_port() -> None:
@@ -88,9 +105,8 @@ async def test_the_host_header_names_the_host_alone_on_the_default_port() -> Non
     finally:
         probe.close()
     async with _server(80) as (_, seen):
-        calls = Calls(
-            _config(knative=KnativeMode(call_url="http://127.0.0.1")), hop="h", max_answer=1024
-        )
+        config = _config(knative=KnativeMode(call_url="http://127.0.0.1"))
+        calls = Calls(config, KeyRing.generate(), max_answer=1024)
         await asyncio.wait_for(calls.post("sink", b"hi", {}), timeout=10)
         calls.close()
-    assert seen == [("/", "127.0.0.1", None)]
+    assert [host for _, host, _, _ in seen] == ["127.0.0.1"]

@@ -5,6 +5,7 @@ requests and objects before the pod goes, and two pods pull from each other."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -56,10 +57,34 @@ def test_any_method_and_path_is_the_functions_and_xdt_paths_are_the_sidecars(
     assert (seen["method"], seen["path"], seen["query"]) == ("PUT", "/orders/7", {"status": "201"})
     assert (seen["body"], seen["headers"]["x-colour"]) == ("two apples", "red")
     assert headers["X-Answer"] == "yes"
+    status, _, body = pod.request("GET", "//orders//7?a=b")  # not a host: the path as sent
+    assert (status, json.loads(body)["path"], json.loads(body)["query"]) == (
+        200, "//orders//7", {"a": "b"},
+    )  # fmt: skip
     assert pod.request("GET", "/xdt/ready")[0] == 200
     assert pod.request("GET", "/xdt/metrics")[0] == 200
     # The sidecar's own reports are the platform's alone, on Knative too.
     assert pod.request("GET", "/xdt/stats")[0] == 403
+
+
+def test_only_a_sidecars_call_may_have_its_answer_left_as_an_object(
+    tmp_path: Path, pods: list[Pod]
+) -> None:
+    keyring = KeyRing.generate()
+    pod = _start(pods, tmp_path, {"name": "upper", "handler": "fns:upper"}, keyring)
+    big = b"x" * (1 << 20)  # an answer over the threshold: a reference, if one is asked for
+    ask = {"X-Xdt-Accept": "ref"}
+    status, headers, _ = pod.request("POST", "/", big, ask)
+    assert (status, headers["X-Xdt-Error"]) == (403, "forbidden")  # anyone: no
+    for proof in (keyring.call_proof("other"), keyring.call_proof("upper", now=time.time() - 90),
+                  KeyRing.generate().call_proof("upper")):  # fmt: skip
+        assert pod.request("POST", "/", big, {**ask, "X-Xdt-Call": proof})[0] == 403
+    status, headers, body = pod.request(
+        "POST", "/", big, {**ask, "X-Xdt-Call": keyring.call_proof("upper")}
+    )
+    assert (status, headers.get("X-Xdt-Transfer")) == (200, "ref")  # a sidecar's call: yes
+    assert len(body) < 1024
+    assert pod.request("POST", "/", big)[2] == big.upper()  # and anyone gets the bytes
 
 
 def test_a_pod_whose_environment_is_not_knatives_is_refused_with_why(tmp_path: Path) -> None:
@@ -70,17 +95,22 @@ def test_a_pod_whose_environment_is_not_knatives_is_refused_with_why(tmp_path: P
         launch_from_env({})
 
 
-def test_the_service_must_be_the_function_the_configuration_names(
+def test_the_pods_environment_is_checked_and_read_as_knative_gives_it(
     tmp_path: Path, pods: list[Pod]
 ) -> None:
     pod = _start(pods, tmp_path, {"name": "shop", "handler": "fns:upper"}, KeyRing.generate())
     env = {**pod.env, "K_SERVICE": "cart"}
     with pytest.raises(ConfigError, match="runs this sidecar as service 'cart'"):
         launch_from_env(env)
+    # Without the override, the pod's IP is what its name resolves to, as in a pod.
     del env["XDT_POD_IP"]
     env["K_SERVICE"] = "shop"
-    with pytest.raises(ConfigError, match=r"\$XDT_POD_IP is not set"):
+    env["XDT_POD_NAME"] = "shop-00001-deployment-abc12.invalid"
+    with pytest.raises(ConfigError, match=r"cannot find this pod's IP: its name .* does not"):
         launch_from_env(env)
+    env["XDT_POD_NAME"] = "localhost"
+    assert launch_from_env(env).config.faces.advertise == f"127.0.0.1:{pod.objects_port}"
+    env["XDT_POD_NAME"] = "shop-00001-deployment-abc12"
     env["XDT_POD_IP"] = "10.0.0.7"
     env["XDT_KEYRING_FILE"] = str(tmp_path / "nowhere")
     with pytest.raises(ConfigError, match=r"cannot read the key ring .* mount the Secret"):
@@ -146,6 +176,26 @@ def test_on_sigterm_an_object_never_pulled_holds_the_pod_only_for_its_grace_peri
     assert holder.sidecar.poll() is None
     assert _exits(holder, within=20) == 0
     assert "the grace period is over" in holder.output()
+
+
+def test_a_body_still_arriving_at_sigterm_holds_the_pod_no_longer_than_its_grace(
+    tmp_path: Path, pods: list[Pod]
+) -> None:
+    pod = _start(
+        pods, tmp_path, {"name": "upper", "handler": "fns:upper"}, KeyRing.generate(), grace=4.0
+    )
+    host, port = pod.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+        slow.sendall(b"x" * 1000)  # and never the rest
+        time.sleep(0.3)
+        began = time.monotonic()
+        pod.terminate()
+        time.sleep(1.0)
+        assert pod.sidecar.poll() is None  # the request is open: not drained at once
+        assert _exits(pod, within=30) == 0
+    assert time.monotonic() - began < 10  # within its grace, not the body's own deadline
+    assert "the grace period is over" in pod.output()
 
 
 @needs_hosts

@@ -62,6 +62,7 @@ _HEADER = struct.Struct("!B4s12s")  # version, key id, nonce
 _BODY = struct.Struct("!B16sQQQ")  # mode, object id, size, checksum, expires_at (unix ms)
 _TAG_LEN = 16
 PROOF_LEN = 16
+CALL_PROOF_WINDOW = 60.0  # seconds a call proof is good for, either side of its time
 _PROOF_LABEL = b"xdt sidecar pull v1"
 _HOP_LABEL = b"xdt platform hop v1"
 _KEY_LEN = 32
@@ -335,6 +336,33 @@ class KeyRing:
         reference (``X-Xdt-Transfer`` / ``X-Xdt-Accept``). Derived from the primary key, so
         every process holding the key ring agrees on it, and function code never has it."""
         return self._hops[self._primary].decode()
+
+    def call_proof(self, target: str, now: float | None = None) -> str:
+        """What a sidecar's call to function ``target`` carries where the hop secret itself
+        may not travel (between pods on a cluster's network): ``<time>.<mac>``, an HMAC under
+        the hop key over the target and the time, so it proves a sidecar sent it, for that
+        function, within :data:`CALL_PROOF_WINDOW` seconds — a replay is confined to them."""
+        when = int(time.time() if now is None else now)
+        return f"{when}.{self._call_mac(self._primary, target, when)}"
+
+    def proves_call(self, value: str | None, target: str, now: float | None = None) -> bool:
+        """Whether ``value`` is a :meth:`call_proof` for ``target``, made within
+        :data:`CALL_PROOF_WINDOW` seconds of ``now`` (by any key of the ring)."""
+        when_text, _, mac = (value or "").partition(".")
+        if not when_text.isdigit() or len(when_text) > 12:
+            return False
+        when = int(when_text)
+        if abs((time.time() if now is None else now) - when) > CALL_PROOF_WINDOW:
+            return False
+        found = False
+        for key_id in self._hops:
+            found |= hmac.compare_digest(self._call_mac(key_id, target, when), mac)
+        return found
+
+    def _call_mac(self, key_id: bytes, target: str, when: int) -> str:
+        message = b"call\0" + target.encode() + b"\0" + str(when).encode()
+        digest = hmac.digest(self._hops[key_id], message, hashlib.sha256)[:PROOF_LEN]
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def is_hop(self, value: str | None) -> bool:
         """Whether ``value`` is the :meth:`hop_secret` of a key of this ring (compared in

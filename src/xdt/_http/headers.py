@@ -11,6 +11,9 @@
   outside client cannot make a sidecar hold its answers as objects. ``X-Xdt-Transfer`` from
   outside is taken at the gateway only with a reference of the callee's tenant (an upload to
   the gateway's ``/objects``, or one a function gave out), checked before it is forwarded.
+- ``X-Xdt-Call: <time>.<mac>`` — on Knative, where no hop secret crosses the cluster's
+  network: a sidecar's proof that it made this call to this function just now
+  (:meth:`~xdt._core.refs.KeyRing.call_proof`); ``X-Xdt-Accept`` is honoured only beside it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ __all__ = [
     "ACCEPT_IS_INTERNAL",
     "ANSWER_HEADERS",
     "BY_REFERENCE",
+    "CALL_HEADER",
     "ERROR_HEADER",
     "HOP_HEADER",
     "TRANSFER_HEADER",
@@ -30,6 +34,7 @@ ERROR_HEADER = "X-Xdt-Error"
 TRANSFER_HEADER = "X-Xdt-Transfer"
 ACCEPT_HEADER = "X-Xdt-Accept"
 HOP_HEADER = "X-Xdt-Hop"
+CALL_HEADER = "X-Xdt-Call"
 BY_REFERENCE = "ref"  # the value of both transfer headers
 
 # Between sidecars, through the gateway: whether the body is a reference, whether the caller

@@ -68,18 +68,21 @@ def tcp_owner(peer: tuple[str, int], us: tuple[str, int]) -> Owner | None:
 
 
 def is_local_address(text: str) -> bool:
-    """Whether ``text`` is an address of this host (a client there could be asked about)."""
-    address = _host(text)
-    if address.is_loopback:
+    """Whether ``text`` is an address of this host (a client there could be asked about).
+    An address that cannot be told (link-local without its interface, anything odd) counts
+    as local: callers refuse a local client they cannot identify."""
+    try:
+        address = _host(text)
+    except ValueError:
+        return True
+    if address.is_loopback or address.is_link_local:
         return True
     family = socket.AF_INET if address.version == 4 else socket.AF_INET6
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         try:
             probe.bind((str(address), 0))
         except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return False
-            raise
+            return exc.errno != errno.EADDRNOTAVAIL
     return True
 
 

@@ -8,8 +8,10 @@ Per function, one Knative ``Service`` whose pod holds two containers:
   spec's, as JSON in ``$XDT_SIDECAR_CONFIG``; the key ring is the ``xdt-keyring`` Secret,
   mounted into this container only; the Redis URL and S3 credentials of the baseline modes
   come from the ``xdt-stores`` Secret, by reference (never in the manifest).
-- ``function``: the Python runtime serving the handler (or a ``command:``'s own server on
-  ``$PORT`` 9000), reaching its sidecar through sockets in an ``emptyDir`` both mount.
+- ``function``: the Python runtime serving the handler — one image, ``<app>-functions``, of
+  the spec's folder for every Python function — or a ``command:``'s own server on ``$PORT``
+  9000 (an image of its own, named after the function), reaching its sidecar through sockets
+  in an ``emptyDir`` both mount.
 
 The spec's scaling goes into Knative's own annotations (the KPA: min/max/initial scale, the
 stable window, panic window and threshold, target utilisation, burst capacity) and
@@ -25,11 +27,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import urllib.parse
 from typing import Any
 
 from .._core.errors import SpecError
 from .._core.refs import TransferMode
 from ..modes import StoreSettings
+from ..platform.autoscaler import DEFAULT_AUTOSCALER_CONFIG
 from ..platform.spec import FunctionSpec, Spec
 from ..sidecar.config import Faces, KnativeMode, RunsAs, SidecarConfig
 from ..sidecar.knative import (
@@ -39,10 +43,7 @@ from ..sidecar.knative import (
     FUNCTION_PORT,
     FUNCTION_UID,
     KEYRING_FILE,
-    NAMESPACE_ENV,
     OBJECTS_PORT,
-    POD_IP_ENV,
-    POD_NAME_ENV,
     REDIS_URL_ENV,
     RUNTIME_SOCKET,
     SERVING_PORT,
@@ -73,6 +74,12 @@ QUEUE_PROXY_PORTS = (8012, 8013, 8112, 8022, 9090, 9091)
 DRAIN_MARGIN = 10.0  # seconds beyond object_ttl a pod's grace period must leave
 MAX_REVISION_TIMEOUT = 600  # Knative's default max-revision-timeout-seconds
 RUNTIME_THREADS = 64
+# The autoscaler's settings Knative takes only cluster-wide (config-autoscaler), not per revision.
+CLUSTER_AUTOSCALER = (
+    "container_concurrency_target_default", "max_scale_up_rate", "max_scale_down_rate",
+    "tick_interval", "bucket_size", "scale_to_zero_grace", "enable_scale_to_zero",
+    "activator_capacity",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +93,11 @@ class Rendering:
 
     def image(self, name: str) -> str:
         return f"{self.registry.rstrip('/')}/{name}:{self.tag}"
+
+    @property
+    def functions_image(self) -> str:
+        """The image of the spec's Python functions: their folder on the xdt runtime."""
+        return f"{self.app}-functions"
 
 
 def render(spec: Spec, rendering: Rendering) -> list[dict[str, Any]]:
@@ -113,8 +125,21 @@ def warnings(spec: Spec) -> list[str]:
                 f"functions[{function.name}].env is written into its Service in plain text: "
                 "keep secrets in a Secret (env valueFrom.secretKeyRef) instead"
             )
-    if spec.platform.hosts:
-        said.append("platform.hosts (test hosts) has no meaning on Knative: it is left out")
+    pinned = [f.name for f in spec.functions if f.host]
+    if spec.platform.hosts or pinned:
+        said.append(
+            "test hosts (platform.hosts, store_host, link, and host: of "
+            f"{', '.join(pinned) or 'no function'}) have no meaning on Knative: left out"
+        )
+    changed = [
+        name for name in CLUSTER_AUTOSCALER
+        if getattr(spec.platform.autoscaler, name) != getattr(DEFAULT_AUTOSCALER_CONFIG, name)
+    ]  # fmt: skip
+    if changed:
+        said.append(
+            f"platform.autoscaler's {', '.join(changed)} are the cluster's own on Knative "
+            "(the config-autoscaler ConfigMap in knative-serving), not a revision's: left out"
+        )
     return said
 
 
@@ -148,6 +173,13 @@ def _network_policy(rendering: Rendering) -> dict[str, Any]:
 
 def _service(spec: Spec, function: FunctionSpec, rendering: Rendering) -> dict[str, Any]:
     settings = spec.platform
+    endpoint = urllib.parse.urlsplit(settings.s3_endpoint_url or "")
+    if endpoint.username or endpoint.password:
+        raise SpecError(
+            "platform.s3_endpoint_url holds credentials, which a manifest would carry in plain "
+            "text: give the URL without them, and the keys in the xdt-stores Secret "
+            "(aws-access-key-id, aws-secret-access-key)"
+        )
     if function.timeout < settings.object_ttl + DRAIN_MARGIN:
         raise SpecError(
             f"functions[{function.name}].timeout {function.timeout:g} s is too short for "
@@ -171,6 +203,8 @@ def _service(spec: Spec, function: FunctionSpec, rendering: Rendering) -> dict[s
             "template": {
                 "metadata": {"labels": _labels(function, rendering), "annotations": annotations},
                 "spec": {
+                    # No service account token for the function's container to find.
+                    "automountServiceAccountToken": False,
                     "containerConcurrency": function.concurrency,
                     "timeoutSeconds": timeout,
                     "containers": containers,
@@ -241,10 +275,6 @@ def sidecar_config(spec: Spec, function: FunctionSpec, rendering: Rendering) -> 
     )
 
 
-def _field(path: str) -> dict[str, Any]:
-    return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
-
-
 def _secret(key: str) -> dict[str, Any]:
     return {"valueFrom": {"secretKeyRef": {"name": STORES_SECRET, "key": key}}}
 
@@ -266,9 +296,6 @@ def _sidecar(
     config = sidecar_config(spec, function, rendering)
     env: list[dict[str, Any]] = [
         {"name": CONFIG_ENV, "value": json.dumps(dataclasses.asdict(config))},
-        {"name": POD_IP_ENV, **_field("status.podIP")},
-        {"name": POD_NAME_ENV, **_field("metadata.name")},
-        {"name": NAMESPACE_ENV, **_field("metadata.namespace")},
     ]
     mode = spec.mode_of(function)
     if mode is TransferMode.ELASTICACHE:
@@ -300,7 +327,9 @@ def _function(function: FunctionSpec, rendering: Rendering) -> dict[str, Any]:
         {"name": "XDT_EGRESS_SOCKET", "value": EGRESS_SOCKET},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    container: dict[str, Any] = {"name": "function", "image": rendering.image(function.name)}
+    # Python functions: one image of the spec's folder for all of them; a command: its own.
+    image = rendering.functions_image if function.handler is not None else function.name
+    container: dict[str, Any] = {"name": "function", "image": rendering.image(image)}
     if function.handler is not None:
         threads = function.concurrency or RUNTIME_THREADS
         container["args"] = [
@@ -316,4 +345,6 @@ def _function(function: FunctionSpec, rendering: Rendering) -> dict[str, Any]:
     container["env"] = env
     container["volumeMounts"] = [{"name": "xdt-sockets", "mountPath": SOCKETS}]
     container["securityContext"] = _security(FUNCTION_UID)
+    if function.memory_limit is not None:  # a cgroup's bound here, not rlimits
+        container["resources"] = {"limits": {"memory": str(function.memory_limit)}}
     return container

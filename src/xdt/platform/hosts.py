@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import functools
 import ipaddress
 import json
@@ -105,7 +106,8 @@ class Link:
                     raise
                 raise HostsError(
                     "platform.link's delay needs the kernel's netem queueing discipline "
-                    "(sch_netem), which this kernel lacks; rate works without it (htb)"
+                    "(sch_netem), which this kernel lacks: leave the delay out (a rate works "
+                    "without netem)"
                 ) from None
 
     def as_text(self) -> str:
@@ -149,11 +151,15 @@ def enter(netns: str) -> None:
     while the child still has CAP_SYS_ADMIN, i.e. before it drops to a function's uid."""
     fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, _CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns into {netns}: {os.strerror(code)}")
+        _setns(fd, f"into {netns}")
     finally:
         os.close(fd)
+
+
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns {what}: {os.strerror(code)}")
 
 
 @contextlib.contextmanager
@@ -166,9 +172,7 @@ def inside(netns: str) -> Iterator[None]:
         try:
             yield
         finally:
-            if _libc.setns(own, _CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, f"setns back from {netns}: {os.strerror(code)}")
+            _setns(own, f"back from {netns}")
     finally:
         os.close(own)
 
@@ -240,8 +244,9 @@ class HostNetwork:
         _require_tools(shaped=self.link is not None)
         if not 1 <= self.count <= MAX_HOSTS:
             raise HostsError(f"platform.hosts must be 1 to {MAX_HOSTS}, not {self.count}")
-        remove_stale_hosts()
-        self.index = _claim()
+        with _claims_locked():
+            remove_stale_hosts()
+            self.index = _claim()
         try:
             self._make()
         except BaseException:
@@ -252,6 +257,7 @@ class HostNetwork:
         net = self.network
         prefix = net.prefixlen
         _ip("link", "add", self.bridge, "type", "bridge")
+        _no_ipv6(self.bridge)
         _ip("addr", "add", f"{self.machine_address}/{prefix}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         numbered = [(f"h{n}", n) for n in range(1, self.count + 1)]
@@ -266,12 +272,17 @@ class HostNetwork:
                 f"xdtv{self.index}{tag}",
             )
             _ip("netns", "add", host.netns)
+            # IPv4 only: IPv6 link-local addresses would reach past the hosts' /24 (to the
+            # machine's own [::] listeners, unchecked by the gateway's test of the /24).
+            ipv6_off = ("net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+            _run(["ip", "netns", "exec", host.netns, "sysctl", "-q", "-e", "-w", *ipv6_off])
             if name == "store":
                 self.store = host
             else:
                 self.hosts.append(host)
             _ip("link", "add", host.veth, "type", "veth", "peer", "name", "eth0",
                 "netns", host.netns)  # fmt: skip
+            _no_ipv6(host.veth)
             _ip("link", "set", host.veth, "master", self.bridge, "up")
             _ip("-n", host.netns, "addr", "add", f"{host.address}/{prefix}", "dev", "eth0")
             _ip("-n", host.netns, "link", "set", "eth0", "up")
@@ -284,7 +295,8 @@ class HostNetwork:
         """Remove everything this network made and release its claim (blocking)."""
         if self.index is None:
             return
-        _remove(self.index)
+        with _claims_locked():
+            _remove(self.index)
         self.index = None
         self.hosts.clear()
         self.store = None
@@ -354,6 +366,12 @@ def _ip(*args: str) -> None:
     _run(["ip", *args])
 
 
+def _no_ipv6(device: str) -> None:
+    """No IPv6 on the machine's end of a link (nor a link-local address to reach it by)."""
+    with contextlib.suppress(FileNotFoundError):  # a kernel without IPv6
+        Path(f"/proc/sys/net/ipv6/conf/{device}/disable_ipv6").write_text("1")
+
+
 def _claim() -> int:
     """The index of a /24 of the range that no platform holds and no address on this
     machine is in, claimed by creating its state file."""
@@ -414,21 +432,41 @@ def _listed(argv: list[str], name_of: Callable[[str], str]) -> list[str]:
     return [name_of(line).strip() for line in output.splitlines() if line.strip()]
 
 
+@contextlib.contextmanager
+def _claims_locked() -> Iterator[None]:
+    """Hold the claims' lock: one platform at a time judges claims stale, removes and makes
+    them — two starting at once would otherwise both clean one stale claim, and the slower
+    remove what the faster had just claimed again."""
+    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(STATE_DIR / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
 def remove_stale_hosts() -> list[int]:
     """Remove what platforms killed without a chance to stop left behind: every claim whose
-    platform process is gone (its pid runs no more, or runs a later process). The /24
-    indexes cleaned."""
+    platform process is gone (its pid runs no more, or runs a later process), or that holds
+    no owner at all (killed between making its file and writing it: claims are written
+    under the lock this is called under). The /24 indexes cleaned."""
     if not STATE_DIR.is_dir():
         return []
     cleaned = []
     for state in STATE_DIR.glob("*.json"):
         try:
             index = int(state.stem)
+        except ValueError:
+            continue  # not a claim
+        try:
             owner = json.loads(state.read_text())
             pid = int(owner["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not ours, or being written right now
-        if pid == os.getpid() or started_at(pid) == owner.get("started_at"):
+        except (ValueError, KeyError, TypeError):
+            owner, pid = {}, 0  # unreadable: no owner
+        except OSError:
+            continue
+        if pid and (pid == os.getpid() or started_at(pid) == owner.get("started_at")):
             continue  # alive
         try:
             _remove(index)

@@ -309,6 +309,15 @@ def _platform(raw: Any, folder: Path) -> PlatformSpec:
     return PlatformSpec(**values)
 
 
+def _host_number(value: Any, where: str) -> int:
+    """A test host, as ``xdt status`` names it (``h2``) or by its number (``2``)."""
+    if isinstance(value, str) and re.fullmatch(r"h\d+", value):
+        value = int(value[1:])
+    if isinstance(value, str):
+        raise SpecError(f"{where}: {value!r} is not a host: write h2 or 2 for host 2")
+    return _integer(value, where, low=1)
+
+
 def _boolean(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise SpecError(f"{where}: write true or false, not {value!r}")
@@ -447,7 +456,7 @@ def _function(raw: Any, where: str, folder: Path) -> FunctionSpec:
             numbers = value if isinstance(value, list) else [value]
             if not numbers:
                 raise SpecError(f"{at}: name a host (1, 2, …) or a list of them")
-            values[key] = tuple(_integer(n, at, low=1) for n in numbers)
+            values[key] = tuple(_host_number(n, at) for n in numbers)
         elif key == "env":
             env = _mapping(value, at, None)
             for name, text in env.items():

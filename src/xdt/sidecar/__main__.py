@@ -12,6 +12,7 @@ the pod's environment and the key ring's Secret, and SIGTERM drains before it ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -25,7 +26,7 @@ from .._util.logs import RateLimitedLog, rate_limit_loop_errors, stamp_output
 from .._util.process import raise_fd_limit
 from .app import Sidecar
 from .config import Launch
-from .knative import drained, launch_from_env
+from .knative import GRACE_MARGIN, drained, launch_from_env
 
 _PR_SET_DUMPABLE = 4
 
@@ -39,23 +40,29 @@ async def _run(launch: Launch) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(json.dumps(sidecar.ports()), flush=True)
+    closing = False
     try:
         await stop.wait()
         knative = launch.config.knative
         if knative is not None:  # Knative's SIGTERM: drain first (the pod's grace period)
+            ends = loop.time() + knative.grace - GRACE_MARGIN
             sidecar.ingress.drain()
             print(f"xdt sidecar: draining (at most {knative.grace:g} s)", file=sys.stderr)
             done = await drained(
-                lambda: sidecar.stats.concurrency,
-                lambda: sidecar.store.stats.objects,
-                knative.grace,
+                lambda: sidecar.ingress.open, lambda: sidecar.store.stats.objects, knative.grace
             )
             print(
                 "xdt sidecar: drained" if done else "xdt sidecar: the grace period is over",
                 file=sys.stderr, flush=True,
             )  # fmt: skip
+            # Closing waits for handlers (one may still be reading a body): never past the
+            # grace period, after which Kubernetes kills us anyway.
+            closing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sidecar.close(), max(0.5, ends - loop.time()))
     finally:
-        await sidecar.close()
+        if not closing:
+            await sidecar.close()
 
 
 # Its payload threads (boto3's, asyncio.to_thread's) share two malloc arenas: see keep_warm.

@@ -123,11 +123,7 @@ class Sidecar:
             self.payloads,
             # An answer is inline (the inline limit at most) or a reference; an error's JSON
             # is small.
-            Calls(
-                config,
-                hop=keyring.hop_secret(),
-                max_answer=config.transfer.inline_limit + _ERROR_ROOM,
-            ),
+            Calls(config, keyring, max_answer=config.transfer.inline_limit + _ERROR_ROOM),
             lend=self.pulls.pool,
             check=PeerCheck({own, function_uid}, "egress socket"),
             max_ttl=self.store.config.max_ttl,

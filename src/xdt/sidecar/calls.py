@@ -6,16 +6,18 @@
 - On Knative: each function's own service URL (``KnativeMode.call_url``, Knative's
   cluster-local ``http://<function>.<namespace>.svc.cluster.local`` by default), ``POST /``,
   a pool per function; Knative's ingress, activator and queue-proxy route it as any request.
-  No hop secret travels: it would cross the cluster's network in the clear, and a Knative
-  sidecar takes invocations without it.
+  No hop secret travels: it would cross the cluster's network in the clear. A call proof
+  does (``X-Xdt-Call``: for that function, good for a minute), so that the callee's sidecar
+  knows the call for a sidecar's and may answer with a reference.
 """
 
 from __future__ import annotations
 
 import urllib.parse
 
+from .._core.refs import KeyRing
 from .._http.client import ConnectionPool, HttpAnswer
-from .._http.headers import HOP_HEADER
+from .._http.headers import CALL_HEADER, HOP_HEADER
 from .config import SidecarConfig
 
 __all__ = ["Calls"]
@@ -25,10 +27,11 @@ class Calls:
     """``post(target, body, headers)`` to wherever ``target`` is served; ``max_answer``
     bounds an answer's size."""
 
-    def __init__(self, config: SidecarConfig, *, hop: str, max_answer: int) -> None:
+    def __init__(self, config: SidecarConfig, keyring: KeyRing, *, max_answer: int) -> None:
         self.knative = config.knative
         self.max_answer = max_answer
-        self._hop = hop
+        self._keyring = keyring
+        self._hop = keyring.hop_secret()
         self._pools: dict[str, ConnectionPool] = {}
         self._gateway: ConnectionPool | None = None
         if self.knative is None:
@@ -48,7 +51,8 @@ class Calls:
         pool = self._pools.get(target)
         if pool is None:
             pool = self._pools[target] = self._pool(self.url_of(target))
-        return await pool.post("/", body, headers)
+        proof = {CALL_HEADER: self._keyring.call_proof(target)}
+        return await pool.post("/", body, {**headers, **proof})
 
     def url_of(self, target: str) -> str:
         """Where a call to ``target`` goes on Knative: its service URL."""

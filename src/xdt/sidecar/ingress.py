@@ -58,7 +58,9 @@ from .._http.contract import (
 )
 from .._http.headers import (
     ACCEPT_HEADER,
+    ACCEPT_IS_INTERNAL,
     BY_REFERENCE,
+    CALL_HEADER,
     HOP_HEADER,
     TRANSFER_HEADER,
 )
@@ -112,6 +114,9 @@ class Ingress:
         self.keep_alive = KeepAliveClock()
         store.on_holding = self.keep_alive.holding
         self.draining = False  # SIGTERM on Knative: no new invocations, the probe fails
+        # Invocations anywhere in their life — a body still arriving, queued, running, an
+        # answer being written: what a drain waits for (``stats`` counts only admitted ones).
+        self.open = 0
 
     def drain(self) -> None:
         """Take no new invocation (503) and fail the readiness probe; those in flight go on."""
@@ -157,11 +162,27 @@ class Ingress:
         return await handler(request)
 
     async def invoke(self, request: web.Request) -> web.StreamResponse:
+        self.open += 1
+        try:
+            return await self._invoke(request)
+        finally:
+            self.open -= 1
+
+    async def _invoke(self, request: web.Request) -> web.StreamResponse:
         function = self.config.function
         by_reference = request.headers.get(TRANSFER_HEADER) == BY_REFERENCE
         answer_by_reference = request.headers.get(ACCEPT_HEADER) == BY_REFERENCE
         trace = Trace.from_headers(request.headers)
         CURRENT_TRACE.set(trace)  # this request's task: its log lines carry the id
+        if (
+            answer_by_reference
+            and self.config.knative is not None
+            and not self.keyring.proves_call(request.headers.get(CALL_HEADER), function)
+        ):
+            # On Knative anyone may invoke; only a sidecar's call may leave its answer here as
+            # an object (else any client could fill the quota and hold the pod's drain).
+            forbidden = Forbidden(ACCEPT_IS_INTERNAL, function=function)
+            return error_response(forbidden, function=function, request_id=trace.request_id)
         if self.draining:
             refused = Overloaded(
                 f"this instance of {function!r} is shutting down: send the request again",
@@ -312,7 +333,7 @@ def _call_of(request: web.Request, trace: Trace, *, direct: bool = False) -> Req
     sidecar names them), the headers that pass, the request id and trace context."""
     named = request.headers.get(PATH_HEADER)
     if named is None and direct:
-        named = request.path_qs
+        named = request.raw_path  # as sent: aiohttp's parsed path reads "//x" as a host
     path, _, query = (named or "/").partition("?")
     own = (REQUEST_ID_HEADER.lower(), TRACEPARENT_HEADER)
     pairs = [(k.lower(), v) for k, v in passing(request.headers.items()) if k.lower() not in own]

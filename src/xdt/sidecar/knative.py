@@ -15,10 +15,14 @@ What Knative gives it, and what it makes of it:
   ``/xdt/ready`` is the readiness probe, which probes the function.
 - ``K_SERVICE``, ``K_REVISION``, ``K_CONFIGURATION``: the function it serves (``K_SERVICE``
   must be the one its configuration names) and the revision, in its log lines.
-- The pod's IP (downward API ``status.podIP`` as ``$XDT_POD_IP``): the address sealed into
-  references; the object server binds every address on :data:`OBJECTS_PORT`.
-- Its name and namespace (``$XDT_POD_NAME``, ``$XDT_NAMESPACE``): the instance's name (S3
-  keys, logs) and where other functions' service URLs are.
+- The pod's IP: the address sealed into references, found as Kubernetes gives every pod —
+  its hostname (the pod's name, also ``$HOSTNAME``) resolves to it in the pod's own
+  ``/etc/hosts``. Not the downward API: Knative refuses ``fieldRef`` unless the cluster turns
+  on ``kubernetes.podspec-fieldref``. (``$XDT_POD_IP``, ``$XDT_POD_NAME`` and
+  ``$XDT_NAMESPACE`` override, for a sidecar run outside a pod.) The object server binds every
+  address on :data:`OBJECTS_PORT`.
+- The pod's name: the instance's name (S3 keys, logs); the namespace, where other functions'
+  service URLs are, is the one the manifests were rendered for.
 - Everything else of its :class:`~.config.SidecarConfig` — the transfer mode and settings,
   concurrency, timeouts, the tenant — comes from the spec, rendered as JSON into
   ``$XDT_SIDECAR_CONFIG``; secrets do not: the key ring is a file of a Secret mounted into this
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -50,6 +55,7 @@ __all__ = [
     "EGRESS_SOCKET",
     "FUNCTION_PORT",
     "FUNCTION_UID",
+    "GRACE_MARGIN",
     "KEYRING_FILE",
     "OBJECTS_PORT",
     "RUNTIME_SOCKET",
@@ -72,7 +78,7 @@ EGRESS_SOCKET = f"{SOCKETS}/egress.sock"  # the sidecar's, the SDK's way out
 KEYRING_FILE = "/etc/xdt/keyring/keyring"  # the Secret's key "keyring", in the sidecar only
 SIDECAR_UID = 10001
 FUNCTION_UID = 10002
-SHARED_GID = 10000  # the pod's fsGroup: both may use the sockets in SOCKETS
+SHARED_GID = 10000  # both containers' group (runAsGroup): both may use the sockets in SOCKETS
 CONFIG_ENV = "XDT_SIDECAR_CONFIG"
 POD_IP_ENV = "XDT_POD_IP"
 POD_NAME_ENV = "XDT_POD_NAME"
@@ -85,6 +91,17 @@ KEYRING_FILE_ENV = "XDT_KEYRING_FILE"
 CLUSTER_LOCAL = "http://{function}.{namespace}.svc.cluster.local"  # Knative's own, per function
 DRAIN_POLL = 0.1
 GRACE_MARGIN = 2.0  # exit this long before the grace period ends: before SIGKILL
+
+
+def _address_of(pod_name: str) -> str:
+    """The pod's IP: what its own name resolves to (kubelet writes it into /etc/hosts)."""
+    try:
+        return socket.gethostbyname(pod_name)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot find this pod's IP: its name {pod_name!r} does not resolve ({exc}); set "
+            f"${POD_IP_ENV}"
+        ) from None
 
 
 def launch_from_env(env: Mapping[str, str]) -> Launch:
@@ -114,7 +131,8 @@ def launch_from_env(env: Mapping[str, str]) -> Launch:
         port = int(env.get("PORT", SERVING_PORT))
     except ValueError:
         raise ConfigError(f"$PORT is not a port number: {env.get('PORT')!r}") from None
-    pod_ip = need(POD_IP_ENV)
+    pod_name = env.get(POD_NAME_ENV) or env.get("HOSTNAME") or socket.gethostname()
+    pod_ip = env.get(POD_IP_ENV) or _address_of(pod_name)
     sockets = Path(env.get(SOCKETS_ENV, SOCKETS))
     objects_port = config.faces.objects_port or OBJECTS_PORT
     faces = Faces(
@@ -136,7 +154,7 @@ def launch_from_env(env: Mapping[str, str]) -> Launch:
     revision = env.get("K_REVISION", service)
     config = dataclasses.replace(
         config,
-        instance=env.get(POD_NAME_ENV) or f"{revision}-{pod_ip}",
+        instance=pod_name or f"{revision}-{pod_ip}",
         faces=faces,
         upstream=upstream,
         stores=stores,
