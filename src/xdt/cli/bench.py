@@ -53,10 +53,7 @@ def add_parser(commands: Any) -> None:
         help="producer and consumer on two test hosts (network namespaces; root): every path "
         "but memcpy crosses their links",
     )  # fmt: skip
-    transfer.add_argument(
-        "--link", type=_link, default=None,
-        help="with --hosts: shape both links, e.g. 10gbit or 10gbit,0.1ms",
-    )  # fmt: skip
+    _add_link(transfer)
 
     platform = benches.add_parser(
         "platform",
@@ -99,10 +96,7 @@ def add_parser(commands: Any) -> None:
         help="run across this many test hosts (network namespaces; root): driver on host 1, "
         "sinks on host 2, producers spread over the others, stores on a host of their own",
     )  # fmt: skip
-    micro.add_argument(
-        "--link", type=_link, default=None,
-        help="with --hosts: shape every link, e.g. 10gbit or 10gbit,0.1ms (rate, delay)",
-    )  # fmt: skip
+    _add_link(micro)
 
     soak = benches.add_parser(
         "soak",
@@ -124,6 +118,13 @@ def add_parser(commands: Any) -> None:
     soak.set_defaults(run=_bench_soak)
     platform.set_defaults(run=_bench_platform)
     micro.set_defaults(run=_bench_micro)
+
+
+def _add_link(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--link", type=_link, default=None,
+        help="with --hosts: shape every link, e.g. 10gbit or 10gbit,0.1ms (rate, delay)",
+    )  # fmt: skip
 
 
 def _link(text: str) -> Link:
