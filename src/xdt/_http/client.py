@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._core.errors import PeerGone, ProtocolError
+from .._util.names import netloc
 
 __all__ = ["AnswerBody", "ConnectionPool", "HttpAnswer", "RequestHeaders"]
 
@@ -124,8 +125,7 @@ class ConnectionPool:
         self._idle: list[tuple[float, _Connection]] = []  # (idle since, connection)
         # As browsers write it: a name-based router (Knative's ingress) matches the host alone
         # on the default port.
-        named = f"[{host}]" if ":" in host else host
-        self._host_header = (named if port == 80 else f"{named}:{port}").encode()
+        self._host_header = netloc(host, None if port == 80 else port).encode()
 
     async def post(
         self,

@@ -49,12 +49,13 @@ def die_with_parent() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def chain(*steps: Callable[[], None]) -> Callable[[], None]:
+def chain(*steps: Callable[[], None] | None) -> Callable[[], None]:
     """One ``preexec_fn`` that runs ``steps`` in order (e.g. enter a host's network
-    namespace, then :func:`die_with_parent`)."""
+    namespace, then :func:`die_with_parent`), skipping the ones that are None."""
+    given = [step for step in steps if step is not None]
 
     def run() -> None:
-        for step in steps:
+        for step in given:
             step()
 
     return run

@@ -15,8 +15,10 @@ __all__ = [
     "ids_of",
     "memfd_bytes",
     "memory",
+    "owner_record",
     "parent_of",
     "pids",
+    "runs",
     "started_at",
     "tcp_listeners",
 ]
@@ -37,6 +39,25 @@ def started_at(pid: int) -> int | None:
             return int(stat.read().rsplit(")", 1)[1].split()[19])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def owner_record(pid: int | None = None) -> dict[str, int | None]:
+    """What names a process for good (this one by default): its pid and its start time, to
+    write beside what it owns (a run folder, a claim) so that others can tell whether the
+    owner still runs (:func:`runs`)."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "started_at": started_at(pid)}
+
+
+def runs(record: object) -> bool:
+    """Whether the process an :func:`owner_record` names still runs: its pid is taken by a
+    process that started when it did. A record that is not one names no process (False)."""
+    if not isinstance(record, dict):
+        return False
+    pid = record.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    return owner_record(pid) == record
 
 
 def ids_of(pid: int) -> set[int] | None:

@@ -33,7 +33,6 @@ reports the peaks with the case:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import statistics
 import tempfile
@@ -219,8 +218,9 @@ def _spec(mode: str, hosts: int = 0, link: Link | None = None) -> str:
     if hosts:
         placed = f"  hosts: {hosts}\n  store_host: true\n"
         if link is not None and (link.rate or link.delay):
-            shaped = [f"rate: {link.rate}bit"] if link.rate else []
-            shaped += [f"delay: {link.delay * 1e3:g}ms"] if link.delay else []
+            rate, _, delay = link.as_text().partition(",")
+            shaped = [f"rate: {rate}"] if rate else []
+            shaped += [f"delay: {delay}"] if delay else []
             placed += f"  link: {{{', '.join(shaped)}}}\n"
     return (
         f"platform:\n  transfer: {mode}\n  object_quota: 4GiB\n  inline_limit: {INLINE_LIMIT}\n"
@@ -264,13 +264,10 @@ def run_micro_bench(
                         on_platform(platform)
                         for pattern in family:
                             try:
-                                case = _measure(platform, mode, pattern, size, runs)
+                                case = _measure(platform, mode, pattern, size, runs, link)
                             except CaseFailed as failure:
                                 on_failure(f"{mode} {failure}")
                                 continue
-                            if hosts:
-                                rate = link.rate if link is not None else None
-                                case = dataclasses.replace(case, hosts=hosts, link_bits=rate)
                             cases.append(case)
                             on_case(case)
                     finally:
@@ -302,7 +299,12 @@ def _call(url: str, body: bytes, timeout: float = 600) -> bytes:
 
 
 def _measure(
-    platform: LaunchedPlatform, mode: str, pattern: str, size: int, runs: int
+    platform: LaunchedPlatform,
+    mode: str,
+    pattern: str,
+    size: int,
+    runs: int,
+    link: Link | None = None,
 ) -> MicroCase:
     url = f"{platform.url}/invoke/driver"
     order = f"{pattern} {size}".encode()
@@ -313,8 +315,8 @@ def _measure(
         runs = max(runs, SMALL_RUNS)
     hosts = platform.status()["hosts"]
     receiver = "h1" if pattern == "gather" else "h2"  # the consumer is on 1, the sinks on 2
-    link = LinkSampler(hosts, receiver) if hosts is not None else contextlib.nullcontext()
-    with sampler, link:  # from the warm-up on: the buffers a case warms are part of its cost
+    received = LinkSampler(hosts, receiver) if hosts is not None else contextlib.nullcontext()
+    with sampler, received:  # from the warm-up on: the buffers a case warms are its cost
         _call(url, order)  # warm: caches the payloads, connections and buffer pools
         for _ in range(runs):
             elapsed, *answers = _call(url, order).decode().split()
@@ -324,7 +326,9 @@ def _measure(
     return MicroCase(
         mode, pattern, size, statistics.median(times), min(times), max(times), runs,
         sampler.peak_rss, sampler.peak_pss, sampler.peak_memory, idle,
-        peak_receive_bits=link.peak_bits if isinstance(link, LinkSampler) else None,
+        hosts=sum(name != "store" for name in hosts["hosts"]) if hosts else 0,
+        link_bits=link.rate if hosts and link else None,
+        peak_receive_bits=received.peak_bits if isinstance(received, LinkSampler) else None,
     )  # fmt: skip
 
 

@@ -119,7 +119,6 @@ def warnings(spec: Spec) -> list[str]:
                 f"default max-revision-timeout-seconds ({MAX_REVISION_TIMEOUT}): raise it in "
                 "the config-defaults ConfigMap"
             )
-    for function in spec.functions:
         if function.env:
             said.append(
                 f"functions[{function.name}].env is written into its Service in plain text: "

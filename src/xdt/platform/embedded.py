@@ -40,7 +40,7 @@ from .._http.listen import Limits, make_runner, port_of, serve_tcp
 from .._http.metrics import Metric, render
 from .._util.names import http_url
 from .._util.polling import until
-from .._util.procfs import started_at
+from .._util.procfs import owner_record, runs
 from .autoscaler import sample_size
 from .codeversion import code_version
 from .deployment import Deployment
@@ -72,10 +72,6 @@ RUN_PREFIX = "xdt-"  # run folders: $TMPDIR/xdt-XXXXXXXX
 OWNER_FILE = "platform.json"  # in a run folder: the pid and start time of its platform
 
 
-def _owner(pid: int) -> dict[str, int | None]:
-    return {"pid": pid, "started_at": started_at(pid)}
-
-
 def remove_stale_run_folders(root: Path | None = None) -> list[Path]:
     """Remove the run folders (sockets, logs, private homes) that platforms killed without a
     chance to stop (SIGKILL) left behind: ours (same uid), whose platform process is gone —
@@ -86,10 +82,9 @@ def remove_stale_run_folders(root: Path | None = None) -> list[Path]:
             if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
                 continue
             owner = json.loads((folder / OWNER_FILE).read_text())
-            pid = int(owner["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             continue  # not a run folder of ours, or one being made right now
-        if pid != os.getpid() and _owner(pid) != owner:
+        if isinstance(owner, dict) and isinstance(owner.get("pid"), int) and not runs(owner):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -167,7 +162,7 @@ class Platform:
             await asyncio.to_thread(self.hosts.start)
         # Short: Unix socket paths (runtime sockets live here) are limited to 107 bytes.
         self._run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
-        (self._run_dir / OWNER_FILE).write_text(json.dumps(_owner(os.getpid())))
+        (self._run_dir / OWNER_FILE).write_text(json.dumps(owner_record()))
         if self.identities is not None:
             # Function uids must reach their sockets here by name; they may not list it.
             self._run_dir.chmod(0o711)
@@ -190,14 +185,13 @@ class Platform:
         self.url = http_url(settings.host, port_of(self._listener))
         # What instances call other functions through: this URL, or with test hosts the
         # gateway on the machine's address on their network (their 127.0.0.1 is their own).
-        self.inner_url = inner_url = self.url
+        self.inner_url = self.url
         if self.hosts is not None:
             self._inner_listener = await serve_tcp(
                 self._runner, self.hosts.machine_address, 0, GATEWAY_LIMITS,
                 what="the gateway (test hosts' side)", start_serving=False,
             )  # fmt: skip
-            inner_url = http_url(self.hosts.machine_address, port_of(self._inner_listener))
-            self.inner_url = inner_url
+            self.inner_url = http_url(self.hosts.machine_address, port_of(self._inner_listener))
         self.stores = EmbeddedStores(self.spec, on_event=self._store_event, **self._store_place())
         store_settings = await self.stores.start()
         embedded_s3 = settings.s3_endpoint_url is None and TransferMode.S3 in self.spec.modes()
@@ -205,7 +199,7 @@ class Platform:
             self.spec,
             self.keyring,
             self._run_dir,
-            inner_url,
+            self.inner_url,
             self._session,
             self._instance_event,
             stores=store_settings,
@@ -441,9 +435,7 @@ class Platform:
             "sandbox": self.sandboxed,
             "logs": str(self.logs_dir) if self.logs_dir is not None else "",
             "objects": self.objects.status() if self.objects is not None else None,
-            "hosts": self.hosts.describe(self.inner_url)
-            if self.hosts and self.hosts.index is not None
-            else None,
+            "hosts": self._hosts_status(),
             "functions": {name: d.status() for name, d in self.deployments.items()},
         }
 

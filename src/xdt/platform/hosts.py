@@ -36,7 +36,6 @@ import collections
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import fcntl
 import functools
 import ipaddress
@@ -50,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._core.errors import HostsError
-from .._util.procfs import started_at
+from .._util.procfs import owner_record, runs
 from .status import HostsStatus
 
 __all__ = [
@@ -86,7 +85,7 @@ class Link:
         """Shape the egress of ``device`` (in ``netns``): an HTB class at the rate, and
         ``netem`` under it for the delay. Blocking."""
         tc = ["tc", *(["-n", netns] if netns else [])]
-        parent = "root"
+        parent = ["root"]
         if self.rate:
             # Bursts of 1 ms at the rate: HTB's tokens refill on timers, and a smaller bucket
             # leaves a fast link well under its rate.
@@ -96,10 +95,10 @@ class Link:
             _run([*tc, "class", "add", "dev", device, "parent", "1:", "classid", "1:1", "htb",
                   "rate", f"{self.rate}bit", "ceil", f"{self.rate}bit",
                   "burst", burst, "cburst", burst])  # fmt: skip
-            parent = "parent 1:1"
+            parent = ["parent", "1:1"]
         if self.delay:
             try:
-                _run([*tc, "qdisc", "add", "dev", device, *parent.split(), "netem",
+                _run([*tc, "qdisc", "add", "dev", device, *parent, "netem",
                       "delay", f"{self.delay * 1e6:.0f}us", "limit", "100000"])  # fmt: skip
             except HostsError as exc:
                 if "unknown" not in str(exc):
@@ -204,7 +203,8 @@ class HostNetwork:
 
     @property
     def bridge(self) -> str:
-        return f"xdtb{self.index}"
+        assert self.index is not None
+        return _bridge_name(self.index)
 
     def host(self, number: int) -> Host:
         """Host ``number`` (1-based, as in the spec's ``host:``)."""
@@ -218,16 +218,15 @@ class HostNetwork:
         lowest-numbered — a function's instances spread, as Kubernetes spreads a
         deployment's pods."""
         numbers = list(allowed) or list(range(1, len(self.hosts) + 1))
-        chosen = min(
-            numbers,
-            key=lambda n: (
-                self._placed[function, self.host(n).name],
-                sum(
-                    count for (_, host), count in self._placed.items() if host == self.host(n).name
-                ),
-                n,
-            ),
-        )
+        everyone: collections.Counter[str] = collections.Counter()
+        for (_, name), count in self._placed.items():
+            everyone[name] += count
+
+        def load(number: int) -> tuple[int, int, int]:
+            name = self.host(number).name
+            return self._placed[function, name], everyone[name], number
+
+        chosen = min(numbers, key=load)
         host = self.host(chosen)
         self._placed[function, host.name] += 1
         return host
@@ -254,6 +253,8 @@ class HostNetwork:
             raise
 
     def _make(self) -> None:
+        index = self.index
+        assert index is not None
         net = self.network
         prefix = net.prefixlen
         _ip("link", "add", self.bridge, "type", "bridge")
@@ -264,13 +265,8 @@ class HostNetwork:
         if self.store_host:
             numbered.append(("store", STORE_HOST_NUMBER))
         for name, number in numbered:
-            tag = f"h{number}" if name != "store" else "s"
-            host = Host(
-                name,
-                f"xdt-{self.index}-{name}",
-                str(net.network_address + number),
-                f"xdtv{self.index}{tag}",
-            )
+            address = str(net.network_address + number)
+            host = Host(name, _netns_name(index, name), address, _veth_name(index, name))
             _ip("netns", "add", host.netns)
             # IPv4 only: IPv6 link-local addresses would reach past the hosts' /24 (to the
             # machine's own [::] listeners, unchecked by the gateway's test of the /24).
@@ -314,16 +310,29 @@ class HostNetwork:
         }
 
 
+def _bridge_name(index: int) -> str:
+    return f"xdtb{index}"
+
+
+def _netns_name(index: int, host: str) -> str:
+    return f"xdt-{index}-{host}"
+
+
+def _veth_name(index: int, host: str) -> str:
+    # Interface names have at most 15 characters: "store" is "s".
+    return f"xdtv{index}{'s' if host == 'store' else host}"
+
+
 def namespace_of(status: HostsStatus, name: str) -> str:
     """The network namespace of host ``name`` ("h1", "store") of a running platform, from
     its ``/status``: for tools run beside it (``ip netns exec``, iperf3)."""
-    return f"xdt-{_index_of(status)}-{name}"
+    return _netns_name(_index_of(status), name)
 
 
 def veth_of(status: HostsStatus, name: str) -> str:
     """The machine's end of host ``name``'s link: its counters say what the host sent (rx)
     and received (tx)."""
-    return f"xdtv{_index_of(status)}{'s' if name == 'store' else name}"
+    return _veth_name(_index_of(status), name)
 
 
 def _index_of(status: HostsStatus) -> int:
@@ -374,8 +383,7 @@ def _no_ipv6(device: str) -> None:
 
 def _claim() -> int:
     """The index of a /24 of the range that no platform holds and no address on this
-    machine is in, claimed by creating its state file."""
-    STATE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    machine is in, claimed by creating its state file (under the claims' lock)."""
     used = _networks_in_use()
     for index in range(RANGE.num_addresses >> 8):
         base = int(RANGE.network_address) + (index << 8)
@@ -386,24 +394,17 @@ def _claim() -> int:
         except FileExistsError:
             continue
         with os.fdopen(fd, "w") as state:
-            json.dump({"pid": os.getpid(), "started_at": started_at(os.getpid())}, state)
+            json.dump(owner_record(), state)
         return index
     raise HostsError("every /24 of 198.18.0.0/15 is in use: stop other platforms with hosts")
 
 
 def _networks_in_use() -> set[ipaddress.IPv4Network]:
     """The /24s of the range that addresses on this machine's own namespace fall in."""
-    found = subprocess.run(
-        ["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, timeout=_IP_TIMEOUT
-    ).stdout
-    used = set()
-    for line in found.splitlines():
-        words = line.split()
-        if "inet" in words:
-            interface = ipaddress.ip_interface(words[words.index("inet") + 1])
-            if interface.ip in RANGE:
-                used.add(ipaddress.IPv4Network(f"{interface.ip}/24", strict=False))
-    return used
+    # "2: eth0    inet 10.0.0.7/24 brd …": the fourth word
+    found = _listed(["ip", "-4", "-o", "addr", "show"], lambda line: line.split()[3])
+    addresses = [ipaddress.IPv4Interface(text).ip for text in found]
+    return {ipaddress.IPv4Network((int(a) >> 8 << 8, 24)) for a in addresses if a in RANGE}
 
 
 def _remove(index: int) -> None:
@@ -417,12 +418,12 @@ def _remove(index: int) -> None:
         with contextlib.suppress(HostsError):
             _ip("link", "del", name)
     for name in namespaces:
-        if name.startswith(f"xdt-{index}-"):
+        if name.startswith(_netns_name(index, "")):
             with contextlib.suppress(HostsError):
                 _ip("netns", "del", name)
-    if f"xdtb{index}" in links:
+    if _bridge_name(index) in links:
         with contextlib.suppress(HostsError):
-            _ip("link", "del", f"xdtb{index}")
+            _ip("link", "del", _bridge_name(index))
     with contextlib.suppress(FileNotFoundError):
         (STATE_DIR / f"{index}.json").unlink()
 
@@ -461,17 +462,11 @@ def remove_stale_hosts() -> list[int]:
             continue  # not a claim
         try:
             owner = json.loads(state.read_text())
-            pid = int(owner["pid"])
-        except (ValueError, KeyError, TypeError):
-            owner, pid = {}, 0  # unreadable: no owner
+        except ValueError:
+            owner = None  # unreadable: no owner
         except OSError:
             continue
-        if pid and (pid == os.getpid() or started_at(pid) == owner.get("started_at")):
-            continue  # alive
-        try:
+        if not runs(owner):
             _remove(index)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
-        cleaned.append(index)
+            cleaned.append(index)
     return cleaned

@@ -279,7 +279,7 @@ class InstanceManager:
             instance.sidecar = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "xdt.sidecar", stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, env=env, start_new_session=True,
-                preexec_fn=chain(host.enter(), die_with_parent) if host else die_with_parent,
+                preexec_fn=chain(host.enter() if host else None, die_with_parent),
             )  # fmt: skip
         assert instance.sidecar.stdin is not None
         instance.sidecar.stdin.write(launch.to_json().encode())
@@ -578,8 +578,7 @@ def confine(
     its home (isolated), in its sandbox (sandboxed), on its test host (``enter``, a preexec
     step into the host's network namespace); ``env`` is adjusted to match. The (argv,
     subprocess options)."""
-    first = [enter] if enter is not None else []
-    options: dict[str, Any] = {"preexec_fn": chain(*first, die_with_parent)}
+    options: dict[str, Any] = {"preexec_fn": chain(enter, die_with_parent)}
     if identity is None or private is None:
         return argv, options
     for name in ("USER", "LOGNAME", "MAIL"):  # the platform's, not this uid's
@@ -602,10 +601,7 @@ def confine(
     sandbox = Sandbox.for_function(
         *identity, folder=function.folder, private=private, sockets=sockets, extra=extra
     )
-    return sandbox.argv(argv, cwd=function.folder), {
-        "umask": 0o077,
-        "preexec_fn": chain(*first, die_with_parent),
-    }
+    return sandbox.argv(argv, cwd=function.folder), {"umask": 0o077, **options}
 
 
 IMPORT_CHECK_TIMEOUT = 60.0  # a handler's module that takes longer to import is refused

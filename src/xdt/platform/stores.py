@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from .._core.errors import StoreStartError
 from .._core.refs import TransferMode
-from .._util.names import http_url
+from .._util.names import http_url, netloc
 from .._util.polling import until
 from .._util.process import chain, die_with_parent, free_port, terminate
 from .._util.procfs import tcp_listeners
@@ -187,13 +187,13 @@ class EmbeddedStores:
         )
         host = self.host
         server = StoreServer(
-            f"redis-server at {http_url(host, port).removeprefix('http://')}", port,
+            f"redis-server at {netloc(host, port)}", port,
             (binary, "-"),  # "-": the configuration is on stdin
             config, lambda: _redis_answers(host, port, password),
         )  # fmt: skip
         await self._start(server)
         self.servers.append(server)
-        return f"redis://:{password}@{http_url(host, port).removeprefix('http://')}/0"
+        return f"redis://:{password}@{netloc(host, port)}/0"
 
     async def _start_moto(self) -> str:
         try:
@@ -225,7 +225,7 @@ class EmbeddedStores:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=chain(*filter(None, [self.enter]), die_with_parent),
+            preexec_fn=chain(self.enter, die_with_parent),
         )
         if config is not None:
             assert process.stdin is not None

@@ -41,6 +41,7 @@ from .._core.errors import ProtocolError, PullRefused, SourceUnavailable, XdtErr
 from .._core.peercred import bind_unix, peer_is_us
 from .._core.refs import KeyRing, TransferMode
 from .._core.store import ObjectStore, Pull, StoredObject
+from .._util.names import netloc
 from .._util.tasks import TaskSet
 from .frames import (
     SMALL_OBJECT,
@@ -131,9 +132,7 @@ class ObjectServer:
         tcp.listen(1024)
         tcp.setblocking(False)
         self._listeners.append(tcp)
-        port = tcp.getsockname()[1]
-        host = f"[{self.config.host}]" if family == socket.AF_INET6 else self.config.host
-        self.address = self.config.advertise or f"{host}:{port}"
+        self.address = self.config.advertise or netloc(self.config.host, tcp.getsockname()[1])
         self._tasks.spawn(self._accept(loop, tcp, local=False))
         if self.config.local:
             unix = self._bind_local()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from .._core.errors import ConfigError
 from .._core.refs import KeyRing
-from .._util.names import http_url
+from .._util.names import netloc
 from .config import Faces, KnativeMode, Launch, SidecarConfig
 
 __all__ = [
@@ -139,7 +139,7 @@ def launch_from_env(env: Mapping[str, str]) -> Launch:
         host="::" if ":" in pod_ip else "0.0.0.0",
         ingress_port=port,
         objects_port=objects_port,
-        advertise=http_url(pod_ip, objects_port).removeprefix("http://"),
+        advertise=netloc(pod_ip, objects_port),
         egress_socket=str(sockets / Path(EGRESS_SOCKET).name),
         egress_tcp=False,  # the function reaches it over the shared socket only
     )
@@ -151,10 +151,9 @@ def launch_from_env(env: Mapping[str, str]) -> Launch:
     stores = config.stores
     if env.get(REDIS_URL_ENV):
         stores = dataclasses.replace(stores, redis_url=env[REDIS_URL_ENV])
-    revision = env.get("K_REVISION", service)
     config = dataclasses.replace(
         config,
-        instance=pod_name or f"{revision}-{pod_ip}",
+        instance=pod_name,
         faces=faces,
         upstream=upstream,
         stores=stores,
