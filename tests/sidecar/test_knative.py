@@ -63,6 +63,7 @@ def test_any_method_and_path_is_the_functions_and_xdt_paths_are_the_sidecars(
     )  # fmt: skip
     assert pod.request("GET", "/xdt/ready")[0] == 200
     assert pod.request("GET", "/xdt/metrics")[0] == 200
+    assert "serving shop, revision shop-00001 of configuration shop" in pod.output()
     # The sidecar's own reports are the platform's alone, on Knative too.
     assert pod.request("GET", "/xdt/stats")[0] == 403
 

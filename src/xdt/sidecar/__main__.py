@@ -26,7 +26,7 @@ from .._util.logs import RateLimitedLog, rate_limit_loop_errors, stamp_output
 from .._util.process import raise_fd_limit
 from .app import Sidecar
 from .config import Launch
-from .knative import GRACE_MARGIN, drained, launch_from_env
+from .knative import GRACE_MARGIN, drained, launch_from_env, serving
 
 _PR_SET_DUMPABLE = 4
 
@@ -89,6 +89,8 @@ def main() -> int:
         launch = Launch.from_json(sys.stdin.read())
     # Its stderr is the instance log: stamped like the function's lines, named apart.
     stamp_output(f"{launch.config.instance}/sidecar", current_request_id, names=("stderr",))
+    if launch.config.knative is not None:
+        print(f"xdt sidecar: {serving(os.environ)}", file=sys.stderr, flush=True)
     asyncio.run(_run(launch))
     return 0
 

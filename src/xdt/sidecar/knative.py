@@ -14,7 +14,7 @@ What Knative gives it, and what it makes of it:
   ``/xdt/…`` is an invocation (Knative's ingress, activator and queue-proxy route and scale);
   ``/xdt/ready`` is the readiness probe, which probes the function.
 - ``K_SERVICE``, ``K_REVISION``, ``K_CONFIGURATION``: the function it serves (``K_SERVICE``
-  must be the one its configuration names) and the revision, in its log lines.
+  must be the one its configuration names), and the revision its log says it serves.
 - The pod's IP: the address sealed into references, found as Kubernetes gives every pod —
   its hostname (the pod's name, also ``$HOSTNAME``) resolves to it in the pod's own
   ``/etc/hosts``. Not the downward API: Knative refuses ``fieldRef`` unless the cluster turns
@@ -65,6 +65,7 @@ __all__ = [
     "SOCKETS",
     "drained",
     "launch_from_env",
+    "serving",
 ]
 
 # -- the pod's contract: xdt knative render and deploy/knative/ use these, and tests hold
@@ -168,6 +169,16 @@ def launch_from_env(env: Mapping[str, str]) -> Launch:
             "(kubectl create secret generic xdt-keyring --from-file=keyring=...)"
         ) from None
     return Launch(config, KeyRing.from_text(text, origin=str(keyring_file)))
+
+
+def serving(env: Mapping[str, str]) -> str:
+    """What the log's first line says: the service, revision and configuration Knative runs
+    this sidecar as."""
+    service = env.get("K_SERVICE", "?")
+    return (
+        f"serving {service}, revision {env.get('K_REVISION', '?')} of configuration "
+        f"{env.get('K_CONFIGURATION', service)}"
+    )
 
 
 async def drained(
